@@ -58,6 +58,18 @@ impl<'pool> Burst<'pool> {
         Ok(())
     }
 
+    /// Total data bytes of the held mbufs (first segments), e.g. for tx byte counters.
+    pub fn total_len(&self) -> usize {
+        self.slots[..self.len]
+            .iter()
+            .map(|s| {
+                // SAFETY: slots[..len] hold valid owned mbufs (the type's invariant); the shim
+                // only reads data_len.
+                usize::from(unsafe { dpdk_sys::tandem_pktmbuf_data_len(s.assume_init()) })
+            })
+            .sum()
+    }
+
     /// Takes the mbufs out one by one, in order, leaving the burst empty.
     pub fn drain(&mut self) -> Drain<'_, 'pool> {
         let len = self.len;

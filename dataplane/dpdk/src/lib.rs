@@ -29,3 +29,6 @@ pub use mempool::Mempool;
 pub use port::{
     LinkStatus, Port, PortConfig, PortStats, RxQueue, TxQueue, device_names, port_id_by_name,
 };
+
+/// `RTE_MAX_LCORE` of the DPDK we link: lcore ids are below this.
+pub const MAX_LCORE: usize = dpdk_sys::RTE_MAX_LCORE as usize;

@@ -1,0 +1,401 @@
+//! The dataplane's TOML configuration file (see `examples/director.toml`).
+//!
+//! Parsing is strict: unknown keys are errors (a typo must not silently change nothing), and
+//! every error names the file, the line and the key.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// A configuration error, ready to print as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax or type error, with its position.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// toml's message with line and column, folded to one line.
+        message: String,
+    },
+    /// The file parsed but says something impossible.
+    #[error("config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// EAL arguments.
+    pub eal: EalSection,
+    /// Dataplane tunables.
+    #[serde(default)]
+    pub dataplane: DataplaneSection,
+    /// The ports, in the order the core numbers them (0, 1, ...).
+    #[serde(rename = "port")]
+    pub ports: Vec<PortSection>,
+    /// Virtual IPs the director answers for.
+    #[serde(rename = "vip", default)]
+    pub vips: Vec<VipSection>,
+}
+
+/// `[eal]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EalSection {
+    /// Passed verbatim to `rte_eal_init` after argv[0].
+    pub args: Vec<String>,
+}
+
+/// `[dataplane]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneSection {
+    /// Where to write counters as JSON; none if absent.
+    pub stats_file: Option<String>,
+    /// How often to write them.
+    pub stats_interval_ms: u64,
+    /// `error`, `warn`, `info`, `debug` or `trace` (RUST_LOG overrides).
+    pub log_level: String,
+    /// Mbufs in the packet pool.
+    pub mbufs: u32,
+    /// Per-lcore mempool cache.
+    pub mbuf_cache: u32,
+    /// Descriptors per rx queue.
+    pub rx_descriptors: u16,
+    /// Descriptors per tx queue.
+    pub tx_descriptors: u16,
+    /// Entries in each lcore's neighbour table.
+    pub neighbour_capacity: usize,
+    /// Longest sleep of an idle worker, in microseconds (0: busy-poll always).
+    pub idle_sleep_max_us: u64,
+}
+
+impl Default for DataplaneSection {
+    fn default() -> Self {
+        DataplaneSection {
+            stats_file: None,
+            stats_interval_ms: 1000,
+            log_level: "info".into(),
+            mbufs: 8191,
+            mbuf_cache: 256,
+            rx_descriptors: 1024,
+            tx_descriptors: 1024,
+            neighbour_capacity: 4096,
+            idle_sleep_max_us: 200,
+        }
+    }
+}
+
+/// `[[port]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSection {
+    /// The operator's name for it (`outside`, `inside`).
+    pub name: String,
+    /// The DPDK device: vdev name or PCI address.
+    pub device: String,
+    /// The director's own address on this port, `a.b.c.d/len`.
+    pub address: Ipv4Cidr,
+    /// MTU to set on the device, if any.
+    pub mtu: Option<u16>,
+}
+
+/// `[[vip]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipSection {
+    /// The virtual IP.
+    pub address: Ipv4Addr,
+    /// The name of the port it is announced on.
+    pub port: String,
+}
+
+/// An IPv4 address with its prefix length, `203.0.113.11/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    /// The address.
+    pub addr: Ipv4Addr,
+    /// The prefix length, 0..=32.
+    pub prefix_len: u8,
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a.b.c.d/len"))?;
+        let addr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let prefix_len = l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("prefix length {l:?} is not within 0..=32"))?;
+        Ok(Ipv4Cidr { addr, prefix_len })
+    }
+}
+
+impl std::fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    /// Reads and checks a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        Self::parse(&text, &p)
+    }
+
+    /// Parses and checks file contents; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: one_line(&e, text),
+        })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: origin.to_owned(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.ports.is_empty() {
+            return Err("no [[port]] configured: a director needs at least one port".into());
+        }
+        let mut names = HashSet::new();
+        let mut devices = HashSet::new();
+        let mut addrs = HashSet::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            if p.name.is_empty() {
+                return Err(format!("port[{i}].name is empty"));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(format!("port[{i}].name = {:?} is used twice", p.name));
+            }
+            if !devices.insert(p.device.as_str()) {
+                return Err(format!(
+                    "port[{i}].device = {:?} is used by two ports",
+                    p.device
+                ));
+            }
+            if !addrs.insert(p.address.addr) {
+                return Err(format!("port[{i}].address = {} is used twice", p.address));
+            }
+            if let Some(mtu) = p.mtu
+                && !(68..=9600).contains(&mtu)
+            {
+                return Err(format!("port[{i}].mtu = {mtu} is not within 68..=9600"));
+            }
+        }
+        for (i, v) in self.vips.iter().enumerate() {
+            if !names.contains(v.port.as_str()) {
+                return Err(format!(
+                    "vip[{i}].port = {:?} names no [[port]] (ports: {})",
+                    v.port,
+                    self.port_names()
+                ));
+            }
+            if !addrs.insert(v.address) {
+                return Err(format!(
+                    "vip[{i}].address = {} is already a port address or another VIP",
+                    v.address
+                ));
+            }
+        }
+        let d = &self.dataplane;
+        if !matches!(
+            d.log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(format!(
+                "dataplane.log_level = {:?}: use error, warn, info, debug or trace",
+                d.log_level
+            ));
+        }
+        if d.stats_interval_ms == 0 {
+            return Err("dataplane.stats_interval_ms must be at least 1".into());
+        }
+        if d.mbufs < 1023 {
+            return Err(format!(
+                "dataplane.mbufs = {} is too small (at least 1023)",
+                d.mbufs
+            ));
+        }
+        for (k, n) in [
+            ("rx_descriptors", d.rx_descriptors),
+            ("tx_descriptors", d.tx_descriptors),
+        ] {
+            if n < 32 || !n.is_power_of_two() {
+                return Err(format!(
+                    "dataplane.{k} = {n}: must be a power of two, at least 32"
+                ));
+            }
+        }
+        if d.neighbour_capacity == 0 {
+            return Err("dataplane.neighbour_capacity must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn port_names(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// toml's error on one line: `line 3, column 7: invalid type ... (key dataplane.mbufs)`.
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let col = span.start
+                - text[..span.start.min(text.len())]
+                    .rfind('\n')
+                    .map_or(0, |i| i + 1)
+                + 1;
+            format!("line {line}, column {col}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../examples/director.toml");
+
+    fn err(text: &str) -> String {
+        match Config::parse(text, "t.toml") {
+            Ok(_) => String::from("no error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn example_parses() {
+        let c = Config::parse(EXAMPLE, "example").expect("example config is valid");
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(
+            c.ports[0].address,
+            Ipv4Cidr {
+                addr: Ipv4Addr::new(203, 0, 113, 11),
+                prefix_len: 24
+            }
+        );
+        assert_eq!(c.vips[0].address, Ipv4Addr::new(203, 0, 113, 10));
+        assert_eq!(c.dataplane.idle_sleep_max_us, 200);
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::parse(
+            "[eal]\nargs = []\n[[port]]\nname = \"p\"\ndevice = \"net_null0\"\naddress = \"10.0.0.1/8\"\n",
+            "t",
+        )
+        .expect("minimal config");
+        assert_eq!(c.dataplane.mbufs, 8191);
+        assert!(c.vips.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_line() {
+        let t = EXAMPLE.replace("mbuf_cache = 256", "mbuf_cahce = 256");
+        let e = err(&t);
+        assert!(e.starts_with("config file t.toml: line "), "{e}");
+        assert!(e.contains("mbuf_cahce"), "{e}");
+    }
+
+    #[test]
+    fn bad_address_is_named() {
+        let t = EXAMPLE.replace("172.16.0.251/24", "172.16.0.251/33");
+        let e = err(&t);
+        assert!(
+            e.contains("prefix length \"33\" is not within 0..=32"),
+            "{e}"
+        );
+        assert!(e.contains("line "), "{e}");
+    }
+
+    #[test]
+    fn vip_on_missing_port() {
+        let t = EXAMPLE.replace("port = \"outside\"", "port = \"outsde\"");
+        assert_eq!(
+            err(&t),
+            "config file t.toml: vip[0].port = \"outsde\" names no [[port]] (ports: outside, inside)"
+        );
+    }
+
+    #[test]
+    fn duplicate_device_rejected() {
+        let t = EXAMPLE.replace("device = \"net_af_xdp1\"", "device = \"net_af_xdp0\"");
+        assert_eq!(
+            err(&t),
+            "config file t.toml: port[1].device = \"net_af_xdp0\" is used by two ports"
+        );
+    }
+
+    #[test]
+    fn vip_equal_to_port_address_rejected() {
+        let t = EXAMPLE.replace("address = \"203.0.113.10\"", "address = \"203.0.113.11\"");
+        assert!(err(&t).contains("vip[0].address = 203.0.113.11 is already a port address"));
+    }
+
+    #[test]
+    fn descriptors_checked() {
+        let t = EXAMPLE.replace("rx_descriptors = 1024", "rx_descriptors = 1000");
+        assert!(err(&t).contains("dataplane.rx_descriptors = 1000"));
+    }
+
+    #[test]
+    fn missing_file_is_clear() {
+        let e = Config::load(Path::new("/nonexistent/x.toml"))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "cannot read config file /nonexistent/x.toml: No such file or directory (os error 2)"
+            )
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! `tandem-dataplane`: one director's DPDK process.
+//!
+//! Startup order matters: the config is read and checked, logging and signal handling are set
+//! up and the reporting thread is spawned *before* `rte_eal_init`, because after it every new
+//! thread inherits the main lcore's CPU pinning. Then the EAL, the packet pool and the ports
+//! come up, and one worker poll loop runs on every EAL lcore until SIGTERM/SIGINT.
+//!
+//! Exit codes: 0 after a clean stop; 2 for a bad config file or bad EAL arguments (one error
+//! line names the problem); 1 for any other failure.
+
+mod config;
+mod stats;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use tandem_core::director::{self, Director, Vip};
+use tandem_dpdk::{Eal, Mempool, Port, PortConfig};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::stats::{CounterSlot, PortReport};
+
+/// How long a learned neighbour stays valid without a refresh: the Linux default
+/// base_reachable_time is 30 s; ARP entries of a director change rarely, so 5 minutes.
+const NEIGHBOUR_MAX_AGE_NS: u64 = 300 * 1_000_000_000;
+
+/// Tandem director dataplane (DPDK).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The director's TOML configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Check the configuration file and exit (0 if valid, 2 if not), starting nothing.
+    #[arg(long)]
+    check: bool,
+}
+
+/// A failure at startup and the exit code it deserves.
+#[derive(Debug)]
+enum Failure {
+    /// The operator's input is wrong (config, EAL arguments, device names): exit 2.
+    Input(String),
+    /// Something else went wrong: exit 1.
+    Runtime(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tandem-dataplane: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        eprintln!("tandem-dataplane: {} is valid", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cfg.dataplane.log_level);
+    match run(&cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Input(msg)) => {
+            error!("{msg}");
+            eprintln!("tandem-dataplane: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(msg)) => {
+            error!("{msg}");
+            eprintln!("tandem-dataplane: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// What the reporting thread needs once the ports are up.
+struct ReportSetup {
+    ports: Vec<PortReport>,
+    lcores: Vec<u32>,
+}
+
+fn run(cfg: &Config) -> Result<(), Failure> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| {
+            Failure::Runtime(format!("cannot install handler for signal {sig}: {e}"))
+        })?;
+    }
+
+    // One counter slot per possible lcore, allocated before any worker runs.
+    let slots: Arc<Vec<CounterSlot>> = Arc::new(
+        (0..tandem_dpdk::MAX_LCORE)
+            .map(|_| CounterSlot::default())
+            .collect(),
+    );
+    let (setup_tx, setup_rx) = mpsc::channel::<ReportSetup>();
+    let reporter = spawn_reporter(cfg, Arc::clone(&slots), Arc::clone(&stop), setup_rx)?;
+
+    let result = run_eal(cfg, &slots, &stop, setup_tx);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(r) = reporter
+        && r.join().is_err()
+    {
+        warn!("the stats reporter thread panicked");
+    }
+    result
+}
+
+/// The stats-file writer. Created before EAL init so it is not pinned to a worker's CPU.
+fn spawn_reporter(
+    cfg: &Config,
+    slots: Arc<Vec<CounterSlot>>,
+    stop: Arc<AtomicBool>,
+    setup_rx: mpsc::Receiver<ReportSetup>,
+) -> Result<Option<std::thread::JoinHandle<()>>, Failure> {
+    let Some(path) = cfg.dataplane.stats_file.clone().map(PathBuf::from) else {
+        return Ok(None);
+    };
+    let interval = Duration::from_millis(cfg.dataplane.stats_interval_ms);
+    let handle = std::thread::Builder::new()
+        .name("tandem-stats".into())
+        .spawn(move || {
+            let Ok(setup) = setup_rx.recv() else { return };
+            let write = |setup: &ReportSetup| {
+                let lcores: Vec<(u32, &CounterSlot)> = setup
+                    .lcores
+                    .iter()
+                    .filter_map(|l| slots.get(*l as usize).map(|s| (*l, s)))
+                    .collect();
+                if let Err(e) = stats::write_atomic(&path, &stats::render(&setup.ports, &lcores)) {
+                    warn!("cannot write stats file {}: {e}", path.display());
+                }
+            };
+            write(&setup);
+            let mut next = Instant::now() + interval;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10).min(interval));
+                if Instant::now() >= next {
+                    write(&setup);
+                    next += interval;
+                }
+            }
+            // Workers publish their final counters before run() returns; wait for that.
+            while setup_rx.recv_timeout(Duration::from_secs(10)).is_ok() {}
+            write(&setup);
+        })
+        .map_err(|e| Failure::Runtime(format!("cannot spawn the stats thread: {e}")))?;
+    Ok(Some(handle))
+}
+
+fn run_eal(
+    cfg: &Config,
+    slots: &[CounterSlot],
+    stop: &AtomicBool,
+    setup_tx: mpsc::Sender<ReportSetup>,
+) -> Result<(), Failure> {
+    info!(args = ?cfg.eal.args, "starting DPDK EAL");
+    let eal = Eal::init("tandem-dataplane", &cfg.eal.args).map_err(|e| {
+        Failure::Input(format!(
+            "EAL initialisation failed ({e}); EAL arguments: {:?}",
+            cfg.eal.args
+        ))
+    })?;
+    let lcores = eal.lcores();
+    let queues =
+        u16::try_from(lcores.len()).map_err(|_| Failure::Input("too many lcores".into()))?;
+    info!(?lcores, "EAL up: one worker per lcore");
+
+    let d = &cfg.dataplane;
+    let pool = Mempool::new(&eal, "tandem_pkts", d.mbufs, d.mbuf_cache)
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+
+    let mut ports = Vec::with_capacity(cfg.ports.len());
+    let mut reports = Vec::with_capacity(cfg.ports.len());
+    let mut addrs = Vec::with_capacity(cfg.ports.len());
+    for p in &cfg.ports {
+        let pc = PortConfig {
+            rx_queues: queues,
+            tx_queues: queues,
+            rx_descriptors: d.rx_descriptors,
+            tx_descriptors: d.tx_descriptors,
+            promiscuous: true,
+            mtu: p.mtu,
+        };
+        let port = Port::start(&p.device, &pc, &pool).map_err(|e| match e {
+            tandem_dpdk::Error::Invalid(m) => Failure::Input(format!("port {:?}: {m}", p.name)),
+            other => Failure::Runtime(format!("port {:?}: {other}", p.name)),
+        })?;
+        let mac = port.mac().map_err(|e| Failure::Runtime(e.to_string()))?;
+        let link = port.link().map_err(|e| Failure::Runtime(e.to_string()))?;
+        info!(port = %p.name, device = %p.device, id = port.id(), mac = %stats::mac_string(mac), address = %p.address,
+              link_up = link.up, speed_mbps = link.speed_mbps, "port started");
+        reports.push(PortReport {
+            name: p.name.clone(),
+            device: p.device.clone(),
+            port_id: port.id(),
+            mac: stats::mac_string(mac),
+            address: p.address.to_string(),
+        });
+        addrs.push(director::Port {
+            mac,
+            addr: p.address.addr,
+            prefix_len: p.address.prefix_len,
+        });
+        ports.push(port);
+    }
+    let vips = cfg
+        .vips
+        .iter()
+        .filter_map(|v| {
+            cfg.ports
+                .iter()
+                .position(|p| p.name == v.port)
+                .map(|port| Vip {
+                    addr: v.address,
+                    port,
+                })
+        })
+        .collect();
+    let director = Arc::new(
+        Director::new(addrs, vips)
+            .map_err(|e| Failure::Input(format!("configuration refused by the core: {e}")))?,
+    );
+
+    // The stats file appears now: readiness for whoever started us.
+    let _ = setup_tx.send(ReportSetup {
+        ports: reports.clone(),
+        lcores: lcores.clone(),
+    });
+
+    let shared = worker::Shared {
+        ports: &ports,
+        director: &director,
+        stop,
+        origin: Instant::now(),
+        neighbour_capacity: d.neighbour_capacity,
+        neighbour_max_age: NEIGHBOUR_MAX_AGE_NS,
+        idle_sleep_max: Duration::from_micros(d.idle_sleep_max_us),
+    };
+    let failed = AtomicBool::new(false);
+    info!("forwarding");
+    let launched = eal.run_on_all_lcores(&|lcore| {
+        let queue = lcores
+            .iter()
+            .position(|l| *l == lcore)
+            .and_then(|i| u16::try_from(i).ok())
+            .unwrap_or(0);
+        let Some(slot) = slots.get(lcore as usize) else {
+            error!(lcore, "no counter slot for lcore");
+            failed.store(true, Ordering::Relaxed);
+            stop.store(true, Ordering::Relaxed);
+            return;
+        };
+        if let Err(e) = worker::run(queue, &shared, slot) {
+            error!(lcore, "worker failed: {e}");
+            failed.store(true, Ordering::Relaxed);
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
+    // Final counters are published: let the reporter write them.
+    let _ = setup_tx.send(ReportSetup {
+        ports: reports,
+        lcores,
+    });
+    drop(setup_tx);
+    info!("stopping: ports, then EAL");
+    drop(ports);
+    drop(pool);
+    drop(eal);
+    launched.map_err(|e| Failure::Runtime(e.to_string()))?;
+    if failed.load(Ordering::Relaxed) {
+        return Err(Failure::Runtime("a worker lcore failed (see above)".into()));
+    }
+    info!("stopped cleanly");
+    Ok(())
+}
