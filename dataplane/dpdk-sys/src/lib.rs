@@ -10,17 +10,14 @@
 //!
 //! Nothing else: the safe API is the `tandem-dpdk` crate.
 
+// Generated code: none of our naming or clippy lints apply to it.
 #![allow(
     non_upper_case_globals,
     non_camel_case_types,
     non_snake_case,
     dead_code
 )]
-#![allow(
-    clippy::all,
-    clippy::undocumented_unsafe_blocks,
-    unsafe_op_in_unsafe_fn
-)]
-#![allow(missing_debug_implementations)]
+#![allow(clippy::all, clippy::pedantic, clippy::nursery, clippy::restriction)]
+#![allow(unsafe_op_in_unsafe_fn, missing_debug_implementations)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

@@ -63,9 +63,10 @@ impl<'pool> Burst<'pool> {
         self.slots[..self.len]
             .iter()
             .map(|s| {
-                // SAFETY: slots[..len] hold valid owned mbufs (the type's invariant); the shim
-                // only reads data_len.
-                usize::from(unsafe { dpdk_sys::tandem_pktmbuf_data_len(s.assume_init()) })
+                // SAFETY: slots[..len] are initialised (the type's invariant).
+                let m = unsafe { s.assume_init() };
+                // SAFETY: `m` is a valid owned mbuf; the shim only reads data_len.
+                usize::from(unsafe { dpdk_sys::tandem_pktmbuf_data_len(m) })
             })
             .sum()
     }

@@ -57,26 +57,23 @@ impl<'pool> Mbuf<'pool> {
     /// The data of the first segment.
     pub fn data(&self) -> &[u8] {
         let len = self.len();
-        // SAFETY: mtod points at `data_len` initialised bytes inside the mbuf's buffer, which we
-        // own for as long as the returned borrow of self lives.
-        unsafe {
-            std::slice::from_raw_parts(
-                dpdk_sys::tandem_pktmbuf_mtod(self.ptr.as_ptr()).cast::<u8>(),
-                len,
-            )
-        }
+        let start = self.data_ptr();
+        // SAFETY: `start` points at `data_len` initialised bytes inside the mbuf's buffer, which
+        // we own for as long as the returned borrow of self lives.
+        unsafe { std::slice::from_raw_parts(start, len) }
     }
 
     /// The data of the first segment, writable.
     pub fn data_mut(&mut self) -> &mut [u8] {
         let len = self.len();
+        let start = self.data_ptr();
         // SAFETY: as in `data`, and `&mut self` guarantees exclusive access to the buffer.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                dpdk_sys::tandem_pktmbuf_mtod(self.ptr.as_ptr()).cast::<u8>(),
-                len,
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut(start, len) }
+    }
+
+    fn data_ptr(&self) -> *mut u8 {
+        // SAFETY: we own a valid mbuf; the shim computes buf_addr + data_off.
+        unsafe { dpdk_sys::tandem_pktmbuf_mtod(self.ptr.as_ptr()) }.cast::<u8>()
     }
 
     /// Appends `len` bytes at the end of the data and returns them (zeroed), or `None` if the
@@ -119,15 +116,17 @@ impl<'pool> Mbuf<'pool> {
 
     /// The RSS hash the NIC computed, if it set one.
     pub fn rss_hash(&self) -> Option<u32> {
-        // SAFETY: valid owned mbuf; reading plain fields. RTE_MBUF_F_RX_RSS_HASH = 1 << 1.
-        unsafe {
-            let m = &*self.ptr.as_ptr();
-            if m.ol_flags & (1 << 1) != 0 {
-                Some(m.__bindgen_anon_2.hash.rss)
-            } else {
-                None
-            }
+        // SAFETY: we own a valid mbuf for as long as this borrow lives.
+        let m = unsafe { self.ptr.as_ref() };
+        // RTE_MBUF_F_RX_RSS_HASH = 1 << 1 (rte_mbuf_core.h): the union holds the RSS hash.
+        if m.ol_flags & (1 << 1) == 0 {
+            return None;
         }
+        // SAFETY: the flag above says the driver filled the `hash` member of this union; any
+        // bit pattern is a valid value of it.
+        let hash = unsafe { m.__bindgen_anon_2.hash };
+        // SAFETY: `rss` is the member the flag names; any bit pattern is a valid u32.
+        Some(unsafe { hash.rss })
     }
 }
 

@@ -151,9 +151,8 @@ impl<'m> Port<'m> {
         // From here on, `port` stops/closes the device on any early return.
         let mut info = dpdk_sys::rte_eth_dev_info::default();
         // SAFETY: valid port id and out-pointer.
-        check(|| format!("rte_eth_dev_info_get({name})"), unsafe {
-            dpdk_sys::rte_eth_dev_info_get(id, &mut info)
-        })?;
+        let ret = unsafe { dpdk_sys::rte_eth_dev_info_get(id, &mut info) };
+        check(|| format!("rte_eth_dev_info_get({name})"), ret)?;
         if cfg.rx_queues > info.max_rx_queues || cfg.tx_queues > info.max_tx_queues {
             return Err(Error::Invalid(format!(
                 "{name}: {} rx / {} tx queues requested, the device has at most {} / {}",
@@ -181,9 +180,8 @@ impl<'m> Port<'m> {
         )?;
         if let Some(mtu) = cfg.mtu {
             // SAFETY: valid port id.
-            check(|| format!("rte_eth_dev_set_mtu({name}, {mtu})"), unsafe {
-                dpdk_sys::rte_eth_dev_set_mtu(id, mtu)
-            })?;
+            let ret = unsafe { dpdk_sys::rte_eth_dev_set_mtu(id, mtu) };
+            check(|| format!("rte_eth_dev_set_mtu({name}, {mtu})"), ret)?;
         }
         let (mut nb_rxd, mut nb_txd) = (cfg.rx_descriptors, cfg.tx_descriptors);
         // SAFETY: valid port id and pointers to our locals.
@@ -219,9 +217,8 @@ impl<'m> Port<'m> {
             let _ = unsafe { dpdk_sys::rte_eth_promiscuous_enable(id) };
         }
         // SAFETY: valid, configured port id.
-        check(|| format!("rte_eth_dev_start({name})"), unsafe {
-            dpdk_sys::rte_eth_dev_start(id)
-        })?;
+        let ret = unsafe { dpdk_sys::rte_eth_dev_start(id) };
+        check(|| format!("rte_eth_dev_start({name})"), ret)?;
         Ok(port)
     }
 
@@ -239,9 +236,8 @@ impl<'m> Port<'m> {
     pub fn mac(&self) -> Result<[u8; 6]> {
         let mut addr = dpdk_sys::rte_ether_addr::default();
         // SAFETY: valid port id and out-pointer.
-        check(|| format!("rte_eth_macaddr_get({})", self.name), unsafe {
-            dpdk_sys::rte_eth_macaddr_get(self.id, &mut addr)
-        })?;
+        let ret = unsafe { dpdk_sys::rte_eth_macaddr_get(self.id, &mut addr) };
+        check(|| format!("rte_eth_macaddr_get({})", self.name), ret)?;
         Ok(addr.addr_bytes)
     }
 
@@ -249,10 +245,8 @@ impl<'m> Port<'m> {
     pub fn link(&self) -> Result<LinkStatus> {
         let mut link = dpdk_sys::rte_eth_link::default();
         // SAFETY: valid port id and out-pointer.
-        check(
-            || format!("rte_eth_link_get_nowait({})", self.name),
-            unsafe { dpdk_sys::rte_eth_link_get_nowait(self.id, &mut link) },
-        )?;
+        let ret = unsafe { dpdk_sys::rte_eth_link_get_nowait(self.id, &mut link) };
+        check(|| format!("rte_eth_link_get_nowait({})", self.name), ret)?;
         Ok(LinkStatus {
             up: link.link_status() != 0,
             speed_mbps: link.link_speed,
@@ -263,9 +257,8 @@ impl<'m> Port<'m> {
     pub fn stats(&self) -> Result<PortStats> {
         let mut s = dpdk_sys::rte_eth_stats::default();
         // SAFETY: valid port id and out-pointer.
-        check(|| format!("rte_eth_stats_get({})", self.name), unsafe {
-            dpdk_sys::rte_eth_stats_get(self.id, &mut s)
-        })?;
+        let ret = unsafe { dpdk_sys::rte_eth_stats_get(self.id, &mut s) };
+        check(|| format!("rte_eth_stats_get({})", self.name), ret)?;
         Ok(PortStats {
             ipackets: s.ipackets,
             opackets: s.opackets,

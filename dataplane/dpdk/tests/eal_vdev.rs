@@ -63,7 +63,7 @@ fn packets_flow_through_ring_and_null_ports() {
     let total = 100u32;
     let mut seq = 0u32;
     let mut received = Vec::new();
-    while seq < total || (received.len() as u32) < total {
+    while seq < total || received.len() < total as usize {
         let mut tx = Burst::new();
         while seq < total && !tx.is_full() {
             let mut m = pool.alloc().expect("mbuf");
