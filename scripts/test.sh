@@ -13,5 +13,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== cargo build (the rack tests run the real binaries)"
+cargo build --workspace --bins --locked
+
 echo "== cargo test"
 cargo test --workspace --locked

@@ -1,0 +1,36 @@
+//! Tandem's virtual rack: network namespaces joined by veth pairs to Linux bridges, with the
+//! directors' ports handed to `tandem-dataplane` through DPDK's `net_af_xdp` (or `net_af_packet`)
+//! vdevs, and the checks that drive traffic through it.
+//!
+//! Layers, bottom up:
+//! - [`topology`]: the rack as data and the commands that build it (pure);
+//! - [`config`]: each director's dataplane config file (pure);
+//! - [`stats`], [`probe`]: reading the dataplane's stats and the hosts' view (`ping`, `ip -j`,
+//!   `tcpdump`), with pure parsers;
+//! - [`exec`], [`process`]: bounded external commands and the dataplane processes;
+//! - [`rack`]: up / down / status, and the [`rack::Rack`] guard that tears down on drop;
+//! - [`demo`]: the list of checks `tandem-rack demo` runs.
+//!
+//! Traffic rule: everything here sends packets only to addresses inside namespaces the rack
+//! created, and every loop is bounded in count and time.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod exec;
+pub mod net;
+pub mod probe;
+pub mod process;
+pub mod rack;
+pub mod stats;
+pub mod topology;
+
+pub use config::{DirectorConfig, Pmd};
+pub use demo::{Check, DemoReport, run_demo};
+pub use error::{Error, Result};
+pub use exec::Cancel;
+pub use rack::{DirectorId, Rack, RackOptions, RackSpec, RackStatus, Teardown, status, teardown};
+pub use stats::{Counters, Stats};
+pub use topology::{Prefix, Topology};

@@ -1,0 +1,246 @@
+//! `tandem-rack`: the virtual rack of network namespaces with two DPDK directors.
+//!
+//! Tables and JSON go to stdout; the tool's own log goes to stderr (`RUST_LOG` or `-v`).
+//! Exit codes: 0 success (for `demo`: every check passed), 1 failure, 130 interrupted.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tandem_hw_tests::rack::{self, RackOptions};
+use tandem_hw_tests::{Cancel, Error, Pmd, Prefix, Rack, RackStatus};
+
+/// Build, check and tear down Tandem's virtual rack (namespaces, veth, bridges, DPDK directors).
+#[derive(Debug, Parser)]
+#[command(name = "tandem-rack", version, about)]
+struct Cli {
+    /// Log the tool's own steps in detail (every command it runs) on stderr.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct PrefixArg {
+    /// Name prefix of the rack's namespaces and files (a-z, 0-9, starting with a letter).
+    #[arg(long, default_value = "tnd")]
+    prefix: Prefix,
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    #[command(flatten)]
+    prefix: PrefixArg,
+    /// DPDK driver for the directors' veth ports.
+    #[arg(long, default_value = "af_xdp", value_name = "af_xdp|af_packet")]
+    pmd: Pmd,
+    /// The tandem-dataplane binary (else $TANDEM_DATAPLANE, else next to this executable).
+    #[arg(long, value_name = "PATH")]
+    dataplane: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the topology and start both directors' dataplanes; leaves them running.
+    Up(UpArgs),
+    /// Stop the dataplanes and remove everything of the rack. Quiet if nothing is up.
+    Down(PrefixArg),
+    /// Up, prove the DPDK directors answer the VIP and their own addresses, down.
+    Demo {
+        #[command(flatten)]
+        up: UpArgs,
+        /// One JSON object on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What is up: namespaces, dataplane processes, their last counters.
+    Status {
+        #[command(flatten)]
+        prefix: PrefixArg,
+        /// JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(Error::Interrupted) => {
+            eprintln!("tandem-rack: interrupted; the rack was torn down");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("tandem-rack: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// SIGINT and SIGTERM set the flag; the work in progress notices it, stops and tears down.
+fn cancel_on_signals() -> Result<Cancel, Error> {
+    let cancel = Cancel::new();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, cancel.flag())
+            .map_err(|e| Error::io(format!("installing a handler for signal {sig}"), e))?;
+    }
+    Ok(cancel)
+}
+
+fn options(up: UpArgs, cancel: Cancel) -> RackOptions {
+    let mut opts = RackOptions::new(up.prefix.prefix);
+    opts.pmd = up.pmd;
+    opts.dataplane = up.dataplane;
+    opts.cancel = cancel;
+    opts
+}
+
+fn run(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Up(up) => {
+            let cancel = cancel_on_signals()?;
+            let opts = options(up, cancel);
+            let rack = Rack::up(&opts)?;
+            let state = rack.state().clone();
+            println!(
+                "rack `{}` is up ({} directors on {})",
+                opts.prefix,
+                opts.spec.directors.len(),
+                opts.pmd
+            );
+            println!(
+                "  namespaces: {}",
+                opts.spec.topology.namespaces(&opts.prefix).join(" ")
+            );
+            println!("  state:      {}", state.path().display());
+            for id in tandem_hw_tests::DirectorId::ALL {
+                println!(
+                    "  director {}: pid {}, log {}, stats {}",
+                    id.letter(),
+                    rack.director_pid(id)
+                        .map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                    state.log(id).display(),
+                    state.stats(id).display()
+                );
+            }
+            println!("  down with:  tandem-rack down --prefix {}", opts.prefix);
+            rack.detach();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Down(p) => {
+            // Teardown always runs to the end; a signal meanwhile is noted and ignored.
+            let _ = cancel_on_signals()?;
+            rack::preflight("tandem-rack down")?;
+            let done = rack::teardown(&p.prefix)?;
+            if !done.is_empty() {
+                println!(
+                    "rack `{}` down: {} processes stopped, {} namespaces deleted, {} directories removed",
+                    p.prefix,
+                    done.stopped.len(),
+                    done.namespaces.len(),
+                    done.removed.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { up, json } => {
+            let cancel = cancel_on_signals()?;
+            let opts = options(up, cancel);
+            let report = tandem_hw_tests::run_demo(&opts)?;
+            if json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| Error::parse("demo report", e.to_string()))?;
+                println!("{text}");
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Status { prefix, json } => {
+            let st = rack::status(&prefix.prefix)?;
+            if json {
+                let text = serde_json::to_string_pretty(&st)
+                    .map_err(|e| Error::parse("status", e.to_string()))?;
+                println!("{text}");
+            } else {
+                print!("{}", status_table(&st));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn status_table(st: &RackStatus) -> String {
+    if !st.anything_up() {
+        return format!("rack `{}`: nothing is up\n", st.prefix);
+    }
+    let mut out = format!("rack `{}`\n", st.prefix);
+    out.push_str(&format!(
+        "  namespaces: {}\n",
+        if st.namespaces.is_empty() {
+            "(none)".to_owned()
+        } else {
+            st.namespaces.join(" ")
+        }
+    ));
+    if let Some(dir) = &st.state_dir {
+        out.push_str(&format!("  state:      {dir}\n"));
+    }
+    if let Some(meta) = &st.meta {
+        if let Some(pmd) = meta.pmd {
+            out.push_str(&format!("  pmd:        {pmd}\n"));
+        }
+    }
+    for d in &st.directors {
+        let pid = d.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        let age = d.stats_age_ms.map_or_else(
+            || "no stats".to_owned(),
+            |a| format!("stats {:.1} s old", a as f64 / 1000.0),
+        );
+        out.push_str(&format!(
+            "  director {}: pid {pid} {}, {age}\n",
+            d.director,
+            if d.alive { "running" } else { "NOT running" }
+        ));
+        for p in &d.ports {
+            out.push_str(&format!(
+                "    port {} ({}, id {}): mac {} address {}\n",
+                p.name, p.device, p.port_id, p.mac, p.address
+            ));
+        }
+        if let Some(total) = &d.total {
+            let counters: Vec<String> = total.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!(
+                "    counters: {}\n",
+                if counters.is_empty() {
+                    "all zero".to_owned()
+                } else {
+                    counters.join(" ")
+                }
+            ));
+        }
+    }
+    out
+}

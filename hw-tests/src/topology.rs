@@ -1,0 +1,389 @@
+//! The rack as data: hosts (one network namespace each), the switch namespace holding the
+//! bridges, and the interfaces that join hosts to bridges through veth pairs.
+//!
+//! Nothing here touches the system: [`Topology::plan`] turns the description into the list of
+//! commands that build it, which the rack runs and the unit tests read. Later issues extend the
+//! rack by adding hosts, bridges and interfaces (a sync link between the directors, more real
+//! servers) rather than by writing more `ip` calls.
+//!
+//! Naming: the namespace of host `h` is `<prefix>-<h>`; the switch-side end of the veth of
+//! interface `i` of host `h` is `<h>-<i>` inside the switch namespace. The prefix never appears
+//! in interface names, so every interface name stays within Linux's 15 characters whatever the
+//! prefix, and two racks with different prefixes never collide.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::net::Ipv4Cidr;
+
+/// Linux's limit on interface names (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// The name prefix of one rack: `tnd` gives namespaces `tnd-client`, `tnd-sw`, ...
+///
+/// Restricted to `[a-z][a-z0-9]{0,11}` so that a namespace belongs to a rack unambiguously
+/// (host names have no `-` either), and so it is safe in paths and DPDK file prefixes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Prefix(String);
+
+impl Prefix {
+    /// Validates a prefix.
+    pub fn new(s: &str) -> Result<Self> {
+        let ok = (1..=12).contains(&s.len())
+            && s.starts_with(|c: char| c.is_ascii_lowercase())
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(Error::InvalidPrefix(s.to_owned()))
+        }
+    }
+
+    /// The prefix itself.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The namespace of `host`: `<prefix>-<host>`.
+    pub fn netns(&self, host: &str) -> String {
+        format!("{}-{}", self.0, host)
+    }
+
+    /// Whether namespace `name` belongs to this rack: `<prefix>-` followed by a host name.
+    pub fn owns_netns(&self, name: &str) -> bool {
+        name.strip_prefix(self.0.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(is_host_name)
+    }
+
+    /// The DPDK `--file-prefix` of director `letter` (`a`/`b`): `<prefix>-a`.
+    pub fn dpdk_file_prefix(&self, letter: &str) -> String {
+        format!("{}-{}", self.0, letter)
+    }
+}
+
+impl Default for Prefix {
+    fn default() -> Self {
+        Self("tnd".to_owned())
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::new(s)
+    }
+}
+
+/// Host names: `[a-z0-9]+`, no `-`, short enough to leave room for an interface name in the
+/// switch-side veth name.
+pub fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 8
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+/// Who owns an interface inside its host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// The host's kernel, with these addresses.
+    Kernel {
+        /// Addresses configured on the interface.
+        addresses: Vec<Ipv4Cidr>,
+    },
+    /// A DPDK process (AF_XDP / AF_PACKET vdev): the kernel gets no address, IPv6 disabled, the
+    /// link only set up, so the kernel keeps the wire quiet.
+    Dpdk,
+}
+
+/// One interface of a host, the host end of a veth pair whose other end is a bridge port in the
+/// switch namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    /// Name inside the host namespace (`eth0`, `out0`).
+    pub name: String,
+    /// The bridge in the switch namespace it is attached to.
+    pub bridge: String,
+    /// Kernel-owned with addresses, or handed to DPDK.
+    pub owner: Owner,
+}
+
+impl Interface {
+    /// A kernel interface with addresses.
+    pub fn kernel(name: &str, bridge: &str, addresses: &[Ipv4Cidr]) -> Self {
+        Self {
+            name: name.to_owned(),
+            bridge: bridge.to_owned(),
+            owner: Owner::Kernel {
+                addresses: addresses.to_vec(),
+            },
+        }
+    }
+
+    /// An interface handed to a DPDK process.
+    pub fn dpdk(name: &str, bridge: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            bridge: bridge.to_owned(),
+            owner: Owner::Dpdk,
+        }
+    }
+}
+
+/// A static IPv4 route of a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// `None` for the default route.
+    pub destination: Option<Ipv4Cidr>,
+    /// The gateway.
+    pub via: Ipv4Addr,
+}
+
+/// One host: a network namespace with interfaces and routes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    /// Host name (`client`, `dira`, `rs1`); see [`is_host_name`].
+    pub name: String,
+    /// Its interfaces.
+    pub interfaces: Vec<Interface>,
+    /// Its static routes.
+    pub routes: Vec<Route>,
+}
+
+/// The whole virtual rack: hosts, and the switch namespace with its bridges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    /// Host name of the switch namespace (`sw`).
+    pub switch: String,
+    /// Bridges inside the switch namespace (`br-out`, `br-in`).
+    pub bridges: Vec<String>,
+    /// Every other host.
+    pub hosts: Vec<Host>,
+}
+
+/// One command of a build plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The argv (`argv[0]` is the program).
+    pub argv: Vec<String>,
+    /// A failing optional step is logged and skipped (e.g. `ethtool` tweaks).
+    pub required: bool,
+}
+
+impl Step {
+    fn required<S: AsRef<str>>(argv: &[S]) -> Self {
+        Self {
+            argv: argv.iter().map(|s| s.as_ref().to_owned()).collect(),
+            required: true,
+        }
+    }
+
+    fn optional<S: AsRef<str>>(argv: &[S]) -> Self {
+        Self {
+            argv: argv.iter().map(|s| s.as_ref().to_owned()).collect(),
+            required: false,
+        }
+    }
+}
+
+impl Topology {
+    /// The host named `name`.
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// The switch-side name of the veth of `iface` on `host`: `<host>-<iface>`.
+    pub fn switch_port(host: &str, iface: &str) -> String {
+        format!("{host}-{iface}")
+    }
+
+    /// All namespaces of the rack, switch first (the order they are created in).
+    pub fn namespaces(&self, prefix: &Prefix) -> Vec<String> {
+        std::iter::once(self.switch.as_str())
+            .chain(self.hosts.iter().map(|h| h.name.as_str()))
+            .map(|h| prefix.netns(h))
+            .collect()
+    }
+
+    /// Checks names and references: host names valid and unique, interface names within 15
+    /// characters and unique per host, bridges known, kernel addresses unique.
+    pub fn validate(&self) -> Result<()> {
+        let mut seen_hosts = std::collections::BTreeSet::new();
+        for name in std::iter::once(&self.switch).chain(self.hosts.iter().map(|h| &h.name)) {
+            if !is_host_name(name) {
+                return Err(Error::Topology(format!(
+                    "host name `{name}` must be 1-8 characters a-z, 0-9"
+                )));
+            }
+            if !seen_hosts.insert(name.as_str()) {
+                return Err(Error::Topology(format!("host `{name}` appears twice")));
+            }
+        }
+        for b in &self.bridges {
+            check_ifname(b)?;
+        }
+        let mut addresses = std::collections::BTreeSet::new();
+        for h in &self.hosts {
+            let mut names = std::collections::BTreeSet::new();
+            for i in &h.interfaces {
+                check_ifname(&i.name)?;
+                check_ifname(&Self::switch_port(&h.name, &i.name))?;
+                if !names.insert(i.name.as_str()) {
+                    return Err(Error::Topology(format!(
+                        "host `{}` has interface `{}` twice",
+                        h.name, i.name
+                    )));
+                }
+                if !self.bridges.contains(&i.bridge) {
+                    return Err(Error::Topology(format!(
+                        "interface `{}` of `{}` names unknown bridge `{}`",
+                        i.name, h.name, i.bridge
+                    )));
+                }
+                if let Owner::Kernel { addresses: a } = &i.owner {
+                    for c in a {
+                        if !addresses.insert(c.addr) {
+                            return Err(Error::Topology(format!(
+                                "address {} is used twice",
+                                c.addr
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The commands that build this topology, in order. Undoing it is deleting the namespaces
+    /// (which destroys their veths, bridges and any XDP programs).
+    pub fn plan(&self, prefix: &Prefix) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let sw = prefix.netns(&self.switch);
+        // Namespaces first; IPv6 off by default in each, before any interface exists, so no
+        // link-local address, router solicitation or MLD report ever reaches a DPDK port and
+        // the directors' counters count only what the tests send.
+        for ns in self.namespaces(prefix) {
+            steps.push(Step::required(&["ip", "netns", "add", &ns]));
+            for key in ["all", "default"] {
+                steps.push(Step::required(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
+                ]));
+            }
+            steps.push(Step::required(&[
+                "ip", "-n", &ns, "link", "set", "lo", "up",
+            ]));
+        }
+        for br in &self.bridges {
+            // Without multicast snooping the bridge does not join 224.0.0.106 (RFC 4286 router
+            // discovery) and so sends no IGMP reports that every DPDK port would count.
+            steps.push(Step::required(&[
+                "ip",
+                "-n",
+                &sw,
+                "link",
+                "add",
+                br,
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ]));
+            steps.push(Step::required(&["ip", "-n", &sw, "link", "set", br, "up"]));
+        }
+        for h in &self.hosts {
+            let ns = prefix.netns(&h.name);
+            for i in &h.interfaces {
+                let port = Self::switch_port(&h.name, &i.name);
+                // Both ends are created in place: nothing ever exists in the caller's namespace.
+                steps.push(Step::required(&[
+                    "ip", "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", &i.name,
+                    "netns", &ns,
+                ]));
+                steps.push(Step::required(&[
+                    "ip", "-n", &sw, "link", "set", &port, "master", &i.bridge,
+                ]));
+                steps.push(Step::required(&[
+                    "ip", "-n", &sw, "link", "set", &port, "up",
+                ]));
+                steps.push(Step::required(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{}.disable_ipv6=1", i.name),
+                ]));
+                match &i.owner {
+                    Owner::Kernel { addresses } => {
+                        // veth hands the peer partially-checksummed and GSO packets; a DPDK port
+                        // on the same bridge would see TCP/UDP checksums unfilled and frames
+                        // larger than the MTU. Make the kernel hosts send finished frames.
+                        steps.push(Step::optional(&[
+                            "ip", "netns", "exec", &ns, "ethtool", "-K", &i.name, "tx", "off",
+                            "tso", "off", "gso", "off",
+                        ]));
+                        for a in addresses {
+                            steps.push(Step::required(&[
+                                "ip",
+                                "-n",
+                                &ns,
+                                "addr",
+                                "add",
+                                &a.to_string(),
+                                "dev",
+                                &i.name,
+                            ]));
+                        }
+                    }
+                    Owner::Dpdk => {}
+                }
+                steps.push(Step::required(&[
+                    "ip", "-n", &ns, "link", "set", &i.name, "up",
+                ]));
+            }
+            for r in &h.routes {
+                let dest = r
+                    .destination
+                    .map_or_else(|| "default".to_owned(), |d| d.to_string());
+                steps.push(Step::required(&[
+                    "ip",
+                    "-n",
+                    &ns,
+                    "route",
+                    "add",
+                    &dest,
+                    "via",
+                    &r.via.to_string(),
+                ]));
+            }
+        }
+        steps
+    }
+}
+
+fn check_ifname(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > IFNAME_MAX || name.contains(['/', ' ', ':']) {
+        return Err(Error::Topology(format!(
+            "interface name `{name}` must be 1-{IFNAME_MAX} characters without '/', ':' or spaces"
+        )));
+    }
+    Ok(())
+}
