@@ -1,0 +1,519 @@
+//! The director's configuration and its per-lcore packet engine.
+//!
+//! [`Director`] is the immutable configuration shared by all lcores (behind an [`Arc`]);
+//! [`Worker`] is one lcore's engine, owning that lcore's [`NeighbourTable`]. For every
+//! received frame the glue calls [`Worker::process`] and acts on the [`Verdict`].
+//!
+//! So far the engine is the director's own L2/L3 responder: it answers ARP (RFC 826) and
+//! ICMP echo (RFC 792) for the director's address on each port and for the VIPs configured on
+//! that port, learns neighbours from ARP, and drops everything else with a counted reason.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crate::counters::{Counters, DropReason};
+use crate::neigh::{Learned, NeighbourTable};
+use crate::wire::arp::{self, Operation};
+use crate::wire::ethernet::{self, EtherType};
+use crate::wire::icmpv4::{self, Message};
+use crate::wire::ipv4::{self, Protocol};
+use crate::wire::{BROADCAST_MAC, MacAddr, checksum, is_multicast_mac};
+
+/// The TTL of datagrams the director originates, echo replies included: IANA's recommended
+/// default (RFC 1700 "IP Time To Live Parameter"; RFC 1122 §3.2.1.7 asks for a fixed default).
+pub const DEFAULT_TTL: u8 = 64;
+
+/// One DPDK port as the core sees it: the director's MAC and IPv4 address on that link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    /// The port's MAC address, the source of every frame the director sends from it.
+    pub mac: MacAddr,
+    /// The director's own address on this port.
+    pub addr: Ipv4Addr,
+    /// The length of the on-link prefix of `addr` (for next-hop decisions).
+    pub prefix_len: u8,
+}
+
+/// A virtual IP address, answered (ARP, ICMP echo) on one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vip {
+    /// The virtual address.
+    pub addr: Ipv4Addr,
+    /// The index, in [`Director::ports`], of the port it is announced on.
+    pub port: usize,
+}
+
+/// A configuration [`Director::new`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// There is no port at all.
+    #[error("no ports configured")]
+    NoPorts,
+    /// A prefix length over 32.
+    #[error("port {port}: prefix length {prefix_len} is longer than 32")]
+    PrefixLen {
+        /// The port's index.
+        port: usize,
+        /// The prefix length given.
+        prefix_len: u8,
+    },
+    /// A port MAC that is a group address (or all zeros), so it cannot be a source.
+    #[error("port {port}: MAC address {mac:02x?} is not a unicast address")]
+    PortMac {
+        /// The port's index.
+        port: usize,
+        /// The MAC given.
+        mac: MacAddr,
+    },
+    /// An address no host can have: unspecified, broadcast, multicast or loopback.
+    #[error("port {port}: {addr} cannot be a host address")]
+    NotAHostAddress {
+        /// The port's index.
+        port: usize,
+        /// The address given.
+        addr: Ipv4Addr,
+    },
+    /// A VIP on a port index that does not exist.
+    #[error("VIP {addr}: port {port} does not exist ({ports} ports configured)")]
+    VipPort {
+        /// The VIP.
+        addr: Ipv4Addr,
+        /// The port index given.
+        port: usize,
+        /// How many ports there are.
+        ports: usize,
+    },
+    /// The same address twice on one port (two VIPs, or a VIP equal to the port's address).
+    #[error("port {port}: {addr} is configured twice")]
+    Duplicate {
+        /// The port's index.
+        port: usize,
+        /// The address.
+        addr: Ipv4Addr,
+    },
+}
+
+/// The director's configuration: its ports and VIPs. Immutable once built, shared by the
+/// lcores' [`Worker`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Director {
+    ports: Vec<Port>,
+    vips: Vec<Vip>,
+    /// `(port, address)` of every address answered on each port, sorted for binary search.
+    local: Vec<(usize, u32)>,
+}
+
+/// An address a host may hold or be answered at.
+fn is_host_address(addr: Ipv4Addr) -> bool {
+    !(addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback())
+}
+
+impl Director {
+    /// Checks and builds a configuration.
+    pub fn new(ports: Vec<Port>, vips: Vec<Vip>) -> Result<Self, ConfigError> {
+        if ports.is_empty() {
+            return Err(ConfigError::NoPorts);
+        }
+        let mut local = Vec::with_capacity(ports.len() + vips.len());
+        for (index, port) in ports.iter().enumerate() {
+            if port.prefix_len > 32 {
+                return Err(ConfigError::PrefixLen {
+                    port: index,
+                    prefix_len: port.prefix_len,
+                });
+            }
+            if is_multicast_mac(&port.mac) || port.mac == [0; 6] {
+                return Err(ConfigError::PortMac {
+                    port: index,
+                    mac: port.mac,
+                });
+            }
+            local.push((index, port.addr));
+        }
+        for vip in &vips {
+            if vip.port >= ports.len() {
+                return Err(ConfigError::VipPort {
+                    addr: vip.addr,
+                    port: vip.port,
+                    ports: ports.len(),
+                });
+            }
+            local.push((vip.port, vip.addr));
+        }
+        if let Some(&(port, addr)) = local.iter().find(|(_, addr)| !is_host_address(*addr)) {
+            return Err(ConfigError::NotAHostAddress { port, addr });
+        }
+        let mut local: Vec<(usize, u32)> = local
+            .into_iter()
+            .map(|(port, addr)| (port, addr.to_bits()))
+            .collect();
+        local.sort_unstable();
+        if let Some(pair) = local.windows(2).find(|pair| pair[0] == pair[1]) {
+            let (port, addr) = pair[0];
+            return Err(ConfigError::Duplicate {
+                port,
+                addr: Ipv4Addr::from_bits(addr),
+            });
+        }
+        Ok(Self { ports, vips, local })
+    }
+
+    /// The ports, in the glue's port-index order.
+    pub fn ports(&self) -> &[Port] {
+        &self.ports
+    }
+
+    /// The VIPs.
+    pub fn vips(&self) -> &[Vip] {
+        &self.vips
+    }
+
+    /// Whether `addr` is answered on `port`: the director's address there, or a VIP of it.
+    pub fn is_local(&self, port: usize, addr: Ipv4Addr) -> bool {
+        self.local.binary_search(&(port, addr.to_bits())).is_ok()
+    }
+}
+
+/// What the glue must do with a frame after [`Worker::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Verdict {
+    /// The frame was rewritten in place into an answer; send it out of the port it came in
+    /// on. Its length is unchanged.
+    Reply,
+    /// The frame was for the director and did its job (an ARP reply that taught us a
+    /// neighbour); free it. Nothing was wrong with it.
+    Consumed,
+    /// Free the frame; the reason has been counted.
+    Drop(DropReason),
+}
+
+/// One lcore's packet engine.
+#[derive(Debug)]
+pub struct Worker {
+    director: Arc<Director>,
+    neighbours: NeighbourTable,
+}
+
+impl Worker {
+    /// An engine for `director` with its own neighbour table (see [`NeighbourTable::new`]).
+    /// This is where the lcore's memory is allocated; [`process`](Self::process) allocates
+    /// nothing.
+    pub fn new(director: Arc<Director>, neighbour_capacity: usize, neighbour_max_age: u64) -> Self {
+        Self {
+            director,
+            neighbours: NeighbourTable::new(neighbour_capacity, neighbour_max_age),
+        }
+    }
+
+    /// The configuration this engine runs.
+    pub fn director(&self) -> &Director {
+        &self.director
+    }
+
+    /// This lcore's neighbour table.
+    pub fn neighbours(&self) -> &NeighbourTable {
+        &self.neighbours
+    }
+
+    /// This lcore's neighbour table, for housekeeping ([`NeighbourTable::expire`]).
+    pub fn neighbours_mut(&mut self) -> &mut NeighbourTable {
+        &mut self.neighbours
+    }
+
+    /// Handles one frame received on port index `port` at time `now` (nanoseconds).
+    ///
+    /// Counts `rx_packets`/`rx_bytes` for every frame, the answer it produced, and the drop
+    /// reason for every [`Verdict::Drop`]; the glue counts `tx_*` when the NIC takes a reply.
+    /// Never panics, whatever the bytes.
+    pub fn process(
+        &mut self,
+        port: usize,
+        frame: &mut [u8],
+        now: u64,
+        counters: &mut Counters,
+    ) -> Verdict {
+        counters.rx_packets += 1;
+        counters.rx_bytes += frame.len() as u64;
+        let verdict = self.dispatch(port, frame, now, counters);
+        if let Verdict::Drop(reason) = verdict {
+            counters.count_drop(reason);
+        }
+        verdict
+    }
+
+    fn dispatch(
+        &mut self,
+        port: usize,
+        frame: &mut [u8],
+        now: u64,
+        counters: &mut Counters,
+    ) -> Verdict {
+        let Some(config) = self.director.ports.get(port) else {
+            return Verdict::Drop(DropReason::UnknownPort);
+        };
+        let Ok(eth) = ethernet::Frame::new_checked(&*frame) else {
+            return Verdict::Drop(DropReason::TruncatedEthernet);
+        };
+        let to_port = eth.dst_addr() == config.mac;
+        if !to_port && eth.dst_addr() != BROADCAST_MAC {
+            return Verdict::Drop(DropReason::NotForUsMac);
+        }
+        if is_multicast_mac(&eth.src_addr()) {
+            return Verdict::Drop(DropReason::InvalidSourceMac);
+        }
+        let ingress = Ingress {
+            director: &self.director,
+            port,
+            mac: config.mac,
+        };
+        match eth.ethertype() {
+            EtherType::ARP => ingress.arp(&mut self.neighbours, frame, now, counters),
+            EtherType::IPV4 if to_port => ingress.ipv4(frame, counters),
+            // RFC 1122 §3.3.6: a unicast IP datagram in a link-layer broadcast is discarded,
+            // and the director answers no IP broadcast.
+            EtherType::IPV4 => Verdict::Drop(DropReason::NotForUsMac),
+            _ => Verdict::Drop(DropReason::UnsupportedEthertype),
+        }
+    }
+}
+
+/// The port a frame came in on, with what the handlers need to know about it.
+struct Ingress<'a> {
+    director: &'a Director,
+    port: usize,
+    mac: MacAddr,
+}
+
+impl Ingress<'_> {
+    /// RFC 826 "Packet Reception", with the sender checks of RFC 5227 and RFC 1812 §3.3.2.
+    fn arp(
+        &self,
+        neighbours: &mut NeighbourTable,
+        frame: &mut [u8],
+        now: u64,
+        counters: &mut Counters,
+    ) -> Verdict {
+        let Some((eth_header, payload)) = frame.split_at_mut_checked(ethernet::HEADER_LEN) else {
+            return Verdict::Drop(DropReason::TruncatedEthernet);
+        };
+        let Ok(mut arp) = arp::Packet::new_checked(payload) else {
+            return Verdict::Drop(DropReason::MalformedArp);
+        };
+        let operation = arp.operation();
+        if operation != Operation::REQUEST && operation != Operation::REPLY {
+            return Verdict::Drop(DropReason::MalformedArp);
+        }
+        let sender_mac = arp.sender_hardware_addr();
+        let sender = arp.sender_protocol_addr();
+        let target = arp.target_protocol_addr();
+        // RFC 1812 §3.3.2: never believe an ARP that maps an address to a group MAC.
+        if is_multicast_mac(&sender_mac) {
+            return Verdict::Drop(DropReason::MalformedArp);
+        }
+        if self.director.is_local(self.port, sender) {
+            return Verdict::Drop(DropReason::ArpAddressConflict);
+        }
+        // A probe (RFC 5227 §2.1.1) has sender 0.0.0.0: answered, but nothing to learn.
+        let learnable = is_host_address(sender);
+        // "Merge": a known sender is refreshed whoever the packet is for (RFC 826; this is
+        // also how a gratuitous ARP, RFC 5227 §3, updates a neighbour that moved).
+        let merged = learnable && neighbours.refresh(sender, sender_mac, self.port, now);
+        if !self.director.is_local(self.port, target) {
+            return Verdict::Drop(DropReason::ArpNotForUs);
+        }
+        if learnable && !merged {
+            match neighbours.learn(sender, sender_mac, self.port, now) {
+                Learned::New => counters.neighbours_learned += 1,
+                Learned::Refreshed => {}
+                Learned::TableFull => counters.neighbour_table_full += 1,
+            }
+        }
+        if operation == Operation::REPLY {
+            return Verdict::Consumed;
+        }
+        // "Swap hardware and protocol fields, putting the local hardware and protocol
+        // addresses in the sender fields. Set the ar$op field to ares_op$REPLY."
+        arp.set_target_hardware_addr(sender_mac);
+        arp.set_target_protocol_addr(sender);
+        arp.set_sender_hardware_addr(self.mac);
+        arp.set_sender_protocol_addr(target);
+        arp.set_operation(Operation::REPLY);
+        let mut eth = ethernet::Frame::new_unchecked(eth_header);
+        eth.set_dst_addr(sender_mac);
+        eth.set_src_addr(self.mac);
+        counters.arp_replies += 1;
+        Verdict::Reply
+    }
+
+    /// IPv4 addressed to us: only ICMP echo is answered (RFC 792, RFC 1122 §3.2.2.6).
+    fn ipv4(&self, frame: &mut [u8], counters: &mut Counters) -> Verdict {
+        let Some((eth_header, payload)) = frame.split_at_mut_checked(ethernet::HEADER_LEN) else {
+            return Verdict::Drop(DropReason::TruncatedEthernet);
+        };
+        let Ok(mut ip) = ipv4::Packet::new_checked(payload) else {
+            return Verdict::Drop(DropReason::MalformedIpv4);
+        };
+        if !ip.verify_checksum() {
+            return Verdict::Drop(DropReason::BadIpv4Checksum);
+        }
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        if !self.director.is_local(self.port, dst) {
+            return Verdict::Drop(DropReason::Ipv4NotForUs);
+        }
+        if !is_host_address(src) {
+            return Verdict::Drop(DropReason::MartianSource);
+        }
+        if ip.is_fragment() {
+            return Verdict::Drop(DropReason::IpFragment);
+        }
+        if usize::from(ip.header_len()) != ipv4::HEADER_LEN {
+            return Verdict::Drop(DropReason::Ipv4Options);
+        }
+        if ip.protocol() != Protocol::ICMP {
+            return Verdict::Drop(DropReason::UnsupportedIpProtocol);
+        }
+        let Ok(mut icmp) = icmpv4::Packet::new_checked(ip.payload_mut()) else {
+            return Verdict::Drop(DropReason::MalformedIcmp);
+        };
+        if !icmp.verify_checksum() {
+            return Verdict::Drop(DropReason::BadIcmpChecksum);
+        }
+        if icmp.msg_type() != Message::ECHO_REQUEST {
+            return Verdict::Drop(DropReason::UnhandledIcmp);
+        }
+        if icmp.code() != 0 {
+            return Verdict::Drop(DropReason::MalformedIcmp);
+        }
+
+        // RFC 792 "Echo or Echo Reply Message": addresses reversed, type changed to 0,
+        // checksum recomputed — here incrementally over the one changed word (RFC 1624).
+        let old_word = icmp.type_code_word();
+        icmp.set_msg_type(Message::ECHO_REPLY);
+        let cksum = checksum::update16(icmp.checksum(), old_word, icmp.type_code_word());
+        icmp.set_checksum(cksum);
+        // The one case eqn. 3 gets the wrong zero: a reply that is all zeros (id 0, seq 0, no
+        // data) needs 0xffff. Only a 0x0000 result needs the check.
+        if cksum == 0 && !icmp.verify_checksum() {
+            icmp.fill_checksum();
+        }
+
+        // Swapping the addresses leaves the header sum unchanged; the TTL word changes.
+        let old_word = u16::from_be_bytes([ip.ttl(), ip.protocol().0]);
+        ip.set_src_addr(dst);
+        ip.set_dst_addr(src);
+        ip.set_ttl(DEFAULT_TTL);
+        let new_word = u16::from_be_bytes([DEFAULT_TTL, ip.protocol().0]);
+        ip.set_checksum(checksum::update16(ip.checksum(), old_word, new_word));
+
+        let mut eth = ethernet::Frame::new_unchecked(eth_header);
+        let client_mac = eth.src_addr();
+        eth.set_dst_addr(client_mac);
+        eth.set_src_addr(self.mac);
+        counters.icmp_echo_replies += 1;
+        Verdict::Reply
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: MacAddr = [2, 0, 0, 0, 0, 1];
+
+    fn port(addr: [u8; 4]) -> Port {
+        Port {
+            mac: MAC,
+            addr: Ipv4Addr::from(addr),
+            prefix_len: 24,
+        }
+    }
+
+    fn vip(addr: [u8; 4], port: usize) -> Vip {
+        Vip {
+            addr: Ipv4Addr::from(addr),
+            port,
+        }
+    }
+
+    #[test]
+    fn local_addresses_are_per_port() {
+        let director = Director::new(
+            vec![port([10, 0, 0, 1]), port([10, 1, 0, 1])],
+            vec![vip([10, 0, 0, 100], 0), vip([10, 1, 0, 100], 1)],
+        )
+        .unwrap();
+        assert!(director.is_local(0, Ipv4Addr::new(10, 0, 0, 1)));
+        assert!(director.is_local(0, Ipv4Addr::new(10, 0, 0, 100)));
+        assert!(!director.is_local(1, Ipv4Addr::new(10, 0, 0, 100)));
+        assert!(director.is_local(1, Ipv4Addr::new(10, 1, 0, 100)));
+        assert!(!director.is_local(0, Ipv4Addr::new(10, 0, 0, 2)));
+        assert!(!director.is_local(2, Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(director.ports().len(), 2);
+        assert_eq!(director.vips().len(), 2);
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_what_is_wrong() {
+        let ok = port([10, 0, 0, 1]);
+        assert_eq!(Director::new(vec![], vec![]), Err(ConfigError::NoPorts));
+        assert_eq!(
+            Director::new(
+                vec![Port {
+                    prefix_len: 33,
+                    ..ok
+                }],
+                vec![]
+            ),
+            Err(ConfigError::PrefixLen {
+                port: 0,
+                prefix_len: 33
+            })
+        );
+        for mac in [[1, 0, 0x5e, 0, 0, 1], [0; 6], [0xff; 6]] {
+            assert_eq!(
+                Director::new(vec![ok, Port { mac, ..ok }], vec![]),
+                Err(ConfigError::PortMac { port: 1, mac })
+            );
+        }
+        for addr in [
+            [0, 0, 0, 0],
+            [255, 255, 255, 255],
+            [224, 0, 0, 5],
+            [127, 0, 0, 1],
+        ] {
+            assert_eq!(
+                Director::new(vec![ok], vec![vip(addr, 0)]),
+                Err(ConfigError::NotAHostAddress {
+                    port: 0,
+                    addr: Ipv4Addr::from(addr)
+                })
+            );
+        }
+        assert_eq!(
+            Director::new(vec![ok], vec![vip([10, 0, 0, 9], 1)]),
+            Err(ConfigError::VipPort {
+                addr: Ipv4Addr::new(10, 0, 0, 9),
+                port: 1,
+                ports: 1
+            })
+        );
+        assert_eq!(
+            Director::new(vec![ok], vec![vip([10, 0, 0, 1], 0)]),
+            Err(ConfigError::Duplicate {
+                port: 0,
+                addr: Ipv4Addr::new(10, 0, 0, 1)
+            })
+        );
+        // The same address on two ports is two different things to answer.
+        assert!(Director::new(vec![ok, ok], vec![]).is_ok());
+        assert_eq!(
+            ConfigError::PortMac {
+                port: 1,
+                mac: [1, 0, 0x5e, 0, 0, 1]
+            }
+            .to_string(),
+            "port 1: MAC address [01, 00, 5e, 00, 00, 01] is not a unicast address"
+        );
+    }
+}
