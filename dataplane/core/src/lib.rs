@@ -16,6 +16,7 @@
 pub mod counters;
 pub mod director;
 pub mod golden;
+pub mod lb;
 pub mod neigh;
 pub mod wire;
 
