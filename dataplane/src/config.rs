@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A configuration error, ready to print as one line.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,7 @@ pub enum ConfigError {
 }
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// EAL arguments.
@@ -54,10 +54,132 @@ pub struct Config {
     /// Virtual IPs the director answers for.
     #[serde(rename = "vip", default)]
     pub vips: Vec<VipSection>,
+    /// Next hops for destinations that are not on a port's subnet.
+    #[serde(rename = "route", default)]
+    pub routes: Vec<RouteSection>,
+    /// Connection table size and timeouts.
+    #[serde(default)]
+    pub connections: ConnectionsSection,
+    /// Virtual services and their real servers.
+    #[serde(rename = "service", default)]
+    pub services: Vec<ServiceSection>,
 }
 
+/// `[connections]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsSection {
+    /// Most connections one worker lcore tracks; new connections beyond it are dropped and counted.
+    pub max_per_lcore: u32,
+    /// Timeout of an ESTABLISHED TCP connection (ipvsadm --set tcp).
+    pub tcp_established_s: u32,
+    /// Timeout of the FIN_WAIT state (ipvsadm --set tcpfin).
+    pub tcp_fin_s: u32,
+    /// Timeout of the SYN_RECV state.
+    pub tcp_syn_s: u32,
+    /// Timeout of a UDP connection (ipvsadm --set udp).
+    pub udp_s: u32,
+}
+
+impl Default for ConnectionsSection {
+    fn default() -> Self {
+        ConnectionsSection {
+            max_per_lcore: 1 << 20,
+            tcp_established_s: 900,
+            tcp_fin_s: 60,
+            tcp_syn_s: 60,
+            udp_s: 300,
+        }
+    }
+}
+
+/// `[[route]]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Destination prefix, `0.0.0.0/0` for the default route.
+    pub prefix: Ipv4Cidr,
+    /// Next hop; must be on the subnet of one of the ports.
+    pub gateway: Ipv4Addr,
+}
+
+/// Transport protocol of a virtual service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolName {
+    /// TCP
+    Tcp,
+    /// UDP
+    Udp,
+}
+
+/// Forwarding method of a real server (ipvsadm -m / -i / -g).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodName {
+    /// NAT (masquerading)
+    Nat,
+    /// IPIP tunnel
+    Tun,
+    /// Direct routing (gatewaying)
+    Dr,
+}
+
+/// `[[service]]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// `tcp` or `udp`.
+    pub protocol: ProtocolName,
+    /// The virtual IP (one of the `[[vip]]` addresses).
+    pub address: Ipv4Addr,
+    /// The virtual port.
+    pub port: u16,
+    /// Scheduler name, as ipvsadm -s.
+    pub scheduler: String,
+    /// Persistence timeout in seconds (ipvsadm -p); absent or 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub persistence_timeout_s: u32,
+    /// Scheduler flags (ipvsadm -b).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
+    /// The real servers.
+    #[serde(rename = "server", default)]
+    pub servers: Vec<ServerSection>,
+}
+
+/// `[[service.server]]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// The real server's address.
+    pub address: Ipv4Addr,
+    /// Its port (must equal the service's for tun and dr, which cannot map ports).
+    pub port: u16,
+    /// `nat`, `tun` or `dr`.
+    pub method: MethodName,
+    /// Weight, 0..=65535; 0 quiesces (no new connections).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Scheduler names the director knows (ipvsadm -s).
+pub const SCHEDULERS: [&str; 11] = [
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh",
+];
+/// Scheduler flags the director knows (ipvsadm -b).
+pub const SCHEDULER_FLAGS: [&str; 4] = ["sh-fallback", "sh-port", "mh-fallback", "mh-port"];
+
 /// `[eal]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EalSection {
     /// Passed verbatim to `rte_eal_init` after argv[0].
@@ -65,10 +187,11 @@ pub struct EalSection {
 }
 
 /// `[dataplane]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataplaneSection {
     /// Where to write counters as JSON; none if absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stats_file: Option<String>,
     /// How often to write them.
     pub stats_interval_ms: u64,
@@ -105,7 +228,7 @@ impl Default for DataplaneSection {
 }
 
 /// `[[port]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortSection {
     /// The operator's name for it (`outside`, `inside`).
@@ -115,11 +238,12 @@ pub struct PortSection {
     /// The director's own address on this port, `a.b.c.d/len`.
     pub address: Ipv4Cidr,
     /// MTU to set on the device, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u16>,
 }
 
 /// `[[vip]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VipSection {
     /// The virtual IP.
@@ -162,6 +286,12 @@ impl std::fmt::Display for Ipv4Cidr {
     }
 }
 
+impl Serialize for Ipv4Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl<'de> Deserialize<'de> for Ipv4Cidr {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -170,6 +300,11 @@ impl<'de> Deserialize<'de> for Ipv4Cidr {
 }
 
 impl Config {
+    /// The file's text (TOML) for this configuration.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+
     /// Reads and checks a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let p = path.display().to_string();
@@ -237,6 +372,29 @@ impl Config {
                 ));
             }
         }
+        for (i, r) in self.routes.iter().enumerate() {
+            if !self.ports.iter().any(|p| same_subnet(p.address, r.gateway)) {
+                return Err(format!(
+                    "route[{i}].gateway = {} is on no port's subnet",
+                    r.gateway
+                ));
+            }
+        }
+        self.validate_services()?;
+        let c = &self.connections;
+        if c.max_per_lcore == 0 {
+            return Err("connections.max_per_lcore must be at least 1".into());
+        }
+        for (k, v) in [
+            ("tcp_established_s", c.tcp_established_s),
+            ("tcp_fin_s", c.tcp_fin_s),
+            ("tcp_syn_s", c.tcp_syn_s),
+            ("udp_s", c.udp_s),
+        ] {
+            if v == 0 {
+                return Err(format!("connections.{k} must be at least 1 second"));
+            }
+        }
         let d = &self.dataplane;
         if !matches!(
             d.log_level.as_str(),
@@ -272,6 +430,78 @@ impl Config {
         Ok(())
     }
 
+    fn validate_services(&self) -> Result<(), String> {
+        let mut seen = HashSet::new();
+        for (i, svc) in self.services.iter().enumerate() {
+            let name = format!(
+                "service[{i}] ({:?} {}:{})",
+                svc.protocol, svc.address, svc.port
+            );
+            if !self.vips.iter().any(|v| v.address == svc.address) {
+                return Err(format!("{name}: address {} is not a [[vip]]", svc.address));
+            }
+            if svc.port == 0 {
+                return Err(format!("{name}: port must be within 1..=65535"));
+            }
+            if !seen.insert((svc.protocol, svc.address, svc.port)) {
+                return Err(format!("{name}: defined twice"));
+            }
+            if !SCHEDULERS.contains(&svc.scheduler.as_str()) {
+                return Err(format!(
+                    "{name}: unknown scheduler {:?} (known: {})",
+                    svc.scheduler,
+                    SCHEDULERS.join(", ")
+                ));
+            }
+            for f in &svc.flags {
+                if !SCHEDULER_FLAGS.contains(&f.as_str()) {
+                    return Err(format!(
+                        "{name}: unknown flag {f:?} (known: {})",
+                        SCHEDULER_FLAGS.join(", ")
+                    ));
+                }
+            }
+            let mut servers = HashSet::new();
+            for (j, s) in svc.servers.iter().enumerate() {
+                let sname = format!("{name}.server[{j}] ({}:{})", s.address, s.port);
+                if s.port == 0 {
+                    return Err(format!("{sname}: port must be within 1..=65535"));
+                }
+                if !servers.insert((s.address, s.port)) {
+                    return Err(format!("{sname}: listed twice"));
+                }
+                if s.weight > 65535 {
+                    return Err(format!(
+                        "{sname}: weight {} is not within 0..=65535",
+                        s.weight
+                    ));
+                }
+                if matches!(s.method, MethodName::Tun | MethodName::Dr) && s.port != svc.port {
+                    return Err(format!(
+                        "{sname}: method {:?} cannot map port {} to {}; use nat, or the same port",
+                        s.method, svc.port, s.port
+                    ));
+                }
+                if self.ports.iter().any(|p| p.address.addr == s.address)
+                    || self.vips.iter().any(|v| v.address == s.address)
+                {
+                    return Err(format!(
+                        "{sname}: address {} is the director's own",
+                        s.address
+                    ));
+                }
+                if matches!(s.method, MethodName::Dr)
+                    && !self.ports.iter().any(|p| same_subnet(p.address, s.address))
+                {
+                    return Err(format!(
+                        "{sname}: direct routing needs the server on a port's subnet"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn port_names(&self) -> String {
         self.ports
             .iter()
@@ -279,6 +509,16 @@ impl Config {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// Whether `addr` is on the subnet of `net`.
+pub fn same_subnet(net: Ipv4Cidr, addr: Ipv4Addr) -> bool {
+    let mask = if net.prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(net.prefix_len))
+    };
+    u32::from(net.addr) & mask == u32::from(addr) & mask
 }
 
 /// toml's error on one line: `line 3, column 7: invalid type ... (key dataplane.mbufs)`.
@@ -384,6 +624,99 @@ mod tests {
     fn descriptors_checked() {
         let t = EXAMPLE.replace("rx_descriptors = 1024", "rx_descriptors = 1000");
         assert!(err(&t).contains("dataplane.rx_descriptors = 1000"));
+    }
+
+    #[test]
+    fn example_services_are_the_seed_002_example() {
+        let c = Config::parse(EXAMPLE, "example").expect("valid");
+        assert_eq!(c.services.len(), 2);
+        let web = &c.services[0];
+        assert_eq!(
+            (web.protocol, web.port, web.scheduler.as_str()),
+            (ProtocolName::Tcp, 80, "wrr")
+        );
+        let s: Vec<(Ipv4Addr, u16, u32)> = web
+            .servers
+            .iter()
+            .map(|s| (s.address, s.port, s.weight))
+            .collect();
+        assert_eq!(
+            s,
+            [
+                (Ipv4Addr::new(172, 16, 0, 2), 80, 1),
+                (Ipv4Addr::new(172, 16, 0, 3), 8000, 2)
+            ]
+        );
+        assert_eq!(c.services[1].servers[0].port, 21);
+        assert_eq!(c.routes[0].gateway, Ipv4Addr::new(203, 0, 113, 1));
+    }
+
+    #[test]
+    fn unknown_scheduler_lists_known_ones() {
+        let t = EXAMPLE.replace("scheduler = \"wrr\"", "scheduler = \"wrrr\"");
+        assert_eq!(
+            err(&t),
+            "config file t.toml: service[0] (Tcp 203.0.113.10:80): unknown scheduler \"wrrr\" (known: rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq, mh)"
+        );
+    }
+
+    #[test]
+    fn dr_cannot_map_ports() {
+        let t = EXAMPLE.replace(
+            "port = 8000\nmethod = \"nat\"",
+            "port = 8000\nmethod = \"dr\"",
+        );
+        assert!(
+            err(&t).contains("method Dr cannot map port 80 to 8000"),
+            "{}",
+            err(&t)
+        );
+    }
+
+    #[test]
+    fn service_on_unknown_vip_and_bad_method() {
+        let t = EXAMPLE.replace(
+            "address = \"203.0.113.10\"\nport = 21",
+            "address = \"203.0.113.99\"\nport = 21",
+        );
+        assert!(
+            err(&t).contains("address 203.0.113.99 is not a [[vip]]"),
+            "{}",
+            err(&t)
+        );
+        let t = EXAMPLE.replace(
+            "method = \"nat\"                # nat",
+            "method = \"masq\"                # nat",
+        );
+        let e = err(&t);
+        assert!(e.contains("line ") && e.contains("masq"), "{e}");
+    }
+
+    #[test]
+    fn route_gateway_must_be_on_link() {
+        let t = EXAMPLE.replace("gateway = \"203.0.113.1\"", "gateway = \"198.51.100.1\"");
+        assert_eq!(
+            err(&t),
+            "config file t.toml: route[0].gateway = 198.51.100.1 is on no port's subnet"
+        );
+    }
+
+    #[test]
+    fn subnet_math() {
+        let n: Ipv4Cidr = "172.16.0.251/24".parse().expect("cidr");
+        assert!(same_subnet(n, Ipv4Addr::new(172, 16, 0, 9)));
+        assert!(!same_subnet(n, Ipv4Addr::new(172, 16, 1, 9)));
+        assert!(same_subnet(
+            "0.0.0.0/0".parse().expect("cidr"),
+            Ipv4Addr::new(1, 2, 3, 4)
+        ));
+    }
+
+    #[test]
+    fn serializes_back_to_the_same_config() {
+        let c = Config::parse(EXAMPLE, "example").expect("valid");
+        let text = c.to_toml().expect("serializes");
+        assert_eq!(Config::parse(&text, "round trip").expect("parses back"), c);
     }
 
     #[test]

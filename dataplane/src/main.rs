@@ -8,9 +8,9 @@
 //! Exit codes: 0 after a clean stop; 2 for a bad config file or bad EAL arguments (one error
 //! line names the problem); 1 for any other failure.
 
-mod config;
-mod stats;
 mod worker;
+
+use tandem_dataplane::{config, stats};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,8 +24,8 @@ use tandem_core::director::{self, Director, Vip};
 use tandem_dpdk::{Eal, Mempool, Port, PortConfig};
 use tracing::{error, info, warn};
 
-use crate::config::Config;
-use crate::stats::{CounterSlot, PortReport};
+use config::Config;
+use stats::{CounterSlot, PortReport};
 
 /// How long a learned neighbour stays valid without a refresh: the Linux default
 /// base_reachable_time is 30 s; ARP entries of a director change rarely, so 5 minutes.
@@ -237,6 +237,12 @@ fn run_eal(
                 })
         })
         .collect();
+    if !cfg.services.is_empty() {
+        warn!(
+            services = cfg.services.len(),
+            "virtual services are validated, but this build does not forward connections yet"
+        );
+    }
     let director = Arc::new(
         Director::new(addrs, vips)
             .map_err(|e| Failure::Input(format!("configuration refused by the core: {e}")))?,

@@ -12,7 +12,7 @@ use tandem_core::counters::{Counters, DropReason};
 use tandem_core::director::{Director, Verdict, Worker};
 use tandem_dpdk::{Burst, Port, TxQueue};
 
-use crate::stats::{CounterSlot, PUBLISH_EVERY_NS};
+use tandem_dataplane::stats::{CounterSlot, PUBLISH_EVERY_NS};
 
 /// Most ports a director drives; keeps the per-lcore tx bursts on the stack.
 pub const MAX_PORTS: usize = 8;

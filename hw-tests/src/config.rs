@@ -69,93 +69,25 @@ impl FromStr for Pmd {
     }
 }
 
-/// A director's whole configuration file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DirectorConfig {
-    /// `[eal]`
-    pub eal: EalSection,
-    /// `[dataplane]`
-    pub dataplane: DataplaneSection,
-    /// `[[port]]`
-    #[serde(rename = "port")]
-    pub ports: Vec<PortSection>,
-    /// `[[vip]]`
-    #[serde(rename = "vip", default)]
-    pub vips: Vec<VipSection>,
+/// A director's configuration file: the dataplane's own type, so the rack can never write a
+/// file the dataplane would refuse or read differently.
+pub use tandem_dataplane::config::Config as DirectorConfig;
+use tandem_dataplane::config::{DataplaneSection, EalSection, Ipv4Cidr, PortSection, VipSection};
+
+/// The TOML text of `cfg`, with a header saying who wrote it.
+pub fn to_toml(cfg: &DirectorConfig) -> Result<String> {
+    let body = cfg
+        .to_toml()
+        .map_err(|e| Error::parse("director config", format!("cannot serialize: {e}")))?;
+    Ok(format!(
+        "# Written by tandem-rack; the shape of dataplane/examples/director.toml.\n{body}"
+    ))
 }
 
-/// `[eal]`: arguments handed to `rte_eal_init`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EalSection {
-    /// Verbatim EAL argv (without argv\[0\]).
-    pub args: Vec<String>,
-}
-
-/// `[dataplane]`: process settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataplaneSection {
-    /// Where the counters JSON is written.
-    pub stats_file: String,
-    /// How often it is rewritten.
-    pub stats_interval_ms: u64,
-    /// `error` .. `trace`.
-    pub log_level: String,
-    /// Mempool size.
-    pub mbufs: u32,
-    /// Per-lcore mempool cache.
-    pub mbuf_cache: u32,
-    /// RX ring size.
-    pub rx_descriptors: u16,
-    /// TX ring size.
-    pub tx_descriptors: u16,
-    /// Neighbour table size.
-    pub neighbour_capacity: u32,
-    /// Upper bound of the idle back-off sleep.
-    pub idle_sleep_max_us: u64,
-}
-
-/// `[[port]]`: one DPDK port and the director's own address on it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PortSection {
-    /// The operator's name (`outside`, `inside`).
-    pub name: String,
-    /// DPDK device name.
-    pub device: String,
-    /// `a.b.c.d/len`.
-    pub address: String,
-    /// MTU to set on the device (the dataplane leaves it alone when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mtu: Option<u16>,
-}
-
-/// `[[vip]]`: a virtual address answered on a port.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VipSection {
-    /// The VIP.
-    pub address: String,
-    /// The port name it is answered on.
-    pub port: String,
-}
-
-impl DirectorConfig {
-    /// The TOML text.
-    pub fn to_toml(&self) -> Result<String> {
-        let body = toml::to_string(self)
-            .map_err(|e| Error::parse("director config", format!("cannot serialize: {e}")))?;
-        Ok(format!(
-            "# Written by tandem-rack; the shape of dataplane/examples/director.toml.\n{body}"
-        ))
-    }
-
-    /// Parses a config file's text.
-    pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::parse("director config", e.to_string()))
-    }
+/// Parses and validates a config file's text exactly as the dataplane does.
+pub fn from_toml(text: &str) -> Result<DirectorConfig> {
+    DirectorConfig::parse(text, "director config")
+        .map_err(|e| Error::parse("director config", e.to_string()))
 }
 
 /// Generates the config of `director` for rack `prefix` on `lcore`, writing its stats into
@@ -184,32 +116,31 @@ pub fn director_config(
         ports.push(PortSection {
             name: port.name.clone(),
             device: pmd.device(index),
-            address: port.address.to_string(),
+            address: Ipv4Cidr {
+                addr: port.address.addr,
+                prefix_len: port.address.len,
+            },
             mtu: None,
         });
     }
     DirectorConfig {
         eal: EalSection { args },
         dataplane: DataplaneSection {
-            stats_file: stats_file.display().to_string(),
-            stats_interval_ms: 1000,
-            log_level: "info".into(),
-            mbufs: 8191,
-            mbuf_cache: 256,
-            rx_descriptors: 1024,
-            tx_descriptors: 1024,
-            neighbour_capacity: 4096,
-            idle_sleep_max_us: 200,
+            stats_file: Some(stats_file.display().to_string()),
+            ..DataplaneSection::default()
         },
         ports,
         vips: director
             .vips
             .iter()
             .map(|v| VipSection {
-                address: v.address.to_string(),
+                address: v.address,
                 port: v.port.clone(),
             })
             .collect(),
+        routes: Vec::new(),
+        connections: Default::default(),
+        services: Vec::new(),
     }
 }
 

@@ -454,7 +454,7 @@ impl Rack {
                 DirectorId::B => lcore_b,
             };
             let cfg = director_config(d, &self.prefix, opts.pmd, lcore, &self.state.stats(d.id));
-            write_file(&self.state.config(d.id), &cfg.to_toml()?)?;
+            write_file(&self.state.config(d.id), &crate::config::to_toml(&cfg)?)?;
         }
         for d in &self.spec.directors {
             opts.cancel.check()?;
