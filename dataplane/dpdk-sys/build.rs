@@ -44,7 +44,7 @@ fn main() {
         .clang_arg(format!("-I{}", csrc.display()))
         .allowlist_function("rte_.*|tandem_.*")
         .allowlist_type("rte_.*")
-        .allowlist_var("RTE_.*")
+        .allowlist_var("RTE_.*|RING_F_.*")
         // Packed structs that contain aligned members: Rust cannot represent them faithfully,
         // so they stay opaque (we parse these headers in safe Rust anyway).
         .opaque_type("rte_arp_ipv4|rte_arp_hdr|rte_gtp_.*|rte_l2tpv2_.*|rte_ecpri_.*")

@@ -20,6 +20,7 @@ mod error;
 mod mbuf;
 mod mempool;
 mod port;
+mod ring;
 
 pub use burst::{BURST_SIZE, Burst};
 pub use eal::{Eal, LcoreId};
@@ -29,6 +30,7 @@ pub use mempool::Mempool;
 pub use port::{
     LinkStatus, Port, PortConfig, PortStats, RxQueue, TxQueue, device_names, port_id_by_name,
 };
+pub use ring::{MbufRing, RingConsumer};
 
 /// `RTE_MAX_LCORE` of the DPDK we link: lcore ids are below this.
 pub const MAX_LCORE: usize = dpdk_sys::RTE_MAX_LCORE as usize;
