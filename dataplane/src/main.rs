@@ -8,6 +8,7 @@
 //! Exit codes: 0 after a clean stop; 2 for a bad config file or bad EAL arguments (one error
 //! line names the problem); 1 for any other failure.
 
+mod buf;
 mod worker;
 
 use tandem_dataplane::{config, stats};

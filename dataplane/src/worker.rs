@@ -12,6 +12,7 @@ use tandem_core::counters::{Counters, DropReason};
 use tandem_core::director::{Director, Verdict, Worker};
 use tandem_dpdk::{Burst, Port, TxQueue};
 
+use crate::buf::MbufPacket;
 use tandem_dataplane::stats::{CounterSlot, PUBLISH_EVERY_NS};
 
 /// Most ports a director drives; keeps the per-lcore tx bursts on the stack.
@@ -71,7 +72,7 @@ pub fn run(queue: u16, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<()
             let mut rx = Burst::new();
             received += rxq.rx_burst(&mut rx);
             for mut m in rx.drain() {
-                match engine.process(p, m.data_mut(), now, &mut counters) {
+                match engine.process_buf(p, &mut MbufPacket(&mut m), now, &mut counters) {
                     Verdict::Reply => {
                         if tx[p].is_full() {
                             flush(&mut txqs[p], &mut tx[p], &mut counters);

@@ -221,6 +221,18 @@ impl Worker {
         &mut self.neighbours
     }
 
+    /// [`process`](Self::process) on a [`PacketBuf`](crate::buf::PacketBuf): the glue's entry
+    /// point, so that verdicts which resize the packet (IPIP encapsulation) can grow it.
+    pub fn process_buf<B: crate::buf::PacketBuf>(
+        &mut self,
+        port: usize,
+        buf: &mut B,
+        now: u64,
+        counters: &mut Counters,
+    ) -> Verdict {
+        self.process(port, buf.data_mut(), now, counters)
+    }
+
     /// Handles one frame received on port index `port` at time `now` (nanoseconds).
     ///
     /// Counts `rx_packets`/`rx_bytes` for every frame, the answer it produced, and the drop

@@ -13,6 +13,7 @@
 //! - [`golden`]: input/expected-output packet fixtures for the engine.
 #![forbid(unsafe_code)]
 
+pub mod buf;
 pub mod counters;
 pub mod director;
 pub mod golden;

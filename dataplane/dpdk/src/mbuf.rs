@@ -108,6 +108,12 @@ impl<'pool> Mbuf<'pool> {
         Some(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(len)) })
     }
 
+    /// Free bytes in front of the data (room for [`prepend`](Self::prepend)).
+    pub fn headroom(&self) -> usize {
+        // SAFETY: we own a valid mbuf; the call only reads data_off.
+        usize::from(unsafe { dpdk_sys::rte_pktmbuf_headroom(self.ptr.as_ptr()) })
+    }
+
     /// Removes `len` bytes from the end of the data.
     pub fn trim(&mut self, len: u16) -> bool {
         // SAFETY: valid owned mbuf; rte_pktmbuf_trim returns -1 if len > data_len.

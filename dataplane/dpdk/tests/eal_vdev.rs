@@ -115,7 +115,9 @@ fn packets_flow_through_ring_and_null_ports() {
     // Mbuf surgery used by encapsulation.
     let mut m = pool.alloc().expect("mbuf");
     frame(&mut m, 7);
+    let room = m.headroom();
     assert!(m.prepend(20).is_some());
+    assert_eq!(m.headroom(), room - 20);
     assert_eq!(m.len(), 84);
     assert!(m.adj(20));
     assert!(m.trim(4));
