@@ -396,3 +396,214 @@ impl Timeouts {
 pub(crate) fn duration_ms(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's `tcp_states` table (mainline `ip_vs_proto_tcp.c`), transcribed in its own
+    /// notation: one line per (view, flag) row, columns sNO sES sSS sSR sFW sTW sCL sCW sLA sLI
+    /// sSA.
+    const KERNEL_TCP_STATES: &str = "
+        INPUT       syn  sSR sES sES sSR sSR sSR sSR sSR sSR sSR sSR
+        INPUT       fin  sCL sCW sSS sTW sTW sTW sCL sCW sLA sLI sTW
+        INPUT       ack  sES sES sSS sES sFW sTW sCL sCW sCL sLI sES
+        INPUT       rst  sCL sCL sCL sSR sCL sCL sCL sCL sLA sLI sSR
+        OUTPUT      syn  sSS sES sSS sSR sSS sSS sSS sSS sSS sLI sSR
+        OUTPUT      fin  sTW sFW sSS sTW sFW sTW sCL sTW sLA sLI sTW
+        OUTPUT      ack  sES sES sSS sES sFW sTW sCL sCW sLA sES sES
+        OUTPUT      rst  sCL sCL sSS sCL sCL sTW sCL sCL sCL sCL sCL
+        INPUT-ONLY  syn  sSR sES sES sSR sSR sSR sSR sSR sSR sSR sSR
+        INPUT-ONLY  fin  sCL sFW sSS sTW sFW sTW sCL sCW sLA sLI sTW
+        INPUT-ONLY  ack  sES sES sSS sES sFW sTW sCL sCW sCL sLI sES
+        INPUT-ONLY  rst  sCL sCL sCL sSR sCL sCL sCL sCL sLA sLI sCL
+    ";
+
+    fn kernel_state(name: &str) -> ConnState {
+        match name {
+            "sNO" => ConnState::None,
+            "sES" => ConnState::Established,
+            "sSS" => ConnState::SynSent,
+            "sSR" => ConnState::SynRecv,
+            "sFW" => ConnState::FinWait,
+            "sTW" => ConnState::TimeWait,
+            "sCL" => ConnState::Close,
+            "sCW" => ConnState::CloseWait,
+            "sLA" => ConnState::LastAck,
+            "sLI" => ConnState::Listen,
+            "sSA" => ConnState::SynAck,
+            other => panic!("unknown kernel state {other}"),
+        }
+    }
+
+    /// Packets of each class, with the other flags a real packet of that class carries: the
+    /// priority RST > SYN > FIN > ACK must pick the row.
+    fn packets(row: &str) -> Vec<TcpFlags> {
+        use TcpFlags as F;
+        match row {
+            "syn" => vec![
+                F::SYN,
+                F::SYN | F::ACK,
+                F::SYN | F::FIN,
+                F::SYN | F::FIN | F::ACK,
+            ],
+            "fin" => vec![F::FIN, F::FIN | F::ACK, F::FIN | F::ACK | F::PSH],
+            "ack" => vec![F::ACK, F::ACK | F::PSH],
+            "rst" => vec![
+                F::RST,
+                F::RST | F::ACK,
+                F::RST | F::SYN,
+                F::RST | F::FIN | F::ACK,
+                F::RST | F::SYN | F::FIN | F::ACK,
+            ],
+            other => panic!("unknown row {other}"),
+        }
+    }
+
+    #[test]
+    fn transitions_match_the_kernel_table_exactly() {
+        let mut checked = 0;
+        for line in KERNEL_TCP_STATES.lines().filter(|l| !l.trim().is_empty()) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(words.len(), 13, "{line}");
+            let dir = match words[0] {
+                "INPUT" => TcpDir::Input,
+                "OUTPUT" => TcpDir::Output,
+                "INPUT-ONLY" => TcpDir::InputOnly,
+                other => panic!("unknown view {other}"),
+            };
+            for (from, to) in ConnState::TCP_STATES.iter().zip(&words[2..]) {
+                let expected = kernel_state(to);
+                for flags in packets(words[1]) {
+                    assert_eq!(
+                        tcp_next_state(*from, dir, flags),
+                        expected,
+                        "{dir:?} {flags:?} from {from}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        // 3 views × 11 states × (4 + 3 + 2 + 5) flag combinations.
+        assert_eq!(checked, 3 * 11 * 14);
+    }
+
+    #[test]
+    fn a_packet_without_syn_fin_ack_or_rst_closes() {
+        for dir in [TcpDir::Input, TcpDir::Output, TcpDir::InputOnly] {
+            for state in ConnState::TCP_STATES {
+                for flags in [
+                    TcpFlags::NONE,
+                    TcpFlags::PSH,
+                    TcpFlags(0x20),
+                    TcpFlags(0xc0),
+                ] {
+                    assert_eq!(tcp_next_state(state, dir, flags), ConnState::Close);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn udp_has_one_state() {
+        for dir in [TcpDir::Input, TcpDir::Output, TcpDir::InputOnly] {
+            for flags in [TcpFlags::NONE, TcpFlags::SYN, TcpFlags::RST] {
+                assert_eq!(tcp_next_state(ConnState::Udp, dir, flags), ConnState::Udp);
+            }
+        }
+    }
+
+    #[test]
+    fn flag_priority_is_rst_syn_fin_ack() {
+        use TcpFlags as F;
+        assert_eq!(
+            (F::RST | F::SYN | F::FIN | F::ACK).class(),
+            Some(FlagClass::Rst)
+        );
+        assert_eq!((F::SYN | F::FIN | F::ACK).class(), Some(FlagClass::Syn));
+        assert_eq!((F::FIN | F::ACK).class(), Some(FlagClass::Fin));
+        assert_eq!((F::ACK | F::PSH).class(), Some(FlagClass::Ack));
+        assert_eq!(F::PSH.class(), None);
+    }
+
+    #[test]
+    fn default_timeouts_are_the_kernels_but_fin_wait_per_spec() {
+        let s = Duration::from_secs;
+        let t = Timeouts::default();
+        let expected = [
+            (ConnState::None, s(2)),
+            (ConnState::Established, s(900)),
+            (ConnState::SynSent, s(120)),
+            (ConnState::SynRecv, s(60)),
+            (ConnState::FinWait, s(60)),
+            (ConnState::TimeWait, s(120)),
+            (ConnState::Close, s(10)),
+            (ConnState::CloseWait, s(60)),
+            (ConnState::LastAck, s(30)),
+            (ConnState::Listen, s(120)),
+            (ConnState::SynAck, s(120)),
+            (ConnState::Udp, s(300)),
+        ];
+        for (state, timeout) in expected {
+            assert_eq!(t.for_state(state), timeout, "{state}");
+        }
+        let k = Timeouts::kernel();
+        assert_eq!(k.fin_wait, s(120));
+        assert_eq!(
+            Timeouts {
+                fin_wait: s(60),
+                ..k
+            },
+            t
+        );
+        let ms = t.millis();
+        assert_eq!(ms[ConnState::Established as usize], 900_000);
+        assert_eq!(ms[ConnState::Udp as usize], 300_000);
+    }
+
+    #[test]
+    fn ipvsadm_set_changes_tcp_tcpfin_udp_and_zero_keeps() {
+        let s = Duration::from_secs;
+        let mut t = Timeouts::default();
+        t.set_ipvsadm(s(3600), Duration::ZERO, s(30));
+        assert_eq!(t.established, s(3600));
+        assert_eq!(t.fin_wait, s(60));
+        assert_eq!(t.udp, s(30));
+        assert_eq!(t.too_long(), None);
+        t.close = Duration::from_millis(u64::from(u32::MAX) + 1);
+        assert_eq!(t.too_long(), Some(ConnState::Close));
+    }
+
+    #[test]
+    fn active_policies() {
+        for s in ConnState::TCP_STATES {
+            assert_eq!(
+                ActivePolicy::EstablishedOnly.is_active(s),
+                s == ConnState::Established
+            );
+            assert_eq!(
+                ActivePolicy::PreEstablished.is_active(s),
+                matches!(
+                    s,
+                    ConnState::Established
+                        | ConnState::SynSent
+                        | ConnState::SynRecv
+                        | ConnState::SynAck
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn state_numbers_round_trip() {
+        for n in 0..=255u8 {
+            if let Some(s) = ConnState::from_u8(n) {
+                assert_eq!(s as u8, n);
+            } else {
+                assert!(usize::from(n) >= ConnState::COUNT);
+            }
+        }
+        assert_eq!(ConnState::SynAck.name(), "SYNACK");
+        assert_eq!(ConnState::Udp.to_string(), "UDP");
+    }
+}
