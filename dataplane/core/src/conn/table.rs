@@ -904,6 +904,9 @@ impl ConnTable {
             None => None,
         };
         if !template && new.method == ForwardMethod::Nat {
+            if reply_flow(&new) == input_flow(&new) {
+                return Err(InstallError::KeyTaken);
+            }
             if let Some((other, _)) = self.lookup(&reply_flow(&new)) {
                 if Some(other.0) != existing {
                     return Err(InstallError::KeyTaken);
@@ -982,7 +985,11 @@ impl ConnTable {
             }
             None => {}
         }
-        if !template && new.method == ForwardMethod::Nat && self.lookup(&reply_flow(new)).is_some()
+        // The reply key must be free, and differ from the input key (client, VIP and real
+        // server all one endpoint: nonsense, but it must not corrupt the index).
+        if !template
+            && new.method == ForwardMethod::Nat
+            && (reply_flow(new) == input_flow(new) || self.lookup(&reply_flow(new)).is_some())
         {
             self.stats.key_conflicts += 1;
             return Err(CreateError::KeyTaken);
