@@ -548,3 +548,90 @@ proptest! {
         }
     }
 }
+
+fn record() -> impl Strategy<Value = tandem_core::conn::ConnRecord> {
+    (
+        (any::<bool>(), 0..8u8, 0..8u8, 0..8u8, 0..3u8, 0..6u8),
+        (0..=12u8, any::<u8>(), any::<u32>(), any::<u32>()),
+    )
+        .prop_map(
+            |((udp, client, vip, real, method, dest), (state, flags, timeout_ms, remaining_ms))| {
+                tandem_core::conn::ConnRecord {
+                    proto: if udp { Protocol::Udp } else { Protocol::Tcp },
+                    client: pool(client),
+                    vip: pool(vip),
+                    real: pool(real),
+                    method: [
+                        ForwardMethod::Nat,
+                        ForwardMethod::Tunnel,
+                        ForwardMethod::DirectRoute,
+                    ][usize::from(method)],
+                    dest: DestId(u32::from(dest)),
+                    service: ServiceId(0),
+                    state: ConnState::from_u8(state).unwrap_or(ConnState::Close),
+                    flags: tandem_core::conn::ConnFlags::from_bits(flags),
+                    timeout_ms,
+                    remaining_ms,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Whatever the peer sends, installing it never panics, refuses bad records without a
+    /// change, keeps keys unique and the counts exact.
+    #[test]
+    fn arbitrary_peer_records_keep_the_table_consistent(
+        capacity in 1usize..10,
+        records in proptest::collection::vec((record(), any::<bool>(), 0..200u16), 1..80),
+    ) {
+        let mut t = ConnTable::new(ConnConfig::new(capacity, DESTS)).expect("valid");
+        let mut now = T0;
+        for (rec, delete, advance_s) in &records {
+            now += u64::from(*advance_s) * SECOND;
+            let len = t.len();
+            let counts = t.dest_counts().to_vec();
+            if *delete {
+                let had = t.uninstall(rec);
+                prop_assert_eq!(t.len(), len - usize::from(had));
+            } else {
+                match t.install(rec, now) {
+                    Ok(id) => {
+                        let c = t.get(id).expect("live");
+                        prop_assert_eq!(c.state(), rec.state);
+                        prop_assert_eq!(c.real(), rec.real);
+                        prop_assert_eq!(t.lookup(&c.input_flow()), Some((id, Direction::Input)));
+                    }
+                    Err(_) => {
+                        prop_assert_eq!(t.len(), len);
+                        prop_assert_eq!(t.dest_counts(), &counts[..]);
+                    }
+                }
+            }
+            t.expire(now, 4, &mut tandem_core::conn::DiscardEvents);
+            prop_assert!(t.len() <= capacity);
+            let mut recount = [DestCounts::default(); DESTS];
+            for (id, c) in t.iter() {
+                prop_assert_eq!(t.lookup(&c.input_flow()), Some((id, Direction::Input)));
+                if c.method() == ForwardMethod::Nat && !c.is_template() {
+                    prop_assert_eq!(t.lookup(&c.reply_flow()), Some((id, Direction::Output)));
+                }
+                let d = &mut recount[c.dest().0 as usize];
+                if c.is_template() {
+                    d.persistent += 1;
+                } else if c.proto() == Protocol::Tcp
+                    && ActivePolicy::EstablishedOnly.is_active(c.state())
+                {
+                    prop_assert!(c.is_active());
+                    d.active += 1;
+                } else {
+                    prop_assert!(!c.is_active());
+                    d.inactive += 1;
+                }
+            }
+            prop_assert_eq!(t.dest_counts(), &recount[..]);
+        }
+    }
+}
