@@ -24,11 +24,11 @@
 //!   indexed by [`crate::lb::DestId`] ([`ConnTable::dest_counts`]), kept exact on every
 //!   create, state change, install, expiry and removal.
 //!
-//! Memory per connection at 1M entries, measured by `tests/conn_memory.rs`: 56 bytes of slab
-//! + 40–42 bytes of index (8M buckets of 4 + 1 bytes) + the wheel's 64 KiB ≈ 96–98 bytes. The
-//! index is sized for two keys per entry at most half full: hashbrown then cleans tombstones
-//! by rehashing in place (rare at that load, O(buckets) when it happens) and never allocates a
-//! bigger table.
+//! Memory per connection at 1M entries, measured by `tests/conn_memory.rs`: 56 bytes of slab,
+//! 40–42 bytes of index (8M buckets of 4 + 1 bytes) and the wheel's 64 KiB, about 96–98 bytes
+//! in all. The index is sized for two keys per entry at most half full: hashbrown then cleans
+//! tombstones by rehashing in place (rare at that load, O(buckets) when it happens) and never
+//! allocates a bigger table.
 //!
 //! # IPVS semantics followed (`net/netfilter/ipvs/`)
 //! - TCP transitions: the mainline `tcp_states` table for INPUT, OUTPUT and INPUT-ONLY, flag
