@@ -8,12 +8,16 @@
 //!
 //! - [`wire`]: zero-copy views over Ethernet, ARP, IPv4 and ICMPv4 headers, and checksums.
 //! - [`neigh`]: the bounded IPv4 → MAC neighbour table.
+//! - [`buf`]: the packet-buffer seam (mbuf in the dataplane, [`buf::VecBuf`] in tests).
+//! - [`lb`]: the load-balancing vocabulary (protocols, forwarding methods, flows).
+//! - [`conn`]: the per-lcore connection table, the IPVS TCP state machine, sync events.
 //! - [`counters`]: per-lcore packet counters and the reasons a packet is dropped.
 //! - [`director`]: the director's configuration and the per-packet engine.
 //! - [`golden`]: input/expected-output packet fixtures for the engine.
 #![forbid(unsafe_code)]
 
 pub mod buf;
+pub mod conn;
 pub mod counters;
 pub mod director;
 pub mod golden;
