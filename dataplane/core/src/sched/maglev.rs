@@ -86,7 +86,7 @@ impl Mh {
 
     /// Checks that `dests` fits a table of `size` (`ip_vs_mh_reassign`: more destinations than
     /// positions is `-EINVAL`).
-    pub(crate) fn check(size: u32, dests: &[DestState]) -> Result<(), SchedulerError> {
+    fn check(size: u32, dests: &[DestState]) -> Result<(), SchedulerError> {
         if dests.len() > usize::try_from(size).unwrap_or(usize::MAX) {
             return Err(SchedulerError::TooManyDests {
                 dests: dests.len(),

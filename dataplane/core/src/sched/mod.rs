@@ -534,10 +534,8 @@ impl Scheduler {
             State::Lblcr(s) => s.update(dests),
             State::Dh(s) => s.update(dests),
             State::Sh(s) => s.update(dests),
-            State::Mh(s) => {
-                maglev::Mh::check(self.options.mh_table_size, dests)?;
-                s.update(dests)?;
-            }
+            // Checks the list fits its table before changing anything.
+            State::Mh(s) => s.update(dests)?,
             State::Lc | State::Wlc | State::Sed | State::Nq => {}
         }
         Ok(())
