@@ -23,6 +23,7 @@ pub mod director;
 pub mod golden;
 pub mod lb;
 pub mod neigh;
+pub mod sched;
 pub mod wire;
 
 pub use counters::{Counters, DropReason};
