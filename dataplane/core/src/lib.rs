@@ -24,6 +24,7 @@ pub mod golden;
 pub mod lb;
 pub mod neigh;
 pub mod sched;
+pub mod service;
 pub mod wire;
 
 pub use counters::{Counters, DropReason};
