@@ -187,13 +187,13 @@ impl ServiceSet {
                 proto: spec.proto,
                 vip: spec.vip,
                 scheduler: spec.scheduler,
-                options: spec.options.clone(),
+                options: spec.options,
                 persistence: spec.persistence,
                 first_dest: u32::try_from(first).unwrap_or(u32::MAX),
                 dest_count: u32::try_from(spec.dests.len()).unwrap_or(u32::MAX),
             };
             // Build the scheduler once here so a bad configuration is refused up front.
-            Scheduler::new(svc.scheduler, svc.options.clone(), &set.dest_states(&svc)).map_err(
+            Scheduler::new(svc.scheduler, svc.options, &set.dest_states(&svc)).map_err(
                 |source| ServiceError::Scheduler {
                     vip: spec.vip,
                     source,
