@@ -15,6 +15,7 @@
 
 pub mod counters;
 pub mod director;
+pub mod fwd;
 pub mod golden;
 pub mod lb;
 pub mod neigh;
