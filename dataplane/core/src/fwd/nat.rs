@@ -140,8 +140,9 @@ fn transport_checks(frame: &[u8], layout: &Layout) -> Result<Protocol, FwdError>
 /// updates incrementally the outer IPv4 checksum (TTL decremented too), the quoted IPv4
 /// header checksum, the quoted transport checksum where the quote holds it (UDP's is within
 /// the first 8 bytes and updated unless zero; TCP's only when at least 18 bytes of the TCP
-/// header are quoted, RFC 1812 §4.3.2.3 lets routers quote more than 8), and the ICMP
-/// checksum for every quoted word changed. Sets the Ethernet addresses to `mac`.
+/// header are quoted, RFC 1812 §4.3.2.3 lets routers quote more than 8; a quote that ends
+/// halfway through it leaves that byte alone, since the carry from the missing byte is
+/// unknown), and the ICMP checksum for every quoted word changed. Sets the Ethernet addresses to `mac`.
 ///
 /// On `Err` the frame is untouched: the errors of [`parse_flow`](super::parse_flow) for ICMP
 /// (not its checksum checks), and [`FwdError::TtlExceeded`].
@@ -237,6 +238,8 @@ fn nat_icmp(
         put16(frame, cksum_at, new);
         icmp_cksum = update16(icmp_cksum, old, new);
     }
+    // A quote ending inside the TCP checksum (one byte of it) is left as is: the carry from
+    // the missing low byte into the high byte is unknown, so no update of it can be exact.
 
     put16(frame, l4 + 2, icmp_cksum);
     set_macs(frame, mac);
