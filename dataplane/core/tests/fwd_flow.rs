@@ -474,4 +474,22 @@ fn the_tunnel_needs_its_headroom_and_an_icmp_buffer() {
         fwd::tunnel(&mut buf, &params, &mut icmp),
         Ok(TunnelOutcome::FragNeeded { len: 122 })
     ));
+
+    // An ICMP error too big for the tunnel, with DF: no error about an error (RFC 1812
+    // §4.3.2.7; IPVS skips them too), so it is dropped.
+    let quoted = PacketSpec {
+        ip: ip(golden::VIP, golden::CLIENT),
+        l4: udp(&[0x55; 60]),
+    }
+    .datagram();
+    let message = icmp_message(3, 3, 0, &quoted);
+    let mut outer = ip(golden::ROUTER, golden::VIP);
+    outer.df = true;
+    let error = frame(&cat(&[&ipv4_header(&outer, 1, message.len()), &message]));
+    let mut buf = cat(&[&[0; TUNNEL_HEADROOM], &error]);
+    assert_eq!(
+        fwd::tunnel(&mut buf, &params, &mut icmp),
+        Err(FwdError::TunMtuExceeded)
+    );
+    assert_eq!(buf[TUNNEL_HEADROOM..], error[..]);
 }
