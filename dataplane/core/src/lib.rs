@@ -20,6 +20,7 @@ pub mod buf;
 pub mod conn;
 pub mod counters;
 pub mod director;
+pub mod fwd;
 pub mod golden;
 pub mod lb;
 pub mod neigh;

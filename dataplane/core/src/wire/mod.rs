@@ -9,6 +9,8 @@ pub mod checksum;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
+pub mod tcp;
+pub mod udp;
 
 /// A 48-bit IEEE 802 MAC address, as it appears on the wire.
 pub type MacAddr = [u8; 6];
@@ -65,3 +67,49 @@ pub const fn is_multicast_mac(mac: &MacAddr) -> bool {
 
 /// The Ethernet broadcast address.
 pub const BROADCAST_MAC: MacAddr = [0xff; 6];
+
+/// The one's complement sum (not complemented) of the IPv4 pseudo-header that the TCP and UDP
+/// checksums cover: source and destination address, a zero octet, the protocol, and the
+/// transport length (header and data) — RFC 9293 §3.1 "Checksum" (RFC 793 §3.1), RFC 768.
+///
+/// Add it to [`checksum::sum`] of the segment and [`checksum::fold`] the total.
+#[inline]
+pub fn pseudo_header_sum(
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    protocol: ipv4::Protocol,
+    length: u16,
+) -> u16 {
+    let [s1, s2, s3, s4] = src.octets();
+    let [d1, d2, d3, d4] = dst.octets();
+    let words = [
+        u16::from_be_bytes([s1, s2]),
+        u16::from_be_bytes([s3, s4]),
+        u16::from_be_bytes([d1, d2]),
+        u16::from_be_bytes([d3, d4]),
+        u16::from(protocol.0),
+        length,
+    ];
+    checksum::fold(words.iter().map(|&w| u64::from(w)).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn pseudo_header_sum_is_the_sum_of_its_twelve_bytes() {
+        let src = Ipv4Addr::new(192, 168, 1, 1);
+        let dst = Ipv4Addr::new(255, 255, 255, 254);
+        let mut bytes = [0u8; 12];
+        bytes[..4].copy_from_slice(&src.octets());
+        bytes[4..8].copy_from_slice(&dst.octets());
+        bytes[9] = 17;
+        bytes[10..].copy_from_slice(&0xfff0u16.to_be_bytes());
+        assert_eq!(
+            pseudo_header_sum(src, dst, ipv4::Protocol::UDP, 0xfff0),
+            checksum::sum(&bytes)
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! VS/TUN: IP-in-IP encapsulation of requests to the real server (RFC 2003; seed 000 §2.2;
+//! IPVS `ip_vs_tunnel_xmit`).
+
+use std::net::Ipv4Addr;
+
+use super::edit::{L3, check_ttl, decrement_ttl, get_addr, locate_ipv4, set_macs};
+use super::icmp_error::{IcmpErrorSpec, icmp_error};
+use super::{FwdError, MacRewrite};
+use crate::wire::ethernet::{self, EtherType};
+use crate::wire::ipv4;
+
+/// The bytes the caller must make room for in front of the frame: one IPv4 header without
+/// options (RFC 2003 §3.1). DPDK mbufs have 128 bytes of headroom; the glue calls
+/// `rte_pktmbuf_prepend(m, TUNNEL_HEADROOM)` and passes the grown data slice.
+pub const TUNNEL_HEADROOM: usize = ipv4::HEADER_LEN;
+
+/// The outer TTL: enough to reach the tunnel's exit (RFC 2003 §3.1), the default of
+/// RFC 1700.
+const OUTER_TTL: u8 = 64;
+
+/// What the tunnel needs to know about this packet's destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelParams {
+    /// The outer source: the director's address on the egress port (configurable, e.g. to
+    /// derive one per flow so ECMP/RSS spreads tunnels, as Katran does).
+    pub outer_src: Ipv4Addr,
+    /// The outer destination: the real server.
+    pub real_server: Ipv4Addr,
+    /// The outer "Identification", from the caller's per-lcore counter (RFC 6864 §4.1: only
+    /// needs to be unique for datagrams that may be fragmented). The "fragmentation needed"
+    /// error, when built instead, takes it.
+    pub ident: u16,
+    /// The egress link's MTU: the largest IPv4 datagram it carries (1500 on Ethernet).
+    pub mtu: u16,
+    /// Egress port MAC → next hop towards the real server.
+    pub mac: MacRewrite,
+}
+
+/// What [`tunnel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelOutcome {
+    /// The encapsulated frame is `buf[..len]`: Ethernet, outer IPv4, the inner datagram
+    /// (Ethernet padding of the received frame trimmed). Transmit it.
+    Encapsulated {
+        /// The frame's length.
+        len: usize,
+    },
+    /// Too big for the tunnel with DF set: `icmp_out[..len]` holds an ICMP "fragmentation
+    /// needed" for the client (Ethernet addresses swapped from the received frame: send it
+    /// out the port the request came in by). `buf` is untouched; drop the request.
+    FragNeeded {
+        /// The ICMP frame's length.
+        len: usize,
+    },
+}
+
+/// Encapsulates a request in IPIP to the real server (RFC 2003 §3), or answers that it does
+/// not fit.
+///
+/// `buf` is [`TUNNEL_HEADROOM`] bytes of room (any content) followed by the received frame
+/// (Ethernet + IPv4, with any Ethernet padding). The inner datagram stays where it is; the
+/// outer header and a new Ethernet header are written in front of it.
+///
+/// - Inner: the TTL is decremented with an incremental checksum update (RFC 1812 §5.3.1;
+///   IPVS's `decrement_ttl` runs before every transmitter), nothing else changes.
+/// - Outer (RFC 2003 §3.1): version 4, IHL 5, TOS copied from the inner header (DSCP and
+///   ECN, RFC 6040 §4.1 normal mode), total length = inner + 20, identification
+///   `params.ident`, DF copied from the inner header, TTL 64, protocol 4, source
+///   `params.outer_src`, destination `params.real_server`, checksum computed over these 20
+///   bytes.
+/// - Ethernet: `params.mac`, EtherType IPv4.
+///
+/// MTU: when inner total length + 20 exceeds `params.mtu`:
+/// - DF set: nothing is encapsulated; an ICMP Destination Unreachable "fragmentation needed"
+///   (type 3 code 4) with next-hop MTU `params.mtu − 20` (RFC 1191 §4) is written into
+///   `icmp_out` ([`ICMP_ERROR_MAX_FRAME`](super::ICMP_ERROR_MAX_FRAME) bytes always suffice)
+///   from the **VIP** (the request's destination) to the client, quoting the request as
+///   received, up to 576 bytes (RFC 1812 §4.3.2.3). The VIP is what Linux sends it from under
+///   IPVS: `icmp_send` uses the offending datagram's destination as the source when that is a
+///   local address, as the VIP is on an IPVS director — and the client knows the VIP, not the
+///   director's own addresses. Returns [`TunnelOutcome::FragNeeded`]. When RFC 1812 §4.3.2.7
+///   forbids an error about the request (an ICMP error itself — IPVS skips those too — a
+///   non-first fragment, a non-unicast source) it is dropped as
+///   [`FwdError::TunMtuExceeded`].
+/// - DF clear: dropped as [`FwdError::TunMtuExceeded`]. IPVS would fragment the outer
+///   datagram; the director does not fragment (yet), so this is counted to show whether it is
+///   worth doing.
+///
+/// On `Err` nothing was written: [`FwdError::BufferTooSmall`] when `buf` is shorter than the
+/// headroom or `icmp_out` cannot hold the error, [`FwdError::TtlExceeded`], and the Ethernet
+/// and IPv4 errors of [`parse_flow`](super::parse_flow). Any IPv4 payload is accepted (TCP,
+/// UDP, an ICMP error about a TUN connection, fragments): nothing above IPv4 is read.
+pub fn tunnel(
+    buf: &mut [u8],
+    params: &TunnelParams,
+    icmp_out: &mut [u8],
+) -> Result<TunnelOutcome, FwdError> {
+    let Some(frame) = buf.get(TUNNEL_HEADROOM..) else {
+        return Err(FwdError::BufferTooSmall);
+    };
+    let layout = locate_ipv4(frame)?;
+    check_ttl(&layout)?;
+    let inner_len = usize::from(layout.total_len);
+    if inner_len + ipv4::HEADER_LEN > usize::from(params.mtu) {
+        if !layout.dont_frag {
+            return Err(FwdError::TunMtuExceeded);
+        }
+        let vip = get_addr(frame, L3 + 16);
+        let next_hop_mtu = params.mtu.saturating_sub(20);
+        let spec = IcmpErrorSpec::frag_needed(next_hop_mtu, vip, params.ident);
+        return match icmp_error(frame, &spec, icmp_out) {
+            Ok(len) => Ok(TunnelOutcome::FragNeeded { len }),
+            Err(FwdError::IcmpErrorSuppressed) => Err(FwdError::TunMtuExceeded),
+            Err(other) => Err(other),
+        };
+    }
+
+    // Nothing can fail from here on. The inner datagram starts at HEADROOM + 14 = 14 + 20:
+    // exactly after the new Ethernet and outer IPv4 headers.
+    let inner_at = TUNNEL_HEADROOM + L3;
+    let end = inner_at + inner_len;
+    let (tos, dont_frag) = (buf[inner_at + 1], layout.dont_frag);
+    {
+        let mut inner = ipv4::Packet::new_unchecked(&mut buf[inner_at..end]);
+        decrement_ttl(&mut inner);
+    }
+    // The inner length fits the MTU, a u16, less 20.
+    let outer_len = u16::try_from(inner_len + ipv4::HEADER_LEN).unwrap_or(u16::MAX);
+    let mut eth = ethernet::Frame::new_unchecked(&mut buf[..end]);
+    eth.set_ethertype(EtherType::IPV4);
+    set_macs(&mut buf[..end], params.mac);
+    let mut outer = ipv4::Packet::new_unchecked(&mut buf[L3..inner_at]);
+    outer.set_version(4);
+    outer.set_header_len(20);
+    outer.set_dscp(tos >> 2);
+    outer.set_ecn(tos & 0x03);
+    outer.set_total_len(outer_len);
+    outer.set_ident(params.ident);
+    outer.clear_flags();
+    outer.set_frag_offset(0);
+    outer.set_dont_frag(dont_frag);
+    outer.set_ttl(OUTER_TTL);
+    outer.set_protocol(ipv4::Protocol::IPIP);
+    outer.set_src_addr(params.outer_src);
+    outer.set_dst_addr(params.real_server);
+    outer.fill_checksum();
+    Ok(TunnelOutcome::Encapsulated { len: end })
+}
