@@ -15,7 +15,7 @@ use tandem_core::counters::{Counters, DropReason};
 /// How often a worker publishes its counters (nanoseconds).
 pub const PUBLISH_EVERY_NS: u64 = 100_000_000;
 
-const SCALARS: usize = 8;
+const SCALARS: usize = 11;
 const WORDS: usize = SCALARS + DropReason::COUNT;
 
 /// One lcore's published counters.
@@ -45,6 +45,9 @@ impl CounterSlot {
             c.icmp_echo_replies,
             c.neighbours_learned,
             c.neighbour_table_full,
+            c.forwarded,
+            c.redirected,
+            c.icmp_frag_needed,
         ];
         for (w, v) in self.words.iter().zip(scalars.iter().chain(c.drops.iter())) {
             w.store(*v, Ordering::Relaxed);
@@ -63,6 +66,9 @@ impl CounterSlot {
             icmp_echo_replies: w(5),
             neighbours_learned: w(6),
             neighbour_table_full: w(7),
+            forwarded: w(8),
+            redirected: w(9),
+            icmp_frag_needed: w(10),
             ..Counters::default()
         };
         for (i, d) in c.drops.iter_mut().enumerate() {
@@ -97,6 +103,9 @@ struct CountersJson {
     icmp_echo_replies: u64,
     neighbours_learned: u64,
     neighbour_table_full: u64,
+    forwarded: u64,
+    redirected: u64,
+    icmp_frag_needed: u64,
     drops: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -111,6 +120,9 @@ impl From<&Counters> for CountersJson {
             icmp_echo_replies: c.icmp_echo_replies,
             neighbours_learned: c.neighbours_learned,
             neighbour_table_full: c.neighbour_table_full,
+            forwarded: c.forwarded,
+            redirected: c.redirected,
+            icmp_frag_needed: c.icmp_frag_needed,
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (r.name().to_owned(), c.drops[*r as usize].into()))
@@ -200,6 +212,9 @@ mod tests {
         c.icmp_echo_replies = 6;
         c.neighbours_learned = 7;
         c.neighbour_table_full = 8;
+        c.forwarded = 9;
+        c.redirected = 10;
+        c.icmp_frag_needed = 11;
         for (i, d) in c.drops.iter_mut().enumerate() {
             *d = 100 + i as u64;
         }

@@ -84,6 +84,39 @@ drop_reasons! {
     UnknownPort = "unknown_port",
     /// The tx ring was full and the frame was freed. Counted by the DPDK glue, not the core.
     TxRingFull = "tx_ring_full",
+    /// TCP or UDP to a VIP port that has no virtual service: rejected (seed 002: "every other
+    /// port of the VIP is rejected").
+    NoService = "no_service",
+    /// A TCP segment other than a SYN for a connection the director does not know. Only a SYN
+    /// starts a TCP connection (IPVS without `sloppy_tcp`).
+    TcpNoConnection = "tcp_no_connection",
+    /// The connection table is full: the new connection is refused (see `conn`).
+    ConnTableFull = "conn_table_full",
+    /// A new connection's keys collide with another entry's (two NAT connections would share
+    /// a reply key).
+    ConnKeyConflict = "conn_key_conflict",
+    /// The scheduler found no available real server (all quiesced, overloaded or none).
+    NoDestination = "no_destination",
+    /// No port's subnet and no route leads to the next hop.
+    NoRoute = "no_route",
+    /// TCP header truncated or data offset below 5 (RFC 9293 §3.1).
+    MalformedTcp = "malformed_tcp",
+    /// UDP header truncated, length below 8 or beyond the datagram (RFC 768).
+    MalformedUdp = "malformed_udp",
+    /// An ICMP error quoting no usable TCP/UDP datagram.
+    IcmpQuoteUnusable = "icmp_quote_unusable",
+    /// Too big for the tunnel and no "fragmentation needed" may be sent (DF clear, or an
+    /// ICMP error itself).
+    TunMtuExceeded = "tun_mtu_exceeded",
+    /// An ICMP error about a datagram no ICMP error may be sent about (RFC 1812 §4.3.2.7).
+    IcmpErrorSuppressed = "icmp_error_suppressed",
+    /// The packet buffer had no room for a transform (no headroom for IPIP): a glue bug.
+    FwdBufferTooSmall = "fwd_buffer_too_small",
+    /// The next hop's MAC did not resolve in time, or too many packets were waiting for
+    /// resolution. Counted by the glue.
+    NeighbourUnresolved = "neighbour_unresolved",
+    /// The ring to the lcore that owns the connection was full. Counted by the glue.
+    RedirectRingFull = "redirect_ring_full",
 }
 
 /// One lcore's counters. `tx_*` and [`DropReason::TxRingFull`] belong to the glue; the rest
@@ -104,6 +137,12 @@ pub struct Counters {
     pub icmp_echo_replies: u64,
     /// Neighbours added to the table (refreshes of known ones are not counted).
     pub neighbours_learned: u64,
+    /// Frames forwarded to a real server or a client (NAT, TUN, DR, translated ICMP errors).
+    pub forwarded: u64,
+    /// Frames handed to the lcore that owns their connection.
+    pub redirected: u64,
+    /// ICMP "fragmentation needed" sent back to clients for TUN (RFC 1191).
+    pub icmp_frag_needed: u64,
     /// Neighbours not added because the table was full of live entries. The frame itself is
     /// still handled (an ARP request for us is still answered).
     pub neighbour_table_full: u64,
@@ -122,6 +161,9 @@ impl Default for Counters {
             icmp_echo_replies: 0,
             neighbours_learned: 0,
             neighbour_table_full: 0,
+            forwarded: 0,
+            redirected: 0,
+            icmp_frag_needed: 0,
             drops: [0; DropReason::COUNT],
         }
     }
@@ -138,6 +180,9 @@ impl Counters {
         self.icmp_echo_replies += other.icmp_echo_replies;
         self.neighbours_learned += other.neighbours_learned;
         self.neighbour_table_full += other.neighbour_table_full;
+        self.forwarded += other.forwarded;
+        self.redirected += other.redirected;
+        self.icmp_frag_needed += other.icmp_frag_needed;
         for (mine, theirs) in self.drops.iter_mut().zip(other.drops) {
             *mine += theirs;
         }
@@ -219,6 +264,9 @@ mod tests {
             icmp_echo_replies: 6,
             neighbours_learned: 7,
             neighbour_table_full: 8,
+            forwarded: 9,
+            redirected: 10,
+            icmp_frag_needed: 11,
             drops: [1; DropReason::COUNT],
         };
         let mut b = a.clone();
@@ -232,6 +280,10 @@ mod tests {
         assert_eq!(a.icmp_echo_replies, 12);
         assert_eq!(a.neighbours_learned, 14);
         assert_eq!(a.neighbour_table_full, 16);
+        assert_eq!(
+            (a.forwarded, a.redirected, a.icmp_frag_needed),
+            (18, 20, 22)
+        );
         assert_eq!(a.dropped(DropReason::IpFragment), 3);
         assert_eq!(a.dropped(DropReason::TxRingFull), 2);
         assert_eq!(a.total_drops(), 2 * DropReason::COUNT as u64 + 1);
