@@ -11,6 +11,8 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use crate::balance::Balancer;
+
 use crate::counters::{Counters, DropReason};
 use crate::neigh::{Learned, NeighbourTable};
 use crate::wire::arp::{self, Operation};
@@ -91,6 +93,51 @@ pub enum ConfigError {
         /// The address.
         addr: Ipv4Addr,
     },
+    /// A route whose gateway is on no port's subnet, or with a prefix length over 32.
+    #[error("route {prefix}/{prefix_len} via {gateway}: the gateway is on no port's subnet")]
+    Route {
+        /// The destination prefix.
+        prefix: Ipv4Addr,
+        /// Its length.
+        prefix_len: u8,
+        /// The gateway given.
+        gateway: Ipv4Addr,
+    },
+    /// An MTU outside 68..=9600, or for a port that does not exist.
+    #[error("port {port}: MTU {mtu} is not within 68..=9600 or the port does not exist")]
+    Mtu {
+        /// The port's index.
+        port: usize,
+        /// The MTU given.
+        mtu: u16,
+    },
+}
+
+/// A route to destinations off the ports' subnets: `prefix/prefix_len via gateway`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Destination prefix.
+    pub prefix: Ipv4Addr,
+    /// Its length, 0 for the default route.
+    pub prefix_len: u8,
+    /// The next hop, on one of the ports' subnets.
+    pub gateway: Ipv4Addr,
+}
+
+/// The Ethernet MTU a port has unless configured otherwise.
+pub const DEFAULT_MTU: u16 = 1500;
+
+fn prefix_mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    }
+}
+
+fn in_prefix(prefix: Ipv4Addr, len: u8, addr: Ipv4Addr) -> bool {
+    let m = prefix_mask(len);
+    prefix.to_bits() & m == addr.to_bits() & m
 }
 
 /// The director's configuration: its ports and VIPs. Immutable once built, shared by the
@@ -101,6 +148,10 @@ pub struct Director {
     vips: Vec<Vip>,
     /// `(port, address)` of every address answered on each port, sorted for binary search.
     local: Vec<(usize, u32)>,
+    /// Routes, longest prefix first.
+    routes: Vec<Route>,
+    /// Each port's MTU.
+    mtus: Vec<u16>,
 }
 
 /// An address a host may hold or be answered at.
@@ -155,7 +206,70 @@ impl Director {
                 addr: Ipv4Addr::from_bits(addr),
             });
         }
-        Ok(Self { ports, vips, local })
+        let mtus = vec![DEFAULT_MTU; ports.len()];
+        Ok(Self {
+            ports,
+            vips,
+            local,
+            routes: Vec::new(),
+            mtus,
+        })
+    }
+
+    /// Adds the routes to destinations off the ports' subnets (checked: every gateway must be
+    /// on a port's subnet).
+    pub fn with_routes(mut self, mut routes: Vec<Route>) -> Result<Self, ConfigError> {
+        for r in &routes {
+            if r.prefix_len > 32 || self.on_link(r.gateway).is_none() {
+                return Err(ConfigError::Route {
+                    prefix: r.prefix,
+                    prefix_len: r.prefix_len,
+                    gateway: r.gateway,
+                });
+            }
+        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix_len));
+        self.routes = routes;
+        Ok(self)
+    }
+
+    /// Sets a port's MTU (the largest IPv4 datagram it carries; TUN needs 20 bytes of it).
+    pub fn with_mtu(mut self, port: usize, mtu: u16) -> Result<Self, ConfigError> {
+        match self.mtus.get_mut(port) {
+            Some(m) if (68..=9600).contains(&mtu) => {
+                *m = mtu;
+                Ok(self)
+            }
+            _ => Err(ConfigError::Mtu { port, mtu }),
+        }
+    }
+
+    /// A port's MTU.
+    pub fn mtu(&self, port: usize) -> u16 {
+        self.mtus.get(port).copied().unwrap_or(DEFAULT_MTU)
+    }
+
+    /// The port whose subnet holds `addr` (the longest prefix if several do).
+    pub fn on_link(&self, addr: Ipv4Addr) -> Option<usize> {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| in_prefix(p.addr, p.prefix_len, addr))
+            .max_by_key(|(_, p)| p.prefix_len)
+            .map(|(i, _)| i)
+    }
+
+    /// Where a datagram to `dst` goes: the port and the next hop's address (`dst` itself when
+    /// on a port's subnet, else the gateway of the longest matching route).
+    pub fn next_hop(&self, dst: Ipv4Addr) -> Option<(usize, Ipv4Addr)> {
+        if let Some(port) = self.on_link(dst) {
+            return Some((port, dst));
+        }
+        let r = self
+            .routes
+            .iter()
+            .find(|r| in_prefix(r.prefix, r.prefix_len, dst))?;
+        self.on_link(r.gateway).map(|port| (port, r.gateway))
     }
 
     /// The ports, in the glue's port-index order.
@@ -186,6 +300,62 @@ pub enum Verdict {
     Consumed,
     /// Free the frame; the reason has been counted.
     Drop(DropReason),
+    /// The frame was rewritten for its next hop (NAT, TUN, DR, a translated ICMP error):
+    /// send it out of `port`.
+    Forward {
+        /// The port index to send it from.
+        port: usize,
+    },
+    /// Like [`Verdict::Forward`], but the next hop's MAC is not known yet: the destination
+    /// MAC is zero. Hold the frame, ask [`Worker::arp_request`] for a request to send, and once
+    /// the neighbour is known fill its MAC in with [`set_dst_mac`] and send it; drop it (and
+    /// count [`DropReason::NeighbourUnresolved`]) if no answer comes.
+    Resolve {
+        /// The port index to send it from.
+        port: usize,
+        /// The address whose MAC is needed.
+        next_hop: Ipv4Addr,
+    },
+    /// Another worker owns this frame's connection: hand it over unchanged.
+    Redirect {
+        /// That worker's index.
+        worker: usize,
+    },
+}
+
+/// Writes the destination MAC of a frame held for [`Verdict::Resolve`].
+pub fn set_dst_mac(frame: &mut [u8], mac: MacAddr) -> bool {
+    match frame.get_mut(..6) {
+        Some(dst) => {
+            dst.copy_from_slice(&mac);
+            true
+        }
+        None => false,
+    }
+}
+
+/// A packet buffer that cannot grow: the bytes of a slice.
+struct SliceBuf<'a>(&'a mut [u8]);
+
+impl crate::buf::PacketBuf for SliceBuf<'_> {
+    fn data(&self) -> &[u8] {
+        self.0
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        self.0
+    }
+    fn prepend(&mut self, _: usize) -> bool {
+        false
+    }
+    fn trim_front(&mut self, _: usize) -> bool {
+        false
+    }
+    fn trim_back(&mut self, _: usize) -> bool {
+        false
+    }
+    fn headroom(&self) -> usize {
+        0
+    }
 }
 
 /// One lcore's packet engine.
@@ -193,6 +363,7 @@ pub enum Verdict {
 pub struct Worker {
     director: Arc<Director>,
     neighbours: NeighbourTable,
+    balancer: Option<Balancer>,
 }
 
 impl Worker {
@@ -203,7 +374,46 @@ impl Worker {
         Self {
             director,
             neighbours: NeighbourTable::new(neighbour_capacity, neighbour_max_age),
+            balancer: None,
         }
+    }
+
+    /// The same engine, load-balancing the virtual services of `balancer`.
+    pub fn with_balancer(mut self, balancer: Balancer) -> Self {
+        self.balancer = Some(balancer);
+        self
+    }
+
+    /// The load-balancing state, if any.
+    pub fn balancer(&self) -> Option<&Balancer> {
+        self.balancer.as_ref()
+    }
+
+    /// The load-balancing state, for housekeeping and sync.
+    pub fn balancer_mut(&mut self) -> Option<&mut Balancer> {
+        self.balancer.as_mut()
+    }
+
+    /// Writes into `out` a broadcast ARP request from `port` for `target` (RFC 826) and
+    /// returns its length (60: the Ethernet minimum), or `None` if `out` is too short or the
+    /// port does not exist.
+    pub fn arp_request(&self, port: usize, target: Ipv4Addr, out: &mut [u8]) -> Option<usize> {
+        const LEN: usize = 60;
+        let p = self.director.ports.get(port)?;
+        let frame = out.get_mut(..LEN)?;
+        frame.fill(0);
+        let mut eth = ethernet::Frame::new_unchecked(&mut *frame);
+        eth.set_dst_addr(BROADCAST_MAC);
+        eth.set_src_addr(p.mac);
+        eth.set_ethertype(EtherType::ARP);
+        let mut a = arp::Packet::new_unchecked(frame.get_mut(ethernet::HEADER_LEN..)?);
+        a.set_ethernet_ipv4();
+        a.set_operation(arp::Operation::REQUEST);
+        a.set_sender_hardware_addr(p.mac);
+        a.set_sender_protocol_addr(p.addr);
+        a.set_target_hardware_addr([0; 6]);
+        a.set_target_protocol_addr(target);
+        Some(LEN)
     }
 
     /// The configuration this engine runs.
@@ -230,7 +440,13 @@ impl Worker {
         now: u64,
         counters: &mut Counters,
     ) -> Verdict {
-        self.process(port, buf.data_mut(), now, counters)
+        counters.rx_packets += 1;
+        counters.rx_bytes += buf.data().len() as u64;
+        let verdict = self.dispatch(port, buf, now, counters);
+        if let Verdict::Drop(reason) = verdict {
+            counters.count_drop(reason);
+        }
+        verdict
     }
 
     /// Handles one frame received on port index `port` at time `now` (nanoseconds).
@@ -245,26 +461,22 @@ impl Worker {
         now: u64,
         counters: &mut Counters,
     ) -> Verdict {
-        counters.rx_packets += 1;
-        counters.rx_bytes += frame.len() as u64;
-        let verdict = self.dispatch(port, frame, now, counters);
-        if let Verdict::Drop(reason) = verdict {
-            counters.count_drop(reason);
-        }
-        verdict
+        // A slice cannot grow: TUN encapsulation needs process_buf.
+        self.process_buf(port, &mut SliceBuf(frame), now, counters)
     }
 
-    fn dispatch(
+    fn dispatch<B: crate::buf::PacketBuf>(
         &mut self,
         port: usize,
-        frame: &mut [u8],
+        buf: &mut B,
         now: u64,
         counters: &mut Counters,
     ) -> Verdict {
+        let frame = buf.data();
         let Some(config) = self.director.ports.get(port) else {
             return Verdict::Drop(DropReason::UnknownPort);
         };
-        let Ok(eth) = ethernet::Frame::new_checked(&*frame) else {
+        let Ok(eth) = ethernet::Frame::new_checked(frame) else {
             return Verdict::Drop(DropReason::TruncatedEthernet);
         };
         let to_port = eth.dst_addr() == config.mac;
@@ -274,12 +486,23 @@ impl Worker {
         if is_multicast_mac(&eth.src_addr()) {
             return Verdict::Drop(DropReason::InvalidSourceMac);
         }
+        let ethertype = eth.ethertype();
+        let mac = config.mac;
+        if ethertype == EtherType::IPV4
+            && to_port
+            && let Some(balancer) = self.balancer.as_mut()
+            && let Some(v) =
+                balancer.handle(&self.director, &self.neighbours, port, buf, now, counters)
+        {
+            return v;
+        }
         let ingress = Ingress {
             director: &self.director,
             port,
-            mac: config.mac,
+            mac,
         };
-        match eth.ethertype() {
+        let frame = buf.data_mut();
+        match ethertype {
             EtherType::ARP => ingress.arp(&mut self.neighbours, frame, now, counters),
             EtherType::IPV4 if to_port => ingress.ipv4(frame, counters),
             // RFC 1122 §3.3.6: a unicast IP datagram in a link-layer broadcast is discarded,

@@ -16,6 +16,7 @@
 //! - [`golden`]: input/expected-output packet fixtures for the engine.
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod buf;
 pub mod conn;
 pub mod counters;

@@ -1,0 +1,553 @@
+//! The load-balancing step of the per-packet engine: for a TCP/UDP datagram (or an ICMP error
+//! about one) that belongs to a virtual service, find or create its connection, pick the real
+//! server, apply the forwarding method's transform and choose where the frame leaves.
+//!
+//! The order of decisions, per frame:
+//! 1. [`parse_flow`]: the flow (or, for an ICMP error, the flow it quotes).
+//! 2. **Ownership**: the worker that owns a connection is chosen by the client endpoint, which
+//!    is the source of requests and the destination of NAT replies, so both directions of a
+//!    connection meet the same connection table whatever queue the NIC put them on. A frame
+//!    owned by another worker is returned as [`Verdict::Redirect`] before anything is looked
+//!    up or changed.
+//! 3. **Request** (client → VIP:vport of a service): the connection by its client→VIP key, or
+//!    a new one — only a TCP SYN (or any UDP datagram) starts one (IPVS without
+//!    `sloppy_tcp`) — scheduled through persistence and the service's scheduler.
+//! 4. **NAT reply** (real server → client): the connection by its reply key.
+//! 5. **ICMP error**: the connection of the quoted datagram; translated in NAT mode
+//!    ([`nat_icmp_to_real`]/[`nat_icmp_to_client`]), forwarded as is to the real server in
+//!    TUN/DR mode.
+//! 6. **Next hop**: [`Director::next_hop`] gives the port and the next hop's address; its MAC
+//!    comes from the neighbour table, or the frame is returned as [`Verdict::Resolve`] with the
+//!    destination MAC left zero for the glue to hold until ARP answers.
+//!
+//! Anything else returns `None`: the frame is not load-balanced, and the director's own
+//! handling (ARP, ICMP echo, drops) takes it.
+//!
+//! Persistence templates are refreshed by every connection that uses them and expire on
+//! their timeout; unlike IPVS they are not kept alive by the connections that reference them
+//! (a client whose template expired while a long connection lasted is scheduled afresh).
+
+use std::sync::Arc;
+
+use crate::buf::PacketBuf;
+use crate::conn::{
+    ConnConfig, ConnConfigError, ConnState, ConnTable, CreateError, DestCounts, Direction,
+    EventQueue, NewConn, TcpFlags,
+};
+use crate::counters::{Counters, DropReason};
+use crate::director::{Director, Verdict};
+use crate::fwd::{
+    self, FwdError, ICMP_ERROR_MAX_FRAME, MacRewrite, ParsedFlow, TUNNEL_HEADROOM, TunnelOutcome,
+    TunnelParams, parse_flow,
+};
+use crate::lb::{Endpoint, Flow, ForwardMethod, Protocol};
+use crate::neigh::NeighbourTable;
+use crate::sched::{self, DestState, PersistError, PersistOptions, PersistenceTable, Scheduler};
+use crate::service::ServiceSet;
+use crate::wire::tcp;
+
+/// How a worker's load-balancing state is sized.
+#[derive(Debug, Clone)]
+pub struct BalancerConfig {
+    /// The connection table (capacity, timeouts, ...).
+    pub conn: ConnConfig,
+    /// The persistence templates.
+    pub persist: PersistOptions,
+    /// Connection events kept for the sync daemon before overflow is counted.
+    pub event_capacity: usize,
+    /// This worker's index among the workers.
+    pub worker: usize,
+    /// How many workers share the connections (by client endpoint).
+    pub workers: usize,
+}
+
+/// Why a worker's load-balancing state could not be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BalancerError {
+    /// The connection table configuration.
+    #[error("connection table: {0}")]
+    Conn(#[from] ConnConfigError),
+    /// The persistence table configuration.
+    #[error("persistence table: {0}")]
+    Persist(#[from] PersistError),
+    /// A scheduler refused its service.
+    #[error("scheduler of service {vip}: {source}")]
+    Scheduler {
+        /// The service.
+        vip: Endpoint,
+        /// Why.
+        source: sched::SchedulerError,
+    },
+    /// Worker index out of range.
+    #[error("worker {worker} of {workers}")]
+    Worker {
+        /// Index.
+        worker: usize,
+        /// Count.
+        workers: usize,
+    },
+}
+
+/// One worker's load-balancing state.
+#[derive(Debug)]
+pub struct Balancer {
+    services: Arc<ServiceSet>,
+    conns: ConnTable,
+    schedulers: Vec<Scheduler>,
+    persist: PersistenceTable,
+    events: EventQueue,
+    /// The schedulers' view of one service's destinations, refilled per decision.
+    scratch: Vec<DestState>,
+    /// Connection counts of the other workers, per destination (refreshed by the glue).
+    remote: Vec<DestCounts>,
+    icmp_out: Box<[u8; ICMP_ERROR_MAX_FRAME]>,
+    ident: u16,
+    worker: usize,
+    workers: usize,
+}
+
+/// The worker that owns connections of `client` among `workers`: a multiplicative hash of
+/// the client endpoint, identical on every worker.
+pub fn owner(client: Endpoint, workers: usize) -> usize {
+    if workers <= 1 {
+        return 0;
+    }
+    let key = (u64::from(client.addr.to_bits()) << 16) | u64::from(client.port);
+    let h = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // Fibonacci hashing: the high bits are the well-mixed ones.
+    ((h >> 32) % workers as u64) as usize
+}
+
+impl Balancer {
+    /// Builds the state (this is where its memory is allocated).
+    pub fn new(services: Arc<ServiceSet>, config: BalancerConfig) -> Result<Self, BalancerError> {
+        if config.worker >= config.workers.max(1) {
+            return Err(BalancerError::Worker {
+                worker: config.worker,
+                workers: config.workers,
+            });
+        }
+        let max_dests = config.conn.max_dests;
+        let conns = ConnTable::new(config.conn)?;
+        let persist = PersistenceTable::new(config.persist)?;
+        let mut schedulers = Vec::with_capacity(services.services().len());
+        let mut widest = 0;
+        for svc in services.services() {
+            let dests = services.dest_states(svc);
+            widest = widest.max(dests.len());
+            schedulers.push(Scheduler::new(svc.scheduler, svc.options, &dests).map_err(
+                |source| BalancerError::Scheduler {
+                    vip: svc.vip,
+                    source,
+                },
+            )?);
+        }
+        Ok(Self {
+            services,
+            conns,
+            schedulers,
+            persist,
+            events: EventQueue::new(config.event_capacity),
+            scratch: Vec::with_capacity(widest),
+            remote: vec![DestCounts::default(); max_dests],
+            icmp_out: Box::new([0; ICMP_ERROR_MAX_FRAME]),
+            ident: 0,
+            worker: config.worker,
+            workers: config.workers.max(1),
+        })
+    }
+
+    /// The services this worker balances.
+    pub fn services(&self) -> &ServiceSet {
+        &self.services
+    }
+
+    /// This worker's connection table.
+    pub fn conns(&self) -> &ConnTable {
+        &self.conns
+    }
+
+    /// The connection events not yet taken by the sync daemon.
+    pub fn events_mut(&mut self) -> &mut EventQueue {
+        &mut self.events
+    }
+
+    /// The other workers' connection counts per destination, for the glue to refresh (the
+    /// schedulers add this worker's own, exact counts).
+    pub fn remote_counts_mut(&mut self) -> &mut [DestCounts] {
+        &mut self.remote
+    }
+
+    /// Housekeeping between bursts: expires at most `budget` connections, and ages the
+    /// schedulers' and persistence tables. Returns the connections removed.
+    pub fn housekeeping(&mut self, now: u64, budget: usize) -> usize {
+        let removed = self.conns.expire(now, budget, &mut self.events);
+        for s in &mut self.schedulers {
+            s.housekeeping(now);
+        }
+        self.persist.expire(now);
+        removed
+    }
+
+    /// Handles a frame addressed to one of the director's MACs, if it is load-balanced
+    /// traffic; `None` hands it back to the director's own handling.
+    pub(crate) fn handle<B: PacketBuf>(
+        &mut self,
+        director: &Director,
+        neighbours: &NeighbourTable,
+        in_port: usize,
+        buf: &mut B,
+        now: u64,
+        counters: &mut Counters,
+    ) -> Option<Verdict> {
+        let pf = match parse_flow(buf.data()) {
+            Ok(pf) => pf,
+            // Not a flow (ICMP echo, other protocols): the director's own business.
+            Err(FwdError::UnsupportedIpProtocol | FwdError::UnhandledIcmp) => return None,
+            Err(e) => {
+                // Malformed traffic to the director's own addresses is its own handling's to
+                // count; anything else is counted here.
+                let dst = buf
+                    .data()
+                    .get(30..34)
+                    .map(|d| std::net::Ipv4Addr::new(d[0], d[1], d[2], d[3]));
+                if dst.is_some_and(|d| director.is_local(in_port, d) && !self.services.is_vip(d)) {
+                    return None;
+                }
+                return Some(Verdict::Drop(e.drop_reason()));
+            }
+        };
+        let ctx = Ctx {
+            director,
+            neighbours,
+            now,
+        };
+        if pf.icmp_error.is_some() {
+            return self.icmp_error(&ctx, &pf, buf, counters);
+        }
+        let flow = pf.flow;
+        let flags = pf.tcp_flags;
+        if let Some(svc) = self.services.lookup(flow.proto, flow.dst) {
+            let svc_id = svc.id;
+            if let Some(v) = self.redirect(flow.src, counters) {
+                return Some(v);
+            }
+            return Some(self.request(&ctx, svc_id, flow, flags, buf, counters));
+        }
+        if self.services.is_vip(flow.dst.addr) {
+            return Some(Verdict::Drop(DropReason::NoService));
+        }
+        // A NAT reply: real server → client.
+        if let Some(v) = self.redirect(flow.dst, counters) {
+            return Some(v);
+        }
+        match self.conns.lookup(&flow) {
+            Some((id, Direction::Output)) => {
+                self.conns.update(
+                    id,
+                    Direction::Output,
+                    TcpFlags(flags.0),
+                    now,
+                    &mut self.events,
+                );
+                let conn = self.conns.get(id)?;
+                let (vip, client) = (conn.vip(), conn.client());
+                Some(self.emit(&ctx, client.addr, buf, counters, |frame, mac| {
+                    fwd::nat_reply(frame, vip, mac)
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Verdict::Redirect`] if another worker owns connections of `client`.
+    fn redirect(&self, client: Endpoint, counters: &mut Counters) -> Option<Verdict> {
+        let w = owner(client, self.workers);
+        (w != self.worker).then(|| {
+            counters.redirected += 1;
+            Verdict::Redirect { worker: w }
+        })
+    }
+
+    /// A datagram from a client to a virtual service.
+    fn request<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        svc_id: crate::lb::ServiceId,
+        flow: Flow,
+        flags: tcp::Flags,
+        buf: &mut B,
+        counters: &mut Counters,
+    ) -> Verdict {
+        let tcp_flags = TcpFlags(flags.0);
+        let syn = flow.proto == Protocol::Tcp
+            && flags.contains(tcp::Flags::SYN)
+            && !flags.contains(tcp::Flags::ACK);
+        let existing = match self.conns.lookup(&flow) {
+            Some((id, Direction::Input)) => {
+                let closed = self
+                    .conns
+                    .get(id)
+                    .is_some_and(|c| matches!(c.state(), ConnState::TimeWait | ConnState::Close));
+                if syn && closed {
+                    // A new connection on the same ports after the old one closed.
+                    self.conns.remove(id, ctx.now, &mut self.events);
+                    None
+                } else {
+                    self.conns
+                        .update(id, Direction::Input, tcp_flags, ctx.now, &mut self.events);
+                    Some(id)
+                }
+            }
+            Some((_, Direction::Output)) => return Verdict::Drop(DropReason::ConnKeyConflict),
+            None => None,
+        };
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                if flow.proto == Protocol::Tcp && !syn {
+                    return Verdict::Drop(DropReason::TcpNoConnection);
+                }
+                match self.schedule(svc_id, &flow, tcp_flags, ctx.now) {
+                    Ok(id) => id,
+                    Err(reason) => return Verdict::Drop(reason),
+                }
+            }
+        };
+        let Some(conn) = self.conns.get(id) else {
+            return Verdict::Drop(DropReason::ConnTableFull);
+        };
+        let (real, method) = (conn.real(), conn.method());
+        self.forward_to_real(ctx, method, real, buf, counters)
+    }
+
+    /// Picks a real server for a new connection and records it.
+    fn schedule(
+        &mut self,
+        svc_id: crate::lb::ServiceId,
+        flow: &Flow,
+        flags: TcpFlags,
+        now: u64,
+    ) -> Result<crate::conn::ConnId, DropReason> {
+        let services = Arc::clone(&self.services);
+        let svc = services
+            .services()
+            .get(svc_id.0 as usize)
+            .ok_or(DropReason::NoService)?;
+        let local = self.conns.dest_counts();
+        self.scratch.clear();
+        for d in services.service_dests(svc) {
+            let i = d.id.0 as usize;
+            let (l, r) = (
+                local.get(i).copied().unwrap_or_default(),
+                self.remote.get(i).copied().unwrap_or_default(),
+            );
+            self.scratch.push(DestState {
+                active: l.active.saturating_add(r.active),
+                inactive: l.inactive.saturating_add(r.inactive),
+                ..DestState::new(d.id, d.endpoint.addr, d.endpoint.port, d.weight)
+            });
+        }
+        let sched = self
+            .schedulers
+            .get_mut(svc_id.0 as usize)
+            .ok_or(DropReason::NoService)?;
+        let choice = sched::choose(
+            sched,
+            &mut self.persist,
+            svc.persistence,
+            svc_id,
+            &self.scratch,
+            flow,
+            now,
+        )
+        .map_err(|_| DropReason::NoDestination)?;
+        let dest = services
+            .dest(choice.dest)
+            .ok_or(DropReason::NoDestination)?;
+        let new = NewConn {
+            proto: flow.proto,
+            client: flow.src,
+            vip: flow.dst,
+            real: dest.endpoint,
+            method: dest.method,
+            dest: dest.id,
+            service: svc_id,
+        };
+        match self.conns.create(&new, flags, now, &mut self.events) {
+            Ok(id) | Err(CreateError::Exists(id)) => Ok(id),
+            Err(CreateError::Full) => Err(DropReason::ConnTableFull),
+            Err(CreateError::KeyTaken | CreateError::BadDest(_)) => {
+                Err(DropReason::ConnKeyConflict)
+            }
+        }
+    }
+
+    /// An ICMP error about a tracked connection.
+    fn icmp_error<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        pf: &ParsedFlow,
+        buf: &mut B,
+        counters: &mut Counters,
+    ) -> Option<Verdict> {
+        let quoted = pf.flow;
+        // From outside about a reply (quotes VIP:vport → client), or from the inside about a
+        // request (quotes client → RIP:rport): the client is the quote's destination in the
+        // first case, its source in the second.
+        let about_reply = self.services.lookup(quoted.proto, quoted.src).is_some();
+        let client = if about_reply { quoted.dst } else { quoted.src };
+        let (id, dir) = self.conns.lookup(&quoted.reversed())?;
+        if let Some(v) = self.redirect(client, counters) {
+            return Some(v);
+        }
+        let conn = self.conns.get(id)?;
+        let (real, vip, method, client) = (conn.real(), conn.vip(), conn.method(), conn.client());
+        Some(match (dir, method) {
+            (Direction::Input, ForwardMethod::Nat) => {
+                self.emit(ctx, real.addr, buf, counters, |frame, mac| {
+                    fwd::nat_icmp_to_real(frame, real, mac)
+                })
+            }
+            (Direction::Input, method) => self.forward_to_real(ctx, method, real, buf, counters),
+            (Direction::Output, _) => self.emit(ctx, client.addr, buf, counters, |frame, mac| {
+                fwd::nat_icmp_to_client(frame, vip, mac)
+            }),
+        })
+    }
+
+    /// Sends a request (or an ICMP error about one) to its real server by `method`.
+    fn forward_to_real<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        method: ForwardMethod,
+        real: Endpoint,
+        buf: &mut B,
+        counters: &mut Counters,
+    ) -> Verdict {
+        match method {
+            ForwardMethod::Nat => self.emit(ctx, real.addr, buf, counters, |frame, mac| {
+                fwd::nat_request(frame, real, mac)
+            }),
+            ForwardMethod::DirectRoute => {
+                self.emit(ctx, real.addr, buf, counters, fwd::direct_route)
+            }
+            ForwardMethod::Tunnel => self.tunnel(ctx, real, buf, counters),
+        }
+    }
+
+    /// Applies `transform` with the MACs towards `dst` and picks the verdict.
+    fn emit<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        dst: std::net::Ipv4Addr,
+        buf: &mut B,
+        counters: &mut Counters,
+        transform: impl FnOnce(&mut [u8], MacRewrite) -> Result<(), FwdError>,
+    ) -> Verdict {
+        let Some(hop) = ctx.hop(dst) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        match transform(buf.data_mut(), hop.mac) {
+            Ok(()) => hop.verdict(counters),
+            Err(e) => Verdict::Drop(e.drop_reason()),
+        }
+    }
+
+    /// VS/TUN: IPIP to the real server, or "fragmentation needed" back to the client.
+    fn tunnel<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        real: Endpoint,
+        buf: &mut B,
+        counters: &mut Counters,
+    ) -> Verdict {
+        let Some(hop) = ctx.hop(real.addr) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let Some(port) = ctx.director.ports().get(hop.port) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        if !buf.prepend(TUNNEL_HEADROOM) {
+            return Verdict::Drop(DropReason::FwdBufferTooSmall);
+        }
+        self.ident = self.ident.wrapping_add(1);
+        let params = TunnelParams {
+            outer_src: port.addr,
+            real_server: real.addr,
+            ident: self.ident,
+            mtu: ctx.director.mtu(hop.port),
+            mac: hop.mac,
+        };
+        match fwd::tunnel(buf.data_mut(), &params, &mut self.icmp_out[..]) {
+            Ok(TunnelOutcome::Encapsulated { len }) => {
+                let extra = buf.data().len().saturating_sub(len);
+                if extra > 0 && !buf.trim_back(extra) {
+                    return Verdict::Drop(DropReason::FwdBufferTooSmall);
+                }
+                hop.verdict(counters)
+            }
+            Ok(TunnelOutcome::FragNeeded { len }) => {
+                // The request is not sent; the ICMP error replaces it in the same buffer and
+                // goes back out of the port the request came in by.
+                let have = buf.data().len();
+                let Some(icmp) = self.icmp_out.get(..len) else {
+                    return Verdict::Drop(DropReason::FwdBufferTooSmall);
+                };
+                if have < len || !buf.trim_back(have - len) {
+                    return Verdict::Drop(DropReason::FwdBufferTooSmall);
+                }
+                buf.data_mut().copy_from_slice(icmp);
+                counters.icmp_frag_needed += 1;
+                Verdict::Reply
+            }
+            Err(e) => Verdict::Drop(e.drop_reason()),
+        }
+    }
+}
+
+/// What a forwarding decision needs to know about the world.
+struct Ctx<'a> {
+    director: &'a Director,
+    neighbours: &'a NeighbourTable,
+    now: u64,
+}
+
+/// Where a frame leaves: the port, the next hop, and the MACs (destination zero until known).
+struct Hop {
+    port: usize,
+    next_hop: std::net::Ipv4Addr,
+    mac: MacRewrite,
+    resolved: bool,
+}
+
+impl Ctx<'_> {
+    fn hop(&self, dst: std::net::Ipv4Addr) -> Option<Hop> {
+        let (port, next_hop) = self.director.next_hop(dst)?;
+        let src = self.director.ports().get(port)?.mac;
+        let known = self.neighbours.lookup(next_hop, self.now).map(|n| n.mac);
+        Some(Hop {
+            port,
+            next_hop,
+            mac: MacRewrite {
+                src,
+                dst: known.unwrap_or([0; 6]),
+            },
+            resolved: known.is_some(),
+        })
+    }
+}
+
+impl Hop {
+    fn verdict(&self, counters: &mut Counters) -> Verdict {
+        counters.forwarded += 1;
+        if self.resolved {
+            Verdict::Forward { port: self.port }
+        } else {
+            Verdict::Resolve {
+                port: self.port,
+                next_hop: self.next_hop,
+            }
+        }
+    }
+}
