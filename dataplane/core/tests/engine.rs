@@ -1,0 +1,648 @@
+//! The whole per-packet engine (`Worker` with a `Balancer`) on frames built byte by byte:
+//! scheduling, connection tracking and the NAT/TUN/DR transforms, with exact expectations and
+//! every checksum of every output recomputed from scratch.
+
+mod fwd_common;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use fwd_common::{IpSpec, L4Spec, PacketSpec, assert_checksums, cat, ethernet, icmp_message};
+use tandem_core::balance::{Balancer, BalancerConfig, owner};
+use tandem_core::buf::{PacketBuf, VecBuf};
+use tandem_core::conn::{ConnConfig, ConnState};
+use tandem_core::director::{self, Director, Port, Route, Verdict, Vip, Worker};
+use tandem_core::lb::{Endpoint, ForwardMethod, Protocol};
+use tandem_core::sched::{PersistOptions, SchedulerKind, SchedulerOptions};
+use tandem_core::service::{DestSpec, ServiceSet, ServiceSpec};
+use tandem_core::{Counters, DropReason};
+
+const OUT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const IN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xee];
+const RS_MACS: [[u8; 6]; 3] = [
+    [0x02, 0, 0, 0, 0, 0xa1],
+    [0x02, 0, 0, 0, 0, 0xa2],
+    [0x02, 0, 0, 0, 0, 0xa3],
+];
+
+const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+const FAR_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const RS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(172, 16, 0, 2),
+    Ipv4Addr::new(172, 16, 0, 3),
+    Ipv4Addr::new(172, 16, 0, 4),
+];
+const OUTSIDE: usize = 0;
+const INSIDE: usize = 1;
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const SYN_ACK: u8 = 0x12;
+
+fn dest(rs: usize, port: u16, method: ForwardMethod, weight: u32) -> DestSpec {
+    DestSpec {
+        addr: RS[rs],
+        port,
+        method,
+        weight,
+    }
+}
+
+fn service(
+    proto: Protocol,
+    port: u16,
+    scheduler: SchedulerKind,
+    dests: Vec<DestSpec>,
+) -> ServiceSpec {
+    ServiceSpec {
+        proto,
+        vip: Endpoint::new(VIP, port),
+        scheduler,
+        options: SchedulerOptions::default(),
+        persistence: None,
+        dests,
+    }
+}
+
+/// Seed 002's services plus one TUN, one DR and one UDP service on the same VIP.
+fn services() -> Vec<ServiceSpec> {
+    vec![
+        service(
+            Protocol::Tcp,
+            80,
+            SchedulerKind::Wrr,
+            vec![
+                dest(0, 80, ForwardMethod::Nat, 1),
+                dest(1, 8000, ForwardMethod::Nat, 2),
+            ],
+        ),
+        service(
+            Protocol::Tcp,
+            21,
+            SchedulerKind::Rr,
+            vec![dest(1, 21, ForwardMethod::Nat, 1)],
+        ),
+        service(
+            Protocol::Udp,
+            53,
+            SchedulerKind::Rr,
+            (0..3).map(|i| dest(i, 53, ForwardMethod::Nat, 1)).collect(),
+        ),
+        service(
+            Protocol::Tcp,
+            8080,
+            SchedulerKind::Rr,
+            vec![dest(0, 8080, ForwardMethod::Tunnel, 1)],
+        ),
+        service(
+            Protocol::Tcp,
+            443,
+            SchedulerKind::Rr,
+            vec![dest(2, 443, ForwardMethod::DirectRoute, 1)],
+        ),
+    ]
+}
+
+fn director() -> Arc<Director> {
+    let d = Director::new(
+        vec![
+            Port {
+                mac: OUT_MAC,
+                addr: Ipv4Addr::new(203, 0, 113, 11),
+                prefix_len: 24,
+            },
+            Port {
+                mac: IN_MAC,
+                addr: Ipv4Addr::new(172, 16, 0, 251),
+                prefix_len: 24,
+            },
+        ],
+        vec![
+            Vip {
+                addr: VIP,
+                port: OUTSIDE,
+            },
+            Vip {
+                addr: Ipv4Addr::new(172, 16, 0, 254),
+                port: INSIDE,
+            },
+        ],
+    )
+    .and_then(|d| {
+        d.with_routes(vec![Route {
+            prefix: Ipv4Addr::UNSPECIFIED,
+            prefix_len: 0,
+            gateway: Ipv4Addr::new(203, 0, 113, 1),
+        }])
+    })
+    .expect("valid director");
+    Arc::new(d)
+}
+
+fn worker_n(worker: usize, workers: usize, learn: bool) -> Worker {
+    let set = Arc::new(ServiceSet::new(&services(), 64).expect("valid services"));
+    let balancer = Balancer::new(
+        set,
+        BalancerConfig {
+            conn: ConnConfig::new(1024, 64),
+            persist: PersistOptions::default(),
+            event_capacity: 1024,
+            worker,
+            workers,
+        },
+    )
+    .expect("balancer");
+    let mut w = Worker::new(director(), 64, 60_000_000_000).with_balancer(balancer);
+    if learn {
+        let n = w.neighbours_mut();
+        n.learn(CLIENT, CLIENT_MAC, OUTSIDE, 0);
+        n.learn(Ipv4Addr::new(203, 0, 113, 1), ROUTER_MAC, OUTSIDE, 0);
+        for (ip, mac) in RS.iter().zip(RS_MACS) {
+            n.learn(*ip, mac, INSIDE, 0);
+        }
+    }
+    w
+}
+
+fn worker() -> Worker {
+    worker_n(0, 1, true)
+}
+
+fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, payload: &[u8]) -> PacketSpec {
+    PacketSpec {
+        ip: IpSpec {
+            tos: 0,
+            ident: 7,
+            df: true,
+            mf: false,
+            ttl: 64,
+            src: src.0,
+            dst: dst.0,
+            options: vec![],
+        },
+        l4: L4Spec::Tcp {
+            sport: src.1,
+            dport: dst.1,
+            seq: 1000,
+            ack: 0,
+            flags,
+            window: 65535,
+            urgent: 0,
+            options: vec![],
+            payload: payload.to_vec(),
+        },
+    }
+}
+
+fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> PacketSpec {
+    PacketSpec {
+        ip: IpSpec {
+            tos: 0,
+            ident: 9,
+            df: false,
+            mf: false,
+            ttl: 64,
+            src: src.0,
+            dst: dst.0,
+            options: vec![],
+        },
+        l4: L4Spec::Udp {
+            sport: src.1,
+            dport: dst.1,
+            payload: payload.to_vec(),
+            checksum: true,
+        },
+    }
+}
+
+fn frame(dst_mac: [u8; 6], src_mac: [u8; 6], p: &PacketSpec) -> Vec<u8> {
+    cat(&[&ethernet(dst_mac, src_mac), &p.datagram()])
+}
+
+/// Runs one frame through the worker with mbuf-like headroom.
+fn run(
+    w: &mut Worker,
+    port: usize,
+    bytes: &[u8],
+    now: u64,
+    c: &mut Counters,
+) -> (Verdict, Vec<u8>) {
+    let mut buf = VecBuf::new(bytes);
+    let v = w.process_buf(port, &mut buf, now, c);
+    (v, buf.data().to_vec())
+}
+
+fn ip_dst(f: &[u8]) -> (Ipv4Addr, u16) {
+    (
+        Ipv4Addr::new(f[30], f[31], f[32], f[33]),
+        u16::from_be_bytes([f[36], f[37]]),
+    )
+}
+
+fn ip_src(f: &[u8]) -> (Ipv4Addr, u16) {
+    (
+        Ipv4Addr::new(f[26], f[27], f[28], f[29]),
+        u16::from_be_bytes([f[34], f[35]]),
+    )
+}
+
+#[test]
+fn nat_seed_002_wrr_spreads_by_weight_and_rewrites_the_destination() {
+    let mut w = worker();
+    let mut c = Counters::default();
+    let mut seen = Vec::new();
+    for i in 0..9u16 {
+        let syn = frame(
+            OUT_MAC,
+            CLIENT_MAC,
+            &tcp((CLIENT, 40000 + i), (VIP, 80), SYN, b""),
+        );
+        let (v, out) = run(&mut w, OUTSIDE, &syn, 1_000, &mut c);
+        assert_eq!(v, Verdict::Forward { port: INSIDE }, "SYN {i}");
+        assert_checksums(&out, "NAT request");
+        assert_eq!(&out[6..12], &IN_MAC, "leaves from the inside port");
+        let (dst, src) = (ip_dst(&out), ip_src(&out));
+        assert_eq!(
+            src,
+            (CLIENT, 40000 + i),
+            "the client's address is kept (NAT rewrites the destination only)"
+        );
+        let rs = RS.iter().position(|r| *r == dst.0).expect("a real server");
+        assert_eq!(&out[..6], &RS_MACS[rs], "to the real server's MAC");
+        assert_eq!(out[22], 63, "TTL decremented");
+        seen.push(dst);
+    }
+    let rs1 = (RS[0], 80);
+    let rs2 = (RS[1], 8000);
+    assert_eq!(
+        seen.iter().filter(|d| **d == rs1).count(),
+        3,
+        "weight 1 of 3: {seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|d| **d == rs2).count(),
+        6,
+        "weight 2 of 3, port 80 mapped to 8000: {seen:?}"
+    );
+    assert_eq!(c.forwarded, 9);
+    let conns = w.balancer().expect("balancer").conns();
+    assert_eq!(conns.len(), 9);
+}
+
+#[test]
+fn nat_reply_goes_back_from_the_vip_and_the_connection_establishes() {
+    let mut w = worker();
+    let mut c = Counters::default();
+    let client = (CLIENT, 41000);
+    let (v, out) = run(
+        &mut w,
+        OUTSIDE,
+        &frame(OUT_MAC, CLIENT_MAC, &tcp(client, (VIP, 21), SYN, b"")),
+        0,
+        &mut c,
+    );
+    assert_eq!(v, Verdict::Forward { port: INSIDE });
+    assert_eq!(ip_dst(&out), (RS[1], 21));
+
+    // The real server answers through the director, its gateway.
+    let syn_ack = frame(IN_MAC, RS_MACS[1], &tcp((RS[1], 21), client, SYN_ACK, b""));
+    let (v, out) = run(&mut w, INSIDE, &syn_ack, 10, &mut c);
+    assert_eq!(v, Verdict::Forward { port: OUTSIDE });
+    assert_checksums(&out, "NAT reply");
+    assert_eq!(ip_src(&out), (VIP, 21), "the reply comes from VIP:vport");
+    assert_eq!(ip_dst(&out), client);
+    assert_eq!(&out[..6], &CLIENT_MAC);
+    assert_eq!(&out[6..12], &OUT_MAC);
+
+    let ack = frame(
+        OUT_MAC,
+        CLIENT_MAC,
+        &tcp(client, (VIP, 21), ACK, b"USER anonymous\r\n"),
+    );
+    let (v, out) = run(&mut w, OUTSIDE, &ack, 20, &mut c);
+    assert_eq!(v, Verdict::Forward { port: INSIDE });
+    assert_checksums(&out, "NAT data");
+    let b = w.balancer().expect("balancer");
+    let (_, conn) = b.conns().iter().next().expect("one connection");
+    assert_eq!(conn.state(), ConnState::Established);
+    let dest = conn.dest().0 as usize;
+    assert_eq!(
+        (
+            b.conns().dest_counts()[dest].active,
+            b.conns().dest_counts()[dest].inactive
+        ),
+        (1, 0)
+    );
+}
+
+#[test]
+fn far_clients_are_answered_through_the_default_route() {
+    let mut w = worker();
+    let mut c = Counters::default();
+    let client = (FAR_CLIENT, 5555);
+    let syn = frame(OUT_MAC, ROUTER_MAC, &tcp(client, (VIP, 21), SYN, b""));
+    assert_eq!(
+        run(&mut w, OUTSIDE, &syn, 0, &mut c).0,
+        Verdict::Forward { port: INSIDE }
+    );
+    let (v, out) = run(
+        &mut w,
+        INSIDE,
+        &frame(IN_MAC, RS_MACS[1], &tcp((RS[1], 21), client, SYN_ACK, b"")),
+        1,
+        &mut c,
+    );
+    assert_eq!(v, Verdict::Forward { port: OUTSIDE });
+    assert_eq!(&out[..6], &ROUTER_MAC, "via the gateway 203.0.113.1");
+}
+
+#[test]
+fn refused_traffic_is_counted_by_reason() {
+    let mut w = worker();
+    let mut c = Counters::default();
+    let ack = frame(OUT_MAC, CLIENT_MAC, &tcp((CLIENT, 1), (VIP, 80), ACK, b"x"));
+    assert_eq!(
+        run(&mut w, OUTSIDE, &ack, 0, &mut c).0,
+        Verdict::Drop(DropReason::TcpNoConnection)
+    );
+    // Seed 002: every other port of the VIP is rejected.
+    let telnet = frame(OUT_MAC, CLIENT_MAC, &tcp((CLIENT, 2), (VIP, 23), SYN, b""));
+    assert_eq!(
+        run(&mut w, OUTSIDE, &telnet, 0, &mut c).0,
+        Verdict::Drop(DropReason::NoService)
+    );
+    let udp80 = frame(OUT_MAC, CLIENT_MAC, &udp((CLIENT, 3), (VIP, 80), b"x"));
+    assert_eq!(
+        run(&mut w, OUTSIDE, &udp80, 0, &mut c).0,
+        Verdict::Drop(DropReason::NoService)
+    );
+    // A reply for no connection is not the balancer's: the director does not route.
+    let stray = frame(
+        IN_MAC,
+        RS_MACS[0],
+        &tcp((RS[0], 80), (CLIENT, 9), SYN_ACK, b""),
+    );
+    assert_eq!(
+        run(&mut w, INSIDE, &stray, 0, &mut c).0,
+        Verdict::Drop(DropReason::Ipv4NotForUs)
+    );
+    // Malformed TCP to a VIP.
+    let mut bad = frame(OUT_MAC, CLIENT_MAC, &tcp((CLIENT, 4), (VIP, 80), SYN, b""));
+    bad[46] = 0x40; // data offset 4
+    assert_eq!(
+        run(&mut w, OUTSIDE, &bad, 0, &mut c).0,
+        Verdict::Drop(DropReason::MalformedTcp)
+    );
+    assert_eq!(c.total_drops(), 5);
+    assert_eq!(c.forwarded, 0);
+}
+
+#[test]
+fn udp_connections_stick_and_new_ones_rotate() {
+    let mut w = worker();
+    let mut c = Counters::default();
+    let mut dsts = Vec::new();
+    for (port, n) in [(6000u16, 3), (6001, 1), (6002, 1)] {
+        for _ in 0..n {
+            let q = frame(
+                OUT_MAC,
+                CLIENT_MAC,
+                &udp((CLIENT, port), (VIP, 53), b"query"),
+            );
+            let (v, out) = run(&mut w, OUTSIDE, &q, 0, &mut c);
+            assert_eq!(v, Verdict::Forward { port: INSIDE });
+            assert_checksums(&out, "NAT UDP");
+            dsts.push(ip_dst(&out).0);
+        }
+    }
+    assert_eq!(
+        dsts,
+        [RS[0], RS[0], RS[0], RS[1], RS[2]],
+        "rr; one flow stays on its server"
+    );
+}
+
+#[test]
+fn tun_encapsulates_in_ipip_to_the_real_server() {
+    let mut w = worker();
+    let mut c = Counters::default();
+    let syn = frame(
+        OUT_MAC,
+        CLIENT_MAC,
+        &tcp((CLIENT, 7000), (VIP, 8080), SYN, b""),
+    );
+    let (v, out) = run(&mut w, OUTSIDE, &syn, 0, &mut c);
+    assert_eq!(v, Verdict::Forward { port: INSIDE });
+    assert_eq!(out.len(), syn.len() + 20);
+    assert_checksums(&out, "IPIP");
+    assert_eq!(&out[..6], &RS_MACS[0]);
+    assert_eq!(out[23], 4, "outer protocol IPIP");
+    assert_eq!(
+        &out[26..30],
+        &[172, 16, 0, 251],
+        "outer source: the director's inside address"
+    );
+    assert_eq!(
+        &out[30..34],
+        &RS[0].octets(),
+        "outer destination: the real server"
+    );
+    assert_eq!(
+        &out[34 + 16..34 + 20],
+        &VIP.octets(),
+        "inner destination still the VIP"
+    );
+    assert_eq!(
+        &out[34 + 12..34 + 16],
+        &CLIENT.octets(),
+        "inner source still the client"
+    );
+}
+
+#[test]
+fn tun_answers_fragmentation_needed_for_a_too_big_df_datagram() {
+    let mut w = worker();
+    let mut c = Counters::default();
+    // 1500 bytes of IP: one byte too many once 20 bytes of IPIP are added.
+    let big = frame(
+        OUT_MAC,
+        CLIENT_MAC,
+        &tcp((CLIENT, 7001), (VIP, 8080), SYN, &[0u8; 1460]),
+    );
+    assert_eq!(big.len(), 14 + 1500);
+    let (v, out) = run(&mut w, OUTSIDE, &big, 0, &mut c);
+    assert_eq!(v, Verdict::Reply, "sent back out of the port it came in by");
+    assert_checksums(&out, "frag needed");
+    assert_eq!(&out[..6], &CLIENT_MAC);
+    assert_eq!(out[23], 1, "ICMP");
+    assert_eq!(
+        (out[34], out[35]),
+        (3, 4),
+        "destination unreachable, fragmentation needed"
+    );
+    assert_eq!(u16::from_be_bytes([out[40], out[41]]), 1480, "next-hop MTU");
+    assert_eq!(&out[26..30], &VIP.octets(), "from the VIP");
+    assert_eq!(c.icmp_frag_needed, 1);
+}
+
+#[test]
+fn dr_rewrites_only_the_mac() {
+    let mut w = worker();
+    let mut c = Counters::default();
+    let syn = frame(
+        OUT_MAC,
+        CLIENT_MAC,
+        &tcp((CLIENT, 7100), (VIP, 443), SYN, b""),
+    );
+    let (v, out) = run(&mut w, OUTSIDE, &syn, 0, &mut c);
+    assert_eq!(v, Verdict::Forward { port: INSIDE });
+    assert_eq!(&out[..6], &RS_MACS[2]);
+    assert_eq!(&out[6..12], &IN_MAC);
+    assert_eq!(&out[14..22], &syn[14..22]);
+    assert_eq!(ip_dst(&out), (VIP, 443), "the destination stays the VIP");
+    assert_eq!(out[22], 63);
+    assert_checksums(&out, "DR");
+}
+
+#[test]
+fn unknown_next_hop_asks_for_resolution() {
+    let mut w = worker_n(0, 1, false);
+    w.neighbours_mut().learn(CLIENT, CLIENT_MAC, OUTSIDE, 0);
+    let mut c = Counters::default();
+    let syn = frame(
+        OUT_MAC,
+        CLIENT_MAC,
+        &tcp((CLIENT, 7200), (VIP, 21), SYN, b""),
+    );
+    let (v, mut out) = run(&mut w, OUTSIDE, &syn, 0, &mut c);
+    assert_eq!(
+        v,
+        Verdict::Resolve {
+            port: INSIDE,
+            next_hop: RS[1]
+        }
+    );
+    assert_eq!(&out[..6], &[0; 6], "destination MAC left for the glue");
+    let mut arp = [0u8; 64];
+    let len = w.arp_request(INSIDE, RS[1], &mut arp).expect("room");
+    assert_eq!(len, 60);
+    assert_eq!(&arp[..6], &[0xff; 6]);
+    assert_eq!(&arp[6..12], &IN_MAC);
+    assert_eq!(&arp[12..14], &[0x08, 0x06]);
+    assert_eq!(
+        &arp[14..22],
+        &[0, 1, 8, 0, 6, 4, 0, 1],
+        "Ethernet/IPv4 request"
+    );
+    assert_eq!(
+        &arp[28..32],
+        &[172, 16, 0, 251],
+        "sender: the inside address"
+    );
+    assert_eq!(&arp[38..42], &RS[1].octets(), "target: the next hop");
+    assert!(director::set_dst_mac(&mut out, RS_MACS[1]));
+    assert_checksums(&out, "resolved");
+    assert_eq!(&out[..6], &RS_MACS[1]);
+}
+
+#[test]
+fn both_directions_of_a_connection_belong_to_one_worker() {
+    let client = (CLIENT, 7300);
+    let owner_of = owner(Endpoint::new(client.0, client.1), 2);
+    let other = 1 - owner_of;
+    let mut c = Counters::default();
+    let syn = frame(OUT_MAC, CLIENT_MAC, &tcp(client, (VIP, 21), SYN, b""));
+    let reply = frame(IN_MAC, RS_MACS[1], &tcp((RS[1], 21), client, SYN_ACK, b""));
+    let mut not_owner = worker_n(other, 2, true);
+    assert_eq!(
+        run(&mut not_owner, OUTSIDE, &syn, 0, &mut c).0,
+        Verdict::Redirect { worker: owner_of }
+    );
+    assert_eq!(
+        run(&mut not_owner, INSIDE, &reply, 0, &mut c).0,
+        Verdict::Redirect { worker: owner_of }
+    );
+    assert!(
+        not_owner.balancer().expect("b").conns().is_empty(),
+        "nothing recorded on the wrong worker"
+    );
+    let mut owner_w = worker_n(owner_of, 2, true);
+    assert_eq!(
+        run(&mut owner_w, OUTSIDE, &syn, 0, &mut c).0,
+        Verdict::Forward { port: INSIDE }
+    );
+    assert_eq!(
+        run(&mut owner_w, INSIDE, &reply, 1, &mut c).0,
+        Verdict::Forward { port: OUTSIDE }
+    );
+    assert_eq!(c.redirected, 2);
+    // Clients spread over both workers.
+    let spread: Vec<usize> = (0..64u16)
+        .map(|p| owner(Endpoint::new(CLIENT, 10000 + p), 2))
+        .collect();
+    let zeros = spread.iter().filter(|w| **w == 0).count();
+    assert!((16..=48).contains(&zeros), "{zeros} of 64 on worker 0");
+}
+
+#[test]
+fn icmp_port_unreachable_from_a_real_server_is_translated_for_the_client() {
+    let mut w = worker();
+    let mut c = Counters::default();
+    let client = (CLIENT, 6100);
+    let q = udp(client, (VIP, 53), b"query");
+    let (v, fwd) = run(&mut w, OUTSIDE, &frame(OUT_MAC, CLIENT_MAC, &q), 0, &mut c);
+    assert_eq!(v, Verdict::Forward { port: INSIDE });
+    let rs = ip_dst(&fwd);
+    // The real server's kernel answers "port unreachable" quoting what it received.
+    let quoted = &fwd[14..];
+    let err_ip = IpSpec {
+        tos: 0,
+        ident: 1,
+        df: false,
+        mf: false,
+        ttl: 64,
+        src: rs.0,
+        dst: CLIENT,
+        options: vec![],
+    };
+    let icmp = icmp_message(3, 3, 0, quoted);
+    let datagram = cat(&[&fwd_common::ipv4_header(&err_ip, 1, icmp.len()), &icmp]);
+    let err = cat(&[&ethernet(IN_MAC, RS_MACS[0]), &datagram]);
+    let (v, out) = run(&mut w, INSIDE, &err, 1, &mut c);
+    assert_eq!(v, Verdict::Forward { port: OUTSIDE });
+    assert_checksums(&out, "translated ICMP error");
+    assert_eq!(&out[26..30], &VIP.octets(), "from the VIP");
+    assert_eq!(&out[30..34], &CLIENT.octets());
+    // The quoted datagram is the one the client sent: to VIP:53.
+    let quote = &out[42..];
+    assert_eq!(&quote[16..20], &VIP.octets());
+    assert_eq!(u16::from_be_bytes([quote[22], quote[23]]), 53);
+}
+
+#[test]
+fn expiry_frees_connections_and_counts() {
+    let mut w = worker();
+    let mut c = Counters::default();
+    let syn = frame(
+        OUT_MAC,
+        CLIENT_MAC,
+        &tcp((CLIENT, 7400), (VIP, 21), SYN, b""),
+    );
+    assert_eq!(
+        run(&mut w, OUTSIDE, &syn, 0, &mut c).0,
+        Verdict::Forward { port: INSIDE }
+    );
+    let b = w.balancer_mut().expect("b");
+    assert_eq!(b.conns().len(), 1);
+    // SYN_RECV times out after 60 s (spec); nothing expires before.
+    assert_eq!(b.housekeeping(59_000_000_000, 64), 0);
+    assert_eq!(b.housekeeping(61_000_000_000, 64), 1);
+    assert!(b.conns().is_empty());
+    assert!(
+        !b.events_mut().is_empty(),
+        "create and delete were emitted for sync"
+    );
+}
