@@ -171,13 +171,6 @@ fn default_weight() -> u32 {
     1
 }
 
-/// Scheduler names the director knows (ipvsadm -s).
-pub const SCHEDULERS: [&str; 11] = [
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh",
-];
-/// Scheduler flags the director knows (ipvsadm -b).
-pub const SCHEDULER_FLAGS: [&str; 4] = ["sh-fallback", "sh-port", "mh-fallback", "mh-port"];
-
 /// `[eal]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -446,21 +439,8 @@ impl Config {
             if !seen.insert((svc.protocol, svc.address, svc.port)) {
                 return Err(format!("{name}: defined twice"));
             }
-            if !SCHEDULERS.contains(&svc.scheduler.as_str()) {
-                return Err(format!(
-                    "{name}: unknown scheduler {:?} (known: {})",
-                    svc.scheduler,
-                    SCHEDULERS.join(", ")
-                ));
-            }
-            for f in &svc.flags {
-                if !SCHEDULER_FLAGS.contains(&f.as_str()) {
-                    return Err(format!(
-                        "{name}: unknown flag {f:?} (known: {})",
-                        SCHEDULER_FLAGS.join(", ")
-                    ));
-                }
-            }
+            crate::build::scheduler(&svc.scheduler, &svc.flags)
+                .map_err(|e| format!("{name}: {e}"))?;
             let mut servers = HashSet::new();
             for (j, s) in svc.servers.iter().enumerate() {
                 let sname = format!("{name}.server[{j}] ({}:{})", s.address, s.port);
@@ -656,7 +636,7 @@ mod tests {
         let t = EXAMPLE.replace("scheduler = \"wrr\"", "scheduler = \"wrrr\"");
         assert_eq!(
             err(&t),
-            "config file t.toml: service[0] (Tcp 203.0.113.10:80): unknown scheduler \"wrrr\" (known: rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq, mh)"
+            "config file t.toml: service[0] (Tcp 203.0.113.10:80): unknown scheduler `wrrr`; valid schedulers: rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, mh"
         );
     }
 

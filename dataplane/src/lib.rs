@@ -3,5 +3,6 @@
 //! process itself is `src/main.rs`.
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod config;
 pub mod stats;

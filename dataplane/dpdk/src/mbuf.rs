@@ -108,6 +108,19 @@ impl<'pool> Mbuf<'pool> {
         Some(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(len)) })
     }
 
+    /// The mbuf's `port` field: the DPDK input port, or whatever the owner stored there (the
+    /// dataplane stores its own port index before handing an mbuf to another lcore).
+    pub fn port(&self) -> u16 {
+        // SAFETY: we own a valid mbuf; reading a plain field.
+        unsafe { (*self.ptr.as_ptr()).port }
+    }
+
+    /// Sets the mbuf's `port` field.
+    pub fn set_port(&mut self, port: u16) {
+        // SAFETY: we own a valid mbuf exclusively (&mut self); writing a plain field.
+        unsafe { (*self.ptr.as_ptr()).port = port };
+    }
+
     /// Free bytes in front of the data (room for [`prepend`](Self::prepend)).
     pub fn headroom(&self) -> usize {
         // SAFETY: we own a valid mbuf; the call only reads data_off.
