@@ -11,7 +11,7 @@
 mod buf;
 mod worker;
 
-use tandem_dataplane::{config, stats};
+use tandem_dataplane::{build, config, stats};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,8 +21,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tandem_core::director::{self, Director, Vip};
-use tandem_dpdk::{Eal, Mempool, Port, PortConfig};
+use tandem_dpdk::{Eal, MbufRing, Mempool, Port, PortConfig};
 use tracing::{error, info, warn};
 
 use config::Config;
@@ -31,6 +30,9 @@ use stats::{CounterSlot, PortReport};
 /// How long a learned neighbour stays valid without a refresh: the Linux default
 /// base_reachable_time is 30 s; ARP entries of a director change rarely, so 5 minutes.
 const NEIGHBOUR_MAX_AGE_NS: u64 = 300 * 1_000_000_000;
+
+/// Capacity of each worker's inbound redirect ring.
+const REDIRECT_RING: u32 = 4096;
 
 /// Tandem director dataplane (DPDK).
 #[derive(Debug, Parser)]
@@ -193,7 +195,7 @@ fn run_eal(
 
     let mut ports = Vec::with_capacity(cfg.ports.len());
     let mut reports = Vec::with_capacity(cfg.ports.len());
-    let mut addrs = Vec::with_capacity(cfg.ports.len());
+    let mut macs = Vec::with_capacity(cfg.ports.len());
     for p in &cfg.ports {
         let pc = PortConfig {
             rx_queues: queues,
@@ -218,36 +220,29 @@ fn run_eal(
             mac: stats::mac_string(mac),
             address: p.address.to_string(),
         });
-        addrs.push(director::Port {
-            mac,
-            addr: p.address.addr,
-            prefix_len: p.address.prefix_len,
-        });
+        macs.push(mac);
         ports.push(port);
     }
-    let vips = cfg
-        .vips
-        .iter()
-        .filter_map(|v| {
-            cfg.ports
-                .iter()
-                .position(|p| p.name == v.port)
-                .map(|port| Vip {
-                    addr: v.address,
-                    port,
-                })
-        })
-        .collect();
-    if !cfg.services.is_empty() {
-        warn!(
-            services = cfg.services.len(),
-            "virtual services are validated, but this build does not forward connections yet"
+    let built = build::build(cfg, &macs)
+        .map_err(|e| Failure::Input(format!("configuration refused: {e}")))?;
+    let director = Arc::new(built.director);
+    let services = Arc::new(built.services);
+    info!(
+        services = services.services().len(),
+        real_servers = services.dests().len(),
+        max_connections_per_lcore = built.conn.capacity,
+        "virtual services loaded"
+    );
+    // One inbound ring per worker for frames whose connection it owns (the client endpoint
+    // decides, so both directions of a NAT connection meet one connection table).
+    let mut rings = Vec::with_capacity(lcores.len());
+    for i in 0..lcores.len() {
+        rings.push(
+            MbufRing::new(&eal, &format!("tandem_redirect_{i}"), REDIRECT_RING)
+                .map_err(|e| Failure::Runtime(e.to_string()))?,
         );
     }
-    let director = Arc::new(
-        Director::new(addrs, vips)
-            .map_err(|e| Failure::Input(format!("configuration refused by the core: {e}")))?,
-    );
+    let board = worker::DestBoard::new(lcores.len(), services.dests().len());
 
     // The stats file appears now: readiness for whoever started us.
     let _ = setup_tx.send(ReportSetup {
@@ -257,7 +252,13 @@ fn run_eal(
 
     let shared = worker::Shared {
         ports: &ports,
+        pool: &pool,
         director: &director,
+        services: &services,
+        conn: &built.conn,
+        persist: &built.persist,
+        rings: &rings,
+        board: &board,
         stop,
         origin: Instant::now(),
         neighbour_capacity: d.neighbour_capacity,
@@ -267,18 +268,14 @@ fn run_eal(
     let failed = AtomicBool::new(false);
     info!("forwarding");
     let launched = eal.run_on_all_lcores(&|lcore| {
-        let queue = lcores
-            .iter()
-            .position(|l| *l == lcore)
-            .and_then(|i| u16::try_from(i).ok())
-            .unwrap_or(0);
+        let index = lcores.iter().position(|l| *l == lcore).unwrap_or(0);
         let Some(slot) = slots.get(lcore as usize) else {
             error!(lcore, "no counter slot for lcore");
             failed.store(true, Ordering::Relaxed);
             stop.store(true, Ordering::Relaxed);
             return;
         };
-        if let Err(e) = worker::run(queue, &shared, slot) {
+        if let Err(e) = worker::run(index, &shared, slot) {
             error!(lcore, "worker failed: {e}");
             failed.store(true, Ordering::Relaxed);
             stop.store(true, Ordering::Relaxed);
@@ -291,6 +288,7 @@ fn run_eal(
     });
     drop(setup_tx);
     info!("stopping: ports, then EAL");
+    drop(rings);
     drop(ports);
     drop(pool);
     drop(eal);

@@ -1,16 +1,26 @@
-//! The poll loop of one worker lcore: rx bursts from every port, the sans-IO core on each
-//! frame, tx bursts back out, idle back-off, counters published for the reporting side.
+//! The poll loop of one worker lcore: rx bursts from every port and from its redirect ring,
+//! the sans-IO engine on each frame, then per verdict: tx bursts out of the chosen port, a
+//! small queue of frames waiting for ARP, or the ring of the worker that owns the connection.
+//! Between bursts: counters and per-destination connection counts are published, and the
+//! connection table is expired a bounded amount at a time.
 //!
 //! Per packet this allocates nothing, takes no lock and logs nothing: the bursts are stack
-//! arrays, the engine and counters belong to this lcore alone.
+//! arrays, the engine and counters belong to this lcore alone, and every queue is bounded and
+//! preallocated.
 
+use std::hash::BuildHasher;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tandem_core::balance::{Balancer, BalancerConfig};
+use tandem_core::conn::{ConnConfig, DestCounts};
 use tandem_core::counters::{Counters, DropReason};
-use tandem_core::director::{Director, Verdict, Worker};
-use tandem_dpdk::{Burst, Port, TxQueue};
+use tandem_core::director::{self, Director, Verdict, Worker};
+use tandem_core::sched::PersistOptions;
+use tandem_core::service::ServiceSet;
+use tandem_dpdk::{Burst, Mbuf, MbufRing, Mempool, Port, TxQueue};
 
 use crate::buf::MbufPacket;
 use tandem_dataplane::stats::{CounterSlot, PUBLISH_EVERY_NS};
@@ -20,14 +30,85 @@ pub const MAX_PORTS: usize = 8;
 
 /// Polls that must come back empty before a worker starts to sleep.
 const IDLE_POLLS_BEFORE_SLEEP: u32 = 64;
+/// Frames held while their next hop's MAC is resolved, per worker.
+const PENDING_MAX: usize = 256;
+/// How long a frame waits for ARP before it is dropped.
+const PENDING_TIMEOUT_NS: u64 = 1_000_000_000;
+/// At most one ARP request per next hop in this interval.
+const ARP_RETRY_NS: u64 = 250_000_000;
+/// How often the per-destination connection counts are exchanged between workers: the
+/// staleness bound of what lc/wlc/lblc/sed/nq see of the other workers' connections.
+const DEST_COUNTS_EVERY_NS: u64 = 1_000_000;
+/// How often the connection table is expired, and how many entries one pass may examine.
+const EXPIRE_EVERY_NS: u64 = 10_000_000;
+const EXPIRE_BUDGET: usize = 4096;
+/// Connection events held for the sync daemon (it drains them in a later issue; until then
+/// they overflow, counted, once this many are queued).
+const EVENT_CAPACITY: usize = 16_384;
+
+/// The per-destination connection counts of every worker, exchanged without locks: each
+/// worker writes its own row (relaxed stores of `active << 32 | inactive`), reads the others.
+#[derive(Debug)]
+pub struct DestBoard {
+    dests: usize,
+    cells: Vec<AtomicU64>,
+}
+
+impl DestBoard {
+    /// A board for `workers` × `dests`.
+    pub fn new(workers: usize, dests: usize) -> Self {
+        DestBoard {
+            dests,
+            cells: (0..workers * dests).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn publish(&self, worker: usize, counts: &[DestCounts]) {
+        let row = self.cells.iter().skip(worker * self.dests).take(self.dests);
+        for (cell, c) in row.zip(counts) {
+            cell.store(
+                (u64::from(c.active) << 32) | u64::from(c.inactive),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn sum_others(&self, worker: usize, out: &mut [DestCounts]) {
+        for c in out.iter_mut() {
+            *c = DestCounts::default();
+        }
+        for (w, row) in self.cells.chunks(self.dests.max(1)).enumerate() {
+            if w == worker {
+                continue;
+            }
+            for (cell, c) in row.iter().zip(out.iter_mut()) {
+                let v = cell.load(Ordering::Relaxed);
+                c.active = c.active.saturating_add((v >> 32) as u32);
+                c.inactive = c.inactive.saturating_add((v & 0xffff_ffff) as u32);
+            }
+        }
+    }
+}
 
 /// What every worker shares (read-only).
 #[derive(Debug)]
 pub struct Shared<'a, 'm> {
     /// Started ports, indexed as the core numbers them.
     pub ports: &'a [Port<'m>],
-    /// The director's addresses and VIPs.
+    /// The packet pool (ARP requests are allocated from it).
+    pub pool: &'m Mempool<'m>,
+    /// The director's addresses, VIPs and routes.
     pub director: &'a Arc<Director>,
+    /// The virtual services.
+    pub services: &'a Arc<ServiceSet>,
+    /// Each worker's connection table configuration.
+    pub conn: &'a ConnConfig,
+    /// Each worker's persistence table configuration.
+    pub persist: &'a PersistOptions,
+    /// One inbound ring per worker, for frames whose connection it owns.
+    pub rings: &'a [MbufRing<'m>],
+    /// Connection counts per destination, per worker.
+    pub board: &'a DestBoard,
     /// Set by SIGTERM/SIGINT (or a failing lcore): every worker returns.
     pub stop: &'a AtomicBool,
     /// Time origin for `now` (same for all lcores).
@@ -40,8 +121,31 @@ pub struct Shared<'a, 'm> {
     pub idle_sleep_max: Duration,
 }
 
-/// Runs the poll loop on queue `queue` of every port until `shared.stop` is set.
-pub fn run(queue: u16, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<(), String> {
+/// A frame waiting for its next hop's MAC.
+#[derive(Debug)]
+struct PendingFrame<'m> {
+    mbuf: Mbuf<'m>,
+    port: usize,
+    next_hop: Ipv4Addr,
+    since: u64,
+}
+
+/// One worker's state between bursts.
+struct Lcore<'q, 'm> {
+    shared: &'q Shared<'q, 'm>,
+    index: usize,
+    engine: Worker,
+    counters: Counters,
+    tx: [Burst<'m>; MAX_PORTS],
+    txqs: Vec<TxQueue<'q, 'm>>,
+    redirect: Vec<Burst<'m>>,
+    pending: Vec<PendingFrame<'m>>,
+    asked: Vec<(Ipv4Addr, u64)>,
+}
+
+/// Runs the poll loop of worker `index` (which uses queue `index` of every port) until
+/// `shared.stop` is set.
+pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<(), String> {
     let ports = shared.ports;
     if ports.len() > MAX_PORTS {
         return Err(format!(
@@ -49,21 +153,50 @@ pub fn run(queue: u16, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<()
             ports.len()
         ));
     }
+    let queue = u16::try_from(index).map_err(|_| format!("worker {index}: too many workers"))?;
     let mut rxqs = Vec::with_capacity(ports.len());
     let mut txqs = Vec::with_capacity(ports.len());
     for p in ports {
         rxqs.push(p.rx_queue(queue).map_err(|e| e.to_string())?);
         txqs.push(p.tx_queue(queue).map_err(|e| e.to_string())?);
     }
-    let mut engine = Worker::new(
+    let ring = shared
+        .rings
+        .get(index)
+        .ok_or_else(|| format!("worker {index}: no redirect ring"))?;
+    let mut inbound = ring.consumer().map_err(|e| e.to_string())?;
+    let mut conn = shared.conn.clone();
+    conn.hash_seed = std::hash::RandomState::new().hash_one(index);
+    let balancer = Balancer::new(
+        Arc::clone(shared.services),
+        BalancerConfig {
+            conn,
+            persist: *shared.persist,
+            event_capacity: EVENT_CAPACITY,
+            worker: index,
+            workers: shared.rings.len(),
+        },
+    )
+    .map_err(|e| format!("worker {index}: {e}"))?;
+    let engine = Worker::new(
         Arc::clone(shared.director),
         shared.neighbour_capacity,
         shared.neighbour_max_age,
-    );
-    let mut counters = Counters::default();
-    let mut tx: [Burst<'_>; MAX_PORTS] = std::array::from_fn(|_| Burst::new());
+    )
+    .with_balancer(balancer);
+    let mut lc = Lcore {
+        shared,
+        index,
+        engine,
+        counters: Counters::default(),
+        tx: std::array::from_fn(|_| Burst::new()),
+        txqs,
+        redirect: (0..shared.rings.len()).map(|_| Burst::new()).collect(),
+        pending: Vec::with_capacity(PENDING_MAX),
+        asked: Vec::with_capacity(PENDING_MAX),
+    };
     let mut idle = Backoff::new(shared.idle_sleep_max);
-    let mut last_publish = 0u64;
+    let (mut last_publish, mut last_counts, mut last_expire) = (0u64, 0u64, 0u64);
 
     while !shared.stop.load(Ordering::Relaxed) {
         let now = now_ns(shared.origin);
@@ -71,32 +204,181 @@ pub fn run(queue: u16, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<()
         for (p, rxq) in rxqs.iter_mut().enumerate() {
             let mut rx = Burst::new();
             received += rxq.rx_burst(&mut rx);
-            for mut m in rx.drain() {
-                match engine.process_buf(p, &mut MbufPacket(&mut m), now, &mut counters) {
-                    Verdict::Reply => {
-                        if tx[p].is_full() {
-                            flush(&mut txqs[p], &mut tx[p], &mut counters);
-                        }
-                        if let Err(m) = tx[p].push(m) {
-                            counters.count_drop(DropReason::TxRingFull);
-                            drop(m);
-                        }
-                    }
-                    Verdict::Consumed | Verdict::Drop(_) => drop(m),
-                }
+            for m in rx.drain() {
+                lc.handle(p, m, now);
             }
         }
-        for (txq, burst) in txqs.iter_mut().zip(tx.iter_mut()) {
-            flush(txq, burst, &mut counters);
+        let mut rx = Burst::new();
+        received += inbound.dequeue_burst(&mut rx);
+        for m in rx.drain() {
+            let p = usize::from(m.port());
+            lc.handle(p, m, now);
+        }
+        if !lc.pending.is_empty() {
+            lc.serve_pending(now);
+        }
+        lc.flush_all();
+        if now.saturating_sub(last_counts) >= DEST_COUNTS_EVERY_NS {
+            lc.exchange_dest_counts();
+            last_counts = now;
+        }
+        if now.saturating_sub(last_expire) >= EXPIRE_EVERY_NS {
+            if let Some(b) = lc.engine.balancer_mut() {
+                b.housekeeping(now, EXPIRE_BUDGET);
+            }
+            last_expire = now;
         }
         if now.saturating_sub(last_publish) >= PUBLISH_EVERY_NS {
-            slot.publish(&counters);
+            slot.publish(&lc.counters);
             last_publish = now;
         }
         idle.after_poll(received);
     }
-    slot.publish(&counters);
+    for p in lc.pending.drain(..) {
+        lc.counters.count_drop(DropReason::NeighbourUnresolved);
+        drop(p);
+    }
+    slot.publish(&lc.counters);
     Ok(())
+}
+
+impl<'m> Lcore<'_, 'm> {
+    fn handle(&mut self, p: usize, mut m: Mbuf<'m>, now: u64) {
+        match self
+            .engine
+            .process_buf(p, &mut MbufPacket(&mut m), now, &mut self.counters)
+        {
+            Verdict::Reply => self.send(p, m),
+            Verdict::Forward { port } => self.send(port, m),
+            Verdict::Resolve { port, next_hop } => self.hold(m, port, next_hop, now),
+            Verdict::Redirect { worker } => {
+                // The input port travels in the mbuf; the owner processes the frame as if it
+                // had received it.
+                m.set_port(u16::try_from(p).unwrap_or(u16::MAX));
+                match self.redirect.get_mut(worker) {
+                    Some(b) if worker != self.index => {
+                        if b.is_full() {
+                            flush_ring(&self.shared.rings[worker], b, &mut self.counters);
+                        }
+                        if let Err(m) = b.push(m) {
+                            self.counters.count_drop(DropReason::RedirectRingFull);
+                            drop(m);
+                        }
+                    }
+                    // A frame redirected to its own worker would loop: the engine's owner
+                    // function disagreeing with itself. Drop it, counted.
+                    _ => {
+                        self.counters.count_drop(DropReason::RedirectRingFull);
+                        drop(m);
+                    }
+                }
+            }
+            Verdict::Consumed | Verdict::Drop(_) => drop(m),
+        }
+    }
+
+    fn send(&mut self, port: usize, m: Mbuf<'m>) {
+        let (Some(burst), Some(txq)) = (self.tx.get_mut(port), self.txqs.get_mut(port)) else {
+            self.counters.count_drop(DropReason::UnknownPort);
+            return;
+        };
+        if burst.is_full() {
+            flush(txq, burst, &mut self.counters);
+        }
+        if let Err(m) = burst.push(m) {
+            self.counters.count_drop(DropReason::TxRingFull);
+            drop(m);
+        }
+    }
+
+    /// Holds a frame until ARP tells its next hop's MAC, asking at most every ARP_RETRY_NS.
+    fn hold(&mut self, m: Mbuf<'m>, port: usize, next_hop: Ipv4Addr, now: u64) {
+        if self.pending.len() >= PENDING_MAX {
+            self.counters.count_drop(DropReason::NeighbourUnresolved);
+            drop(m);
+            return;
+        }
+        self.pending.push(PendingFrame {
+            mbuf: m,
+            port,
+            next_hop,
+            since: now,
+        });
+        self.ask(port, next_hop, now);
+    }
+
+    fn ask(&mut self, port: usize, next_hop: Ipv4Addr, now: u64) {
+        let full = self.asked.len() >= PENDING_MAX;
+        match self.asked.iter_mut().find(|(a, _)| *a == next_hop) {
+            Some((_, at)) if now.saturating_sub(*at) < ARP_RETRY_NS => return,
+            Some((_, at)) => *at = now,
+            None if !full => self.asked.push((next_hop, now)),
+            None => return,
+        }
+        let Some(mut m) = self.shared.pool.alloc() else {
+            return;
+        };
+        let Some(out) = m.append(60) else { return };
+        if self.engine.arp_request(port, next_hop, out).is_some() {
+            self.send(port, m);
+        }
+    }
+
+    /// Sends the held frames whose next hop is now known; drops the ones that waited too long.
+    fn serve_pending(&mut self, now: u64) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let (port, next_hop, since) = {
+                let p = &self.pending[i];
+                (p.port, p.next_hop, p.since)
+            };
+            let mac = self
+                .engine
+                .neighbours()
+                .lookup(next_hop, now)
+                .map(|n| n.mac);
+            if let Some(mac) = mac {
+                let mut p = self.pending.swap_remove(i);
+                director::set_dst_mac(p.mbuf.data_mut(), mac);
+                self.send(port, p.mbuf);
+            } else if now.saturating_sub(since) > PENDING_TIMEOUT_NS {
+                drop(self.pending.swap_remove(i));
+                self.counters.count_drop(DropReason::NeighbourUnresolved);
+            } else {
+                if now.saturating_sub(since) >= ARP_RETRY_NS {
+                    self.ask(port, next_hop, now);
+                }
+                i += 1;
+            }
+        }
+        if self.pending.is_empty() {
+            self.asked.clear();
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for (txq, burst) in self.txqs.iter_mut().zip(self.tx.iter_mut()) {
+            flush(txq, burst, &mut self.counters);
+        }
+        for (ring, burst) in self.shared.rings.iter().zip(self.redirect.iter_mut()) {
+            flush_ring(ring, burst, &mut self.counters);
+        }
+    }
+
+    fn exchange_dest_counts(&mut self) {
+        if self.shared.rings.len() < 2 {
+            return;
+        }
+        let Some(b) = self.engine.balancer_mut() else {
+            return;
+        };
+        self.shared
+            .board
+            .publish(self.index, b.conns().dest_counts());
+        self.shared
+            .board
+            .sum_others(self.index, b.remote_counts_mut());
+    }
 }
 
 /// Sends what `burst` holds; retries the unsent tail once, then frees and counts it.
@@ -114,6 +396,18 @@ fn flush<'m>(txq: &mut TxQueue<'_, 'm>, burst: &mut Burst<'m>, c: &mut Counters)
     c.tx_bytes += (bytes - unsent_bytes) as u64;
     for m in burst.drain() {
         c.count_drop(DropReason::TxRingFull);
+        drop(m);
+    }
+}
+
+/// Hands `burst` to another worker's ring; what does not fit is freed and counted.
+fn flush_ring<'m>(ring: &MbufRing<'m>, burst: &mut Burst<'m>, c: &mut Counters) {
+    if burst.is_empty() {
+        return;
+    }
+    ring.enqueue_burst(burst);
+    for m in burst.drain() {
+        c.count_drop(DropReason::RedirectRingFull);
         drop(m);
     }
 }
@@ -186,5 +480,62 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(b.after_poll(0), Duration::ZERO);
         }
+    }
+
+    #[test]
+    fn dest_board_sums_the_other_workers_only() {
+        let board = DestBoard::new(3, 2);
+        board.publish(
+            0,
+            &[
+                DestCounts {
+                    active: 1,
+                    inactive: 2,
+                    persistent: 0,
+                },
+                DestCounts {
+                    active: 3,
+                    inactive: 4,
+                    persistent: 0,
+                },
+            ],
+        );
+        board.publish(
+            1,
+            &[
+                DestCounts {
+                    active: 10,
+                    inactive: 20,
+                    persistent: 0,
+                },
+                DestCounts {
+                    active: 30,
+                    inactive: 40,
+                    persistent: 0,
+                },
+            ],
+        );
+        board.publish(
+            2,
+            &[
+                DestCounts {
+                    active: 100,
+                    inactive: 200,
+                    persistent: 0,
+                },
+                DestCounts::default(),
+            ],
+        );
+        let mut out = [DestCounts::default(); 2];
+        board.sum_others(1, &mut out);
+        assert_eq!(
+            (
+                out[0].active,
+                out[0].inactive,
+                out[1].active,
+                out[1].inactive
+            ),
+            (101, 202, 3, 4)
+        );
     }
 }
