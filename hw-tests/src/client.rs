@@ -345,6 +345,13 @@ fn left(deadline: Instant, cap: Duration) -> Option<Duration> {
     (!l.is_zero()).then_some(l)
 }
 
+fn answer_error(j: u32, waited: Duration, e: &std::io::Error) -> String {
+    match io_kind(e) {
+        "timeout" => format!("no answer to message {j} within {} ms", waited.as_millis()),
+        _ => format!("answer to message {j}: {e}"),
+    }
+}
+
 fn io_kind(e: &std::io::Error) -> &'static str {
     match e.kind() {
         ErrorKind::WouldBlock | ErrorKind::TimedOut => "timeout",
@@ -458,7 +465,7 @@ fn tcp_conn(opts: &ClientOptions, i: u32, deadline: Instant, cancel: &Cancel) ->
                 Ok(0) => return fail("closed", format!("closed before answer {j}"), j),
                 Ok(n) => pending.extend_from_slice(chunk.get(..n).unwrap_or_default()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return fail(io_kind(&e), format!("answer {j}: {e}"), j),
+                Err(e) => return fail(io_kind(&e), answer_error(j, t, &e), j),
             }
         };
         if let Err((kind, detail)) = check_answer(&line, &msg, &mut first) {
@@ -521,7 +528,7 @@ fn udp_conn(opts: &ClientOptions, i: u32, deadline: Instant, cancel: &Cancel) ->
                 Ok(r) => break r,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    return fail(io_kind(&e), format!("answer {j}: {e}"), sources);
+                    return fail(io_kind(&e), answer_error(j, t, &e), sources);
                 }
             }
         };
