@@ -218,6 +218,33 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                     state.stats(id).display()
                 );
             }
+            let spec = &opts.spec;
+            if let Some(a) = spec.director(tandem_hw_tests::DirectorId::A) {
+                for mode in Mode::ALL {
+                    let vip = spec.mode_vip(mode);
+                    let services: Vec<String> = a
+                        .services
+                        .iter()
+                        .filter(|s| s.address == vip)
+                        .map(|s| {
+                            let proto = match s.protocol {
+                                rack::ProtocolName::Tcp => "tcp",
+                                rack::ProtocolName::Udp => "udp",
+                            };
+                            format!("{proto} {} {}", s.port, s.scheduler)
+                        })
+                        .collect();
+                    println!("  {mode:<3} VIP:    {vip} ({})", services.join(", "));
+                }
+            }
+            let helpers: Vec<String> = rack
+                .helper_pids()
+                .iter()
+                .map(|(n, p)| format!("{n} {p}"))
+                .collect();
+            if !helpers.is_empty() {
+                println!("  helpers:    {}", helpers.join(", "));
+            }
             println!("  down with:  tandem-rack down --prefix {}", opts.prefix);
             rack.detach();
             Ok(ExitCode::SUCCESS)
@@ -340,6 +367,15 @@ fn status_table(st: &RackStatus) -> String {
         if let Some(pmd) = meta.pmd {
             out.push_str(&format!("  pmd:        {pmd}\n"));
         }
+    }
+    for h in &st.helpers {
+        out.push_str(&format!(
+            "  {}: pid {} {}, log {}\n",
+            h.helper,
+            h.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            if h.alive { "running" } else { "NOT running" },
+            h.log
+        ));
     }
     for d in &st.directors {
         let pid = d.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());

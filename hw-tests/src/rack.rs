@@ -1443,6 +1443,21 @@ pub struct RackStatus {
     pub meta: Option<RackMeta>,
     /// Each director.
     pub directors: Vec<DirectorStatus>,
+    /// Each helper (`serve-rs1`, `decap-rs1`, ...).
+    pub helpers: Vec<HelperStatus>,
+}
+
+/// One helper process in [`RackStatus`].
+#[derive(Clone, Debug, Serialize)]
+pub struct HelperStatus {
+    /// `serve-rs1`, `decap-rs1`.
+    pub helper: String,
+    /// Its pid file's pid.
+    pub pid: Option<u32>,
+    /// Whether that pid is this rack's helper and running.
+    pub alive: bool,
+    /// Its log file.
+    pub log: String,
 }
 
 /// One director in [`RackStatus`].
@@ -1497,11 +1512,25 @@ pub fn status(prefix: &Prefix) -> Result<RackStatus> {
             }
         })
         .collect();
+    let helpers = state
+        .helper_pid_files()
+        .into_iter()
+        .map(|(helper, path)| {
+            let pid = process::read_pid(&path);
+            HelperStatus {
+                alive: pid.is_some_and(|p| process::is_rack_helper(p, state.path())),
+                pid,
+                log: state.helper_log(&helper).display().to_string(),
+                helper,
+            }
+        })
+        .collect();
     Ok(RackStatus {
         prefix: prefix.to_string(),
         namespaces,
         state_dir: state_exists.then(|| state.path().display().to_string()),
         meta,
         directors,
+        helpers,
     })
 }

@@ -287,6 +287,187 @@ fn topology_validation_names_the_problem() {
             .to_string()
             .contains("eth9")
     );
+
+    // A TUN device named like an interface, a sysctl that is not key=value, a real server
+    // whose address or tunnel does not match its host.
+    let rs1 = |spec: &mut RackSpec| -> usize {
+        spec.topology
+            .hosts
+            .iter()
+            .position(|h| h.name == "rs1")
+            .expect("rs1")
+    };
+    let mut spec = RackSpec::default_rack();
+    let i = rs1(&mut spec);
+    spec.topology.hosts[i].tun_devices.push("eth0".into());
+    assert!(
+        spec.validate()
+            .expect_err("dup")
+            .to_string()
+            .contains("eth0")
+    );
+    let mut spec = RackSpec::default_rack();
+    let i = rs1(&mut spec);
+    spec.topology.hosts[i]
+        .sysctls
+        .push(Sysctl::new("net.ipv4.ip_forward", "1; reboot"));
+    assert!(
+        spec.validate()
+            .expect_err("sysctl")
+            .to_string()
+            .contains("sysctl")
+    );
+    let mut spec = RackSpec::default_rack();
+    spec.real_servers[0].address = Ipv4Addr::new(172, 16, 0, 99);
+    assert!(
+        spec.validate()
+            .expect_err("addr")
+            .to_string()
+            .contains("172.16.0.99")
+    );
+    let mut spec = RackSpec::default_rack();
+    spec.real_servers[0].tunnel = Some("tnl9".into());
+    assert!(
+        spec.validate()
+            .expect_err("tun")
+            .to_string()
+            .contains("tnl9")
+    );
+    let mut spec = RackSpec::default_rack();
+    spec.router = "nowhere".into();
+    assert!(
+        spec.validate()
+            .expect_err("router")
+            .to_string()
+            .contains("nowhere")
+    );
+}
+
+#[test]
+fn plan_wires_the_router_and_the_real_servers_for_tun_and_dr() {
+    let spec = RackSpec::default_rack();
+    let plan: Vec<Vec<String>> = spec
+        .topology
+        .plan(&prefix("trk1"))
+        .into_iter()
+        .map(|s| s.argv)
+        .collect();
+    let pos = |argv: &[&str]| {
+        plan.iter()
+            .position(|s| s.iter().map(String::as_str).eq(argv.iter().copied()))
+            .unwrap_or_else(|| panic!("not in the plan: {}", argv.join(" ")))
+    };
+    let exec = |ns: &str, kv: &str| pos(&["ip", "netns", "exec", ns, "sysctl", "-qw", kv]);
+    // The router forwards between its two legs.
+    pos(&[
+        "ip", "-n", "trk1-sw", "link", "set", "rtr-eth1", "master", "br-in",
+    ]);
+    pos(&[
+        "ip",
+        "-n",
+        "trk1-rtr",
+        "addr",
+        "add",
+        "172.16.0.1/24",
+        "dev",
+        "eth1",
+    ]);
+    exec("trk1-rtr", "net.ipv4.ip_forward=1");
+    exec("trk1-rtr", "net.ipv4.conf.eth1.rp_filter=0");
+    // rs1: the VIPs on lo, the TUN device up before its rp_filter is set, DR's ARP rules on
+    // eth0 after eth0 exists, the direct-reply table and the rules that select it.
+    let eth0_up = pos(&["ip", "-n", "trk1-rs1", "link", "set", "eth0", "up"]);
+    let tun_add = pos(&[
+        "ip", "-n", "trk1-rs1", "tuntap", "add", "dev", "tnl0", "mode", "tun",
+    ]);
+    let tun_up = pos(&["ip", "-n", "trk1-rs1", "link", "set", "tnl0", "up"]);
+    let tun_rp = exec("trk1-rs1", "net.ipv4.conf.tnl0.rp_filter=0");
+    assert!(tun_add < tun_up && tun_up < tun_rp);
+    let arp_ignore = exec("trk1-rs1", "net.ipv4.conf.eth0.arp_ignore=1");
+    let arp_announce = exec("trk1-rs1", "net.ipv4.conf.eth0.arp_announce=2");
+    assert!(eth0_up < arp_ignore && eth0_up < arp_announce);
+    exec("trk1-rs1", "net.ipv4.conf.all.arp_ignore=1");
+    exec("trk1-rs1", "net.ipv4.conf.all.arp_announce=2");
+    let lo_vip = pos(&[
+        "ip",
+        "-n",
+        "trk1-rs1",
+        "addr",
+        "add",
+        "203.0.113.30/32",
+        "dev",
+        "lo",
+    ]);
+    assert!(
+        arp_ignore
+            < pos(&[
+                "ip",
+                "-n",
+                "trk1-rs1",
+                "route",
+                "add",
+                "default",
+                "via",
+                "172.16.0.254"
+            ])
+    );
+    assert!(lo_vip > eth0_up);
+    pos(&[
+        "ip",
+        "-n",
+        "trk1-rs1",
+        "addr",
+        "add",
+        "203.0.113.20/32",
+        "dev",
+        "lo",
+    ]);
+    let table = pos(&[
+        "ip",
+        "-n",
+        "trk1-rs1",
+        "route",
+        "add",
+        "default",
+        "via",
+        "172.16.0.1",
+        "table",
+        "100",
+    ]);
+    let rule = pos(&[
+        "ip",
+        "-n",
+        "trk1-rs1",
+        "rule",
+        "add",
+        "from",
+        "203.0.113.20",
+        "lookup",
+        "100",
+    ]);
+    pos(&[
+        "ip",
+        "-n",
+        "trk1-rs1",
+        "rule",
+        "add",
+        "from",
+        "203.0.113.30",
+        "lookup",
+        "100",
+    ]);
+    assert!(table < rule);
+    // The client and the directors get none of it.
+    assert!(
+        !plan
+            .iter()
+            .any(|a| a.join(" ").starts_with("ip -n trk1-client rule"))
+    );
+    assert!(
+        !plan
+            .iter()
+            .any(|a| a.join(" ").contains("trk1-dira tuntap"))
+    );
 }
 
 fn has(plan: &[Vec<String>], argv: &[&str]) -> bool {
