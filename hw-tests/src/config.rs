@@ -138,9 +138,9 @@ pub fn director_config(
                 port: v.port.clone(),
             })
             .collect(),
-        routes: Vec::new(),
+        routes: director.routes.clone(),
         connections: Default::default(),
-        services: Vec::new(),
+        services: director.services.clone(),
     }
 }
 

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::exec::Cancel;
+use crate::modes::{self, ModeReport};
 use crate::probe::{self, ArpSeen, Capture, PingSummary};
-use crate::rack::{DirectorId, Rack, RackOptions, now_unix_ms};
+use crate::rack::{DirectorId, Mode, Rack, RackOptions, now_unix_ms};
 use crate::stats::{Counters, Stats};
 
 /// Echo requests per ping phase.
@@ -33,7 +34,8 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(name: &str, passed: bool, detail: impl Into<String>) -> Self {
+    /// A check with its outcome and what was seen.
+    pub fn new(name: &str, passed: bool, detail: impl Into<String>) -> Self {
         Self {
             name: name.to_owned(),
             passed,
@@ -88,6 +90,8 @@ pub struct DemoReport {
     pub phases: Vec<PingPhase>,
     /// Every check, in order.
     pub checks: Vec<Check>,
+    /// Traffic through the forwarding modes asked for with `--modes` (empty without).
+    pub modes: BTreeMap<String, ModeReport>,
 }
 
 impl DemoReport {
@@ -131,6 +135,12 @@ impl DemoReport {
 /// signal sets `opts.cancel`). Returns an error only when it was interrupted; a failed bring-up or
 /// teardown is reported as a failed check.
 pub fn run_demo(opts: &RackOptions) -> Result<DemoReport> {
+    run_demo_with_modes(opts, &[])
+}
+
+/// [`run_demo`], then traffic through each of `modes` ([`modes::run_mode`]), whose checks join
+/// the report's list and whose reports go under `modes`.
+pub fn run_demo_with_modes(opts: &RackOptions, modes: &[Mode]) -> Result<DemoReport> {
     let mut report = DemoReport {
         prefix: opts.prefix.to_string(),
         pmd: opts.pmd.to_string(),
@@ -156,7 +166,18 @@ pub fn run_demo(opts: &RackOptions) -> Result<DemoReport> {
             rack.state().path().display()
         ),
     ));
-    let outcome = run_checks(&rack, &opts.cancel, &mut report);
+    let mut outcome = run_checks(&rack, &opts.cancel, &mut report);
+    for &mode in modes {
+        if outcome.is_err() {
+            break;
+        }
+        outcome = modes::run_mode(&rack, mode, &opts.cancel).map(|m| {
+            for c in &m.checks {
+                report.push(c.clone());
+            }
+            report.modes.insert(mode.name().to_owned(), m);
+        });
+    }
     let down = rack.down();
     if let Err(Error::Interrupted) = outcome {
         return Err(Error::Interrupted);

@@ -48,6 +48,28 @@ pub enum Error {
         /// Every place that was tried, in order.
         looked_at: Vec<PathBuf>,
     },
+    /// The `tandem-rack` binary (for `serve` and `client` in the namespaces) could not be found.
+    #[error(
+        "tandem-rack not found (looked at: {}); build it with `cargo build -p tandem-hw-tests`, \
+         or set TANDEM_RACK",
+        .looked_at.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    ToolNotFound {
+        /// Every place that was tried, in order.
+        looked_at: Vec<PathBuf>,
+    },
+    /// A helper of the rack (a real server's `serve`, an IPIP decapsulator) failed to start.
+    #[error("{helper} did not start: {why}; last lines of {log}:\n{tail}")]
+    HelperFailed {
+        /// `serve-rs1`, `decap-rs1`.
+        helper: String,
+        /// What went wrong.
+        why: String,
+        /// Its log.
+        log: PathBuf,
+        /// The log's last lines.
+        tail: String,
+    },
     /// A director did not write its stats file in time.
     #[error(
         "director {director} not ready within {secs} s (no stats file {stats}); last lines of {log}:\n{tail}"

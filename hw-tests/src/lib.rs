@@ -7,8 +7,11 @@
 //! - [`config`]: each director's dataplane config file (pure);
 //! - [`stats`], [`probe`]: reading the dataplane's stats and the hosts' view (`ping`, `ip -j`,
 //!   `tcpdump`), with pure parsers;
-//! - [`exec`], [`process`]: bounded external commands and the dataplane processes;
+//! - [`exec`], [`process`]: bounded external commands and the processes the rack starts;
+//! - [`serve`], [`client`]: the real servers' TCP/UDP services and the client's load
+//!   (`tandem-rack serve`/`client`, run inside the namespaces);
 //! - [`rack`]: up / down / status, and the [`rack::Rack`] guard that tears down on drop;
+//! - [`modes`]: NAT/TUN/DR traffic checks against the VIPs;
 //! - [`demo`]: the list of checks `tandem-rack demo` runs.
 //!
 //! Traffic rule: everything here sends packets only to addresses inside namespaces the rack
@@ -16,21 +19,27 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod exec;
+pub mod modes;
 pub mod net;
 pub mod probe;
 pub mod process;
 pub mod rack;
+pub mod serve;
 pub mod stats;
 pub mod topology;
 
+pub use client::{ClientOptions, ClientReport};
 pub use config::{DirectorConfig, Pmd};
 pub use demo::{Check, DemoReport, run_demo};
 pub use error::{Error, Result};
 pub use exec::Cancel;
-pub use rack::{DirectorId, Rack, RackOptions, RackSpec, RackStatus, Teardown, status, teardown};
+pub use rack::{
+    DirectorId, Mode, Rack, RackOptions, RackSpec, RackStatus, Teardown, status, teardown,
+};
 pub use stats::{Counters, Stats};
 pub use topology::{Prefix, Topology};

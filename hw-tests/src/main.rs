@@ -5,12 +5,16 @@
 
 #![forbid(unsafe_code)]
 
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tandem_hw_tests::client::{self, ClientOptions};
 use tandem_hw_tests::rack::{self, RackOptions};
-use tandem_hw_tests::{Cancel, Error, Pmd, Prefix, Rack, RackStatus};
+use tandem_hw_tests::serve::{self, ServeOptions};
+use tandem_hw_tests::{Cancel, Error, Mode, Pmd, Prefix, Rack, RackStatus};
 
 /// Build, check and tear down Tandem's virtual rack (namespaces, veth, bridges, DPDK directors).
 #[derive(Debug, Parser)]
@@ -42,6 +46,68 @@ struct UpArgs {
     dataplane: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The name every answer starts with.
+    #[arg(long)]
+    name: String,
+    /// TCP ports, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    tcp: Vec<u16>,
+    /// UDP ports, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    udp: Vec<u16>,
+    /// Addresses to bind (default: TCP 0.0.0.0, UDP every local address).
+    #[arg(long, value_delimiter = ',')]
+    bind: Vec<Ipv4Addr>,
+    /// Most TCP connections open at once; more are closed immediately.
+    #[arg(long, default_value_t = serve::DEFAULT_MAX_CONNS)]
+    max_conns: usize,
+    /// Close a TCP connection silent for this long.
+    #[arg(long, default_value_t = serve::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    idle_timeout_s: u64,
+    /// Exit when this path disappears (the rack's state directory).
+    #[arg(long)]
+    watch: Option<PathBuf>,
+    /// Exit when this process is gone.
+    #[arg(long)]
+    parent_pid: Option<u32>,
+    /// Write this file once every socket is bound.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// The service, VIP:PORT.
+    #[arg(long)]
+    target: SocketAddrV4,
+    /// Connections to open.
+    #[arg(long, default_value_t = 10)]
+    conns: u32,
+    /// Messages per connection.
+    #[arg(long, default_value_t = 1)]
+    messages: u32,
+    /// UDP (one socket, so one director connection, per `--conns`).
+    #[arg(long)]
+    udp: bool,
+    /// Connections in flight at once.
+    #[arg(long, default_value_t = 8)]
+    parallel: u32,
+    /// Bound on the whole run.
+    #[arg(long, default_value_t = 20_000)]
+    timeout_ms: u64,
+    /// Bound on one connect or one answer.
+    #[arg(long, default_value_t = 2_000)]
+    op_timeout_ms: u64,
+    /// Pause between two messages of a connection.
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Build the topology and start both directors' dataplanes; leaves them running.
@@ -55,7 +121,18 @@ enum Command {
         /// One JSON object on stdout instead of the table.
         #[arg(long)]
         json: bool,
+        /// Also run real TCP/UDP traffic through these forwarding modes (nat,tun,dr or all).
+        #[arg(long, default_value = "", value_name = "nat,tun,dr")]
+        modes: String,
     },
+    /// (Rack helper) A real server's services: TCP answers each line `X` with
+    /// `<name>:<port> X`, UDP each datagram likewise. Run by `up` inside each real server.
+    #[command(hide = true)]
+    Serve(ServeArgs),
+    /// (Rack helper) The client's load: N connections of M messages to a service, checked,
+    /// reported as JSON. Run inside the client namespace.
+    #[command(hide = true)]
+    Client(ClientArgs),
     /// What is up: namespaces, dataplane processes, their last counters.
     Status {
         #[command(flatten)]
@@ -141,6 +218,33 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                     state.stats(id).display()
                 );
             }
+            let spec = &opts.spec;
+            if let Some(a) = spec.director(tandem_hw_tests::DirectorId::A) {
+                for mode in Mode::ALL {
+                    let vip = spec.mode_vip(mode);
+                    let services: Vec<String> = a
+                        .services
+                        .iter()
+                        .filter(|s| s.address == vip)
+                        .map(|s| {
+                            let proto = match s.protocol {
+                                rack::ProtocolName::Tcp => "tcp",
+                                rack::ProtocolName::Udp => "udp",
+                            };
+                            format!("{proto} {} {}", s.port, s.scheduler)
+                        })
+                        .collect();
+                    println!("  {mode:<3} VIP:    {vip} ({})", services.join(", "));
+                }
+            }
+            let helpers: Vec<String> = rack
+                .helper_pids()
+                .iter()
+                .map(|(n, p)| format!("{n} {p}"))
+                .collect();
+            if !helpers.is_empty() {
+                println!("  helpers:    {}", helpers.join(", "));
+            }
             println!("  down with:  tandem-rack down --prefix {}", opts.prefix);
             rack.detach();
             Ok(ExitCode::SUCCESS)
@@ -161,10 +265,11 @@ fn run(command: Command) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { up, json } => {
+        Command::Demo { up, json, modes } => {
+            let modes = Mode::parse_list(&modes)?;
             let cancel = cancel_on_signals()?;
             let opts = options(up, cancel);
-            let report = tandem_hw_tests::run_demo(&opts)?;
+            let report = tandem_hw_tests::demo::run_demo_with_modes(&opts, &modes)?;
             if json {
                 let text = serde_json::to_string_pretty(&report)
                     .map_err(|e| Error::parse("demo report", e.to_string()))?;
@@ -173,6 +278,56 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                 print!("{}", report.table());
             }
             Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Serve(a) => {
+            let cancel = cancel_on_signals()?;
+            let opts = ServeOptions {
+                name: a.name,
+                tcp_ports: a.tcp,
+                udp_ports: a.udp,
+                bind: a.bind,
+                max_conns: a.max_conns,
+                idle_timeout: Duration::from_secs(a.idle_timeout_s),
+                watch: a.watch,
+                parent_pid: a.parent_pid,
+                ready_file: a.ready_file,
+            };
+            if opts.tcp_ports.is_empty() && opts.udp_ports.is_empty() {
+                return Err(Error::parse("serve", "give --tcp and/or --udp ports"));
+            }
+            let summary = serve::serve(&opts, &cancel)?;
+            eprintln!(
+                "serve {}: {}",
+                opts.name,
+                serde_json::to_string(&summary).unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Client(a) => {
+            let cancel = cancel_on_signals()?;
+            let opts = ClientOptions {
+                target: a.target,
+                udp: a.udp,
+                conns: a.conns,
+                messages: a.messages,
+                parallel: a.parallel,
+                timeout: Duration::from_millis(a.timeout_ms),
+                op_timeout: Duration::from_millis(a.op_timeout_ms),
+                interval: Duration::from_millis(a.interval_ms),
+            };
+            let report = client::run(&opts, &cancel)?;
+            if a.json {
+                let text = serde_json::to_string(&report)
+                    .map_err(|e| Error::parse("client report", e.to_string()))?;
+                println!("{text}");
+            } else {
+                println!("{}", report.summary());
+            }
+            Ok(if report.all_ok() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -212,6 +367,15 @@ fn status_table(st: &RackStatus) -> String {
         if let Some(pmd) = meta.pmd {
             out.push_str(&format!("  pmd:        {pmd}\n"));
         }
+    }
+    for h in &st.helpers {
+        out.push_str(&format!(
+            "  {}: pid {} {}, log {}\n",
+            h.helper,
+            h.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            if h.alive { "running" } else { "NOT running" },
+            h.log
+        ));
     }
     for d in &st.directors {
         let pid = d.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());

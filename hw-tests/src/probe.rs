@@ -204,6 +204,33 @@ pub fn parse_addrs(json: &str) -> Result<Vec<InterfaceAddrs>> {
         .collect()
 }
 
+/// The MAC of the kernel interface `dev` in `netns`.
+pub fn link_mac(netns: &str, dev: &str) -> Result<String> {
+    let out = Cmd::new(["ip", "-j", "-n", netns, "addr", "show", "dev", dev]).run()?;
+    parse_addrs(&out.stdout)?
+        .into_iter()
+        .find(|i| i.ifname == dev)
+        .and_then(|i| i.address.as_deref().and_then(normalize_mac))
+        .ok_or_else(|| Error::parse("`ip -j addr` output", format!("no MAC of {dev} in {netns}")))
+}
+
+/// Counts frames per source MAC in `tcpdump -e -nn` lines
+/// (`12:00:00.000001 02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 ...`).
+pub fn parse_source_macs<'a>(lines: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    for line in lines {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let src = words
+            .windows(2)
+            .find(|w| w[1] == ">" && normalize_mac(w[0]).is_some())
+            .and_then(|w| normalize_mac(w[0]));
+        if let Some(mac) = src {
+            *out.entry(mac).or_default() += 1;
+        }
+    }
+    out
+}
+
 /// The addresses the kernel of `netns` has on `dev`, as `addr/len` strings.
 pub fn kernel_addresses(netns: &str, dev: &str) -> Result<Vec<String>> {
     let out = Cmd::new(["ip", "-j", "-n", netns, "addr", "show", "dev", dev]).run()?;
@@ -296,20 +323,24 @@ impl Capture {
     /// Starts capturing `filter` on `dev` in `netns` and waits (at most 5 s) until tcpdump says
     /// it is listening.
     pub fn start(netns: &str, dev: &str, filter: &str, max_packets: u32) -> Result<Self> {
-        let cmd = Cmd::in_netns(
-            netns,
-            [
-                "tcpdump",
-                "-i",
-                dev,
-                "-nn",
-                "-l",
-                "--immediate-mode",
-                "-c",
-                &max_packets.to_string(),
-                filter,
-            ],
-        );
+        Self::start_with(netns, dev, &[], filter, max_packets)
+    }
+
+    /// [`Capture::start`] with extra tcpdump options (`-e` for link-level headers).
+    pub fn start_with(
+        netns: &str,
+        dev: &str,
+        extra: &[&str],
+        filter: &str,
+        max_packets: u32,
+    ) -> Result<Self> {
+        let mut argv: Vec<String> = ["tcpdump", "-i", dev, "-nn", "-l", "--immediate-mode"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        argv.extend(extra.iter().map(|s| (*s).to_owned()));
+        argv.extend(["-c".to_owned(), max_packets.to_string(), filter.to_owned()]);
+        let cmd = Cmd::in_netns(netns, argv);
         tracing::debug!(command = %cmd.display(), "start capture");
         let (program, args) = cmd
             .argv()

@@ -17,6 +17,12 @@ pub const DATAPLANE_BIN: &str = "tandem-dataplane";
 /// Environment variable naming the dataplane binary.
 pub const DATAPLANE_ENV: &str = "TANDEM_DATAPLANE";
 
+/// The rack tool's own file name: it runs `serve` and `client` inside the namespaces.
+pub const TOOL_BIN: &str = "tandem-rack";
+
+/// Environment variable naming the `tandem-rack` binary.
+pub const TOOL_ENV: &str = "TANDEM_RACK";
+
 /// Finds `tandem-dataplane`: `explicit` (`--dataplane`), else `$TANDEM_DATAPLANE`, else next to
 /// the running executable or in its parent directory (integration tests run from
 /// `target/debug/deps`, the binary is in `target/debug`).
@@ -57,6 +63,96 @@ pub fn locate_dataplane_with(
         .find(|p| is_executable(p))
         .cloned()
         .ok_or(Error::DataplaneNotFound { looked_at })
+}
+
+/// Finds `tandem-rack` (which runs `serve` on the real servers and `client` on the client):
+/// `explicit`, else `$TANDEM_RACK`, else the running executable if it is `tandem-rack`, else
+/// next to the running executable or in its parent directory (tests run from
+/// `target/debug/deps`).
+pub fn locate_tool(explicit: Option<&Path>) -> Result<PathBuf> {
+    locate_tool_with(
+        explicit,
+        std::env::var_os(TOOL_ENV),
+        std::env::current_exe().ok(),
+    )
+}
+
+/// [`locate_tool`] with its inputs given, for tests.
+pub fn locate_tool_with(
+    explicit: Option<&Path>,
+    env: Option<OsString>,
+    current_exe: Option<PathBuf>,
+) -> Result<PathBuf> {
+    let named = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from));
+    if let Some(p) = named {
+        return if is_executable(&p) {
+            Ok(p)
+        } else {
+            Err(Error::ToolNotFound { looked_at: vec![p] })
+        };
+    }
+    let mut looked_at = Vec::new();
+    if let Some(exe) = current_exe.as_deref() {
+        if exe.file_name().is_some_and(|n| n == TOOL_BIN) {
+            looked_at.push(exe.to_path_buf());
+        }
+        if let Some(dir) = exe.parent() {
+            looked_at.push(dir.join(TOOL_BIN));
+            if let Some(parent) = dir.parent() {
+                looked_at.push(parent.join(TOOL_BIN));
+            }
+        }
+    }
+    looked_at
+        .iter()
+        .find(|p| is_executable(p))
+        .cloned()
+        .ok_or(Error::ToolNotFound { looked_at })
+}
+
+/// Starts `argv` in namespace `netns` through `ip netns exec` (which execs, so the child's pid
+/// is the program's), output appended to `log`, in a process group of its own (like the
+/// dataplanes): the rack's helpers, `tandem-rack serve` and the IPIP decapsulator.
+pub fn spawn_helper_in_netns(netns: &str, argv: &[String], log: &Path) -> Result<Child> {
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| Error::io(format!("opening {}", log.display()), e))
+    };
+    let (out, err) = (open()?, open()?);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    tracing::debug!(?cmd, "spawn helper");
+    cmd.spawn().map_err(|e| {
+        Error::io(
+            format!(
+                "starting `{}` in {netns}",
+                argv.first().map_or("", String::as_str)
+            ),
+            e,
+        )
+    })
+}
+
+/// Whether `pid` is a live helper of the rack whose state directory is `state_dir`: one of its
+/// arguments is that directory or a path inside it (every helper is started with `--watch
+/// <state dir>`), so no process of another rack or of the system matches.
+pub fn is_rack_helper(pid: u32, state_dir: &Path) -> bool {
+    let Some(argv) = cmdline(pid) else {
+        return false;
+    };
+    let dir = state_dir.display().to_string();
+    let inside = format!("{dir}/");
+    argv.iter().any(|a| *a == dir || a.starts_with(&inside)) && alive(pid)
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -5,20 +5,26 @@
 //! `tandem-rack up` does). [`teardown`] needs nothing but the prefix, so `tandem-rack down`, a
 //! signal handler or a failing test can always clean up, and running it twice is harmless.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
+use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::client::{ClientOptions, ClientReport};
 use crate::config::{Pmd, director_config, director_lcores, online_cpus};
 use crate::error::{Error, Result};
 use crate::exec::{Cancel, Cmd, is_root};
 use crate::net::Ipv4Cidr;
 use crate::process::{self, Stopped};
 use crate::stats::{Counters, PortInfo, Stats};
-use crate::topology::{Host, Interface, Prefix, Route, Topology};
+use crate::topology::{Host, Interface, Prefix, Route, Rule, Sysctl, Topology};
+pub use tandem_dataplane::config::{
+    MethodName, ProtocolName, RouteSection, ServerSection, ServiceSection,
+};
 
 /// Where rack state lives: `/run/tandem-rack/<prefix>/`.
 pub const STATE_ROOT: &str = "/run/tandem-rack";
@@ -32,6 +38,14 @@ pub const BRIDGE_IN: &str = "br-in";
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a dataplane gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a helper (`serve`, the decapsulator) gets to bind its sockets.
+pub const HELPER_READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a helper gets between SIGTERM and SIGKILL.
+pub const HELPER_GRACE: Duration = Duration::from_secs(3);
+/// The IPIP decapsulator run on every real server (python3; the kernel has no `ipip`).
+pub const IPIP_DECAP_PY: &str = include_str!("../scripts/ipip-decap.py");
+/// A sender of one hand-made IPIP packet, for tests of the decapsulator without a director.
+pub const IPIP_INJECT_PY: &str = include_str!("../scripts/ipip-inject.py");
 
 /// One of the two directors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -94,12 +108,117 @@ pub struct DirectorSpec {
     pub ports: Vec<DirectorPort>,
     /// The VIPs it answers.
     pub vips: Vec<Vip>,
+    /// Its `[[route]]`s (next hops off the ports' subnets).
+    pub routes: Vec<RouteSection>,
+    /// Its virtual services (`[[service]]`), in the dataplane's own type.
+    pub services: Vec<ServiceSection>,
 }
 
 impl DirectorSpec {
     /// The port named `name`.
     pub fn port(&self, name: &str) -> Option<&DirectorPort> {
         self.ports.iter().find(|p| p.name == name)
+    }
+
+    /// The service `protocol` `address`:`port`.
+    pub fn service(
+        &self,
+        protocol: ProtocolName,
+        address: Ipv4Addr,
+        port: u16,
+    ) -> Option<&ServiceSection> {
+        self.services
+            .iter()
+            .find(|s| s.protocol == protocol && s.address == address && s.port == port)
+    }
+}
+
+/// A real server: its host, its address, what `tandem-rack serve` listens on there, and the TUN
+/// device its IPIP decapsulator writes into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealServer {
+    /// Host (namespace) name, also the name it answers with (`rs1`).
+    pub host: String,
+    /// Its interface on the inside network.
+    pub iface: String,
+    /// Its address there (the NAT/TUN/DR destination).
+    pub address: Ipv4Addr,
+    /// TCP ports `serve` listens on.
+    pub tcp_ports: Vec<u16>,
+    /// UDP ports `serve` answers on.
+    pub udp_ports: Vec<u16>,
+    /// The TUN device of its user-space IPIP decapsulator; `None`: no decapsulator.
+    pub tunnel: Option<String>,
+}
+
+/// The three forwarding methods the rack is wired for (SPEC "Forwarding").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// VS/NAT: requests and replies pass the director, which rewrites addresses and ports.
+    Nat,
+    /// VS/TUN: the director encapsulates requests (IPIP); servers answer the client directly.
+    Tun,
+    /// VS/DR: the director rewrites the destination MAC; servers answer the client directly.
+    Dr,
+}
+
+impl Mode {
+    /// All three, in order.
+    pub const ALL: [Mode; 3] = [Mode::Nat, Mode::Tun, Mode::Dr];
+
+    /// `nat` / `tun` / `dr`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Nat => "nat",
+            Mode::Tun => "tun",
+            Mode::Dr => "dr",
+        }
+    }
+
+    /// The dataplane's method name.
+    pub fn method(self) -> MethodName {
+        match self {
+            Mode::Nat => MethodName::Nat,
+            Mode::Tun => MethodName::Tun,
+            Mode::Dr => MethodName::Dr,
+        }
+    }
+
+    /// Parses `nat,tun,dr` (also `all`; empty gives none), rejecting unknown names.
+    pub fn parse_list(s: &str) -> Result<Vec<Mode>> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part == "all" {
+                for m in Mode::ALL {
+                    if !out.contains(&m) {
+                        out.push(m);
+                    }
+                }
+                continue;
+            }
+            let m: Mode = part.parse()?;
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| Error::parse("mode", format!("`{s}` is not one of nat, tun, dr")))
     }
 }
 
@@ -114,10 +233,20 @@ pub struct RackSpec {
     pub client: String,
     /// The client's interface on the outside network.
     pub client_iface: String,
-    /// The real-server hosts.
-    pub real_servers: Vec<String>,
-    /// The VIP of the demo service.
+    /// The router between the outside and inside networks: the path TUN and DR replies take.
+    pub router: String,
+    /// The router's interface on the outside network.
+    pub router_outside_iface: String,
+    /// The router's interface on the inside network.
+    pub router_inside_iface: String,
+    /// The real servers.
+    pub real_servers: Vec<RealServer>,
+    /// The VIP of the demo service (the NAT VIP).
     pub vip: Ipv4Addr,
+    /// The VIP of the TUN services.
+    pub tun_vip: Ipv4Addr,
+    /// The VIP of the DR services.
+    pub dr_vip: Ipv4Addr,
     /// The inside gateway the real servers route through (the active director's, later).
     pub inside_gateway: Ipv4Addr,
 }
@@ -129,77 +258,233 @@ fn cidr(a: [u8; 4], len: u8) -> Ipv4Cidr {
     }
 }
 
+/// TCP ports every real server listens on: the seed-002 NAT ports (80, 8000 for the port
+/// mapping, 21).
+pub const RS_TCP_PORTS: [u16; 3] = [80, 8000, 21];
+/// UDP ports every real server answers on.
+pub const RS_UDP_PORTS: [u16; 1] = [53];
+/// The real servers' routing table for replies sourced from a TUN or DR VIP (via the router).
+pub const DIRECT_REPLY_TABLE: u32 = 100;
+/// The TUN device of each real server's IPIP decapsulator.
+pub const DECAP_TUN: &str = "tnl0";
+
+fn server(address: Ipv4Addr, port: u16, method: MethodName, weight: u32) -> ServerSection {
+    ServerSection {
+        address,
+        port,
+        method,
+        weight,
+    }
+}
+
+fn service(
+    protocol: ProtocolName,
+    address: Ipv4Addr,
+    port: u16,
+    scheduler: &str,
+    servers: Vec<ServerSection>,
+) -> ServiceSection {
+    ServiceSection {
+        protocol,
+        address,
+        port,
+        scheduler: scheduler.to_owned(),
+        persistence_timeout_s: 0,
+        flags: Vec::new(),
+        servers,
+    }
+}
+
+/// The services of the three modes on real servers `rs` (at least three addresses):
+/// - NAT `nat`: TCP :80 wrr -> rs1:80 weight 1, rs2:8000 weight 2 and :21 -> rs2:21 (seed 002),
+///   UDP :53 rr -> every server;
+/// - TUN `tun`: TCP :80 wrr -> weights 4, 3, 2 (seed 000's cycle A B C A B C A B A), UDP :53 rr;
+/// - DR `dr`: TCP :80 lblc -> weight 10 each (one destination stays on one server while no
+///   server has more than 10 active connections), UDP :53 rr.
+pub fn mode_services(
+    nat: Ipv4Addr,
+    tun: Ipv4Addr,
+    dr: Ipv4Addr,
+    rs: &[Ipv4Addr],
+) -> Vec<ServiceSection> {
+    use MethodName::{Dr, Nat, Tun};
+    use ProtocolName::{Tcp, Udp};
+    let all = |method: MethodName, port: u16, weights: &[u32]| -> Vec<ServerSection> {
+        rs.iter()
+            .zip(weights.iter().chain(std::iter::repeat(&1)))
+            .map(|(a, w)| server(*a, port, method, *w))
+            .collect()
+    };
+    let (rs1, rs2) = match rs {
+        [a, b, ..] => (*a, *b),
+        _ => return Vec::new(),
+    };
+    vec![
+        service(
+            Tcp,
+            nat,
+            80,
+            "wrr",
+            vec![server(rs1, 80, Nat, 1), server(rs2, 8000, Nat, 2)],
+        ),
+        service(Tcp, nat, 21, "rr", vec![server(rs2, 21, Nat, 1)]),
+        service(Udp, nat, 53, "rr", all(Nat, 53, &[])),
+        service(Tcp, tun, 80, "wrr", all(Tun, 80, &[4, 3, 2])),
+        service(Udp, tun, 53, "rr", all(Tun, 53, &[])),
+        service(Tcp, dr, 80, "lblc", all(Dr, 80, &[10, 10, 10])),
+        service(Udp, dr, 53, "rr", all(Dr, 53, &[])),
+    ]
+}
+
 impl RackSpec {
     /// The default rack: a client on the outside network, directors A and B on both networks
-    /// (their ports handed to DPDK), three real servers inside routing via 172.16.0.254, and the
-    /// VIP 203.0.113.10 owned by A.
+    /// (their ports handed to DPDK), a router joining the two networks, three real servers
+    /// inside, and the NAT, TUN and DR VIPs (203.0.113.10, .20, .30) owned by A.
+    ///
+    /// Real servers route via the inside gateway 172.16.0.254 (a VIP of A on its inside port:
+    /// NAT replies pass the director), except replies sourced from the TUN or DR VIP, which a
+    /// policy rule sends via the router (172.16.0.1) straight to the client. Both VIPs sit on
+    /// their `lo` with `arp_ignore=1`/`arp_announce=2`, so only the director answers ARP for them;
+    /// TUN requests arrive tunnelled and are decapsulated by a user-space program into `tnl0`.
     pub fn default_rack() -> Self {
         let vip = Ipv4Addr::new(203, 0, 113, 10);
+        let tun_vip = Ipv4Addr::new(203, 0, 113, 20);
+        let dr_vip = Ipv4Addr::new(203, 0, 113, 30);
         let inside_gateway = Ipv4Addr::new(172, 16, 0, 254);
-        let director = |id: DirectorId, host: &str, last: u8, vips: Vec<Vip>| DirectorSpec {
-            id,
-            host: host.to_owned(),
-            ports: vec![
-                DirectorPort {
-                    name: "outside".into(),
-                    iface: "out0".into(),
-                    address: cidr([203, 0, 113, last], 24),
-                },
-                DirectorPort {
-                    name: "inside".into(),
-                    iface: "in0".into(),
-                    address: cidr([172, 16, 0, 240 + last], 24),
-                },
-            ],
-            vips,
+        let router_outside = Ipv4Addr::new(203, 0, 113, 1);
+        let router_inside = Ipv4Addr::new(172, 16, 0, 1);
+        let rs_addrs: Vec<Ipv4Addr> = [2u8, 3, 4]
+            .iter()
+            .map(|l| Ipv4Addr::new(172, 16, 0, *l))
+            .collect();
+        let outside = |address: Ipv4Addr| Vip {
+            address,
+            port: "outside".into(),
         };
+        let default_route = RouteSection {
+            prefix: tandem_dataplane::config::Ipv4Cidr {
+                addr: Ipv4Addr::UNSPECIFIED,
+                prefix_len: 0,
+            },
+            gateway: router_outside,
+        };
+        let director =
+            |id: DirectorId, host: &str, last: u8, vips: Vec<Vip>, services| DirectorSpec {
+                id,
+                host: host.to_owned(),
+                ports: vec![
+                    DirectorPort {
+                        name: "outside".into(),
+                        iface: "out0".into(),
+                        address: cidr([203, 0, 113, last], 24),
+                    },
+                    DirectorPort {
+                        name: "inside".into(),
+                        iface: "in0".into(),
+                        address: cidr([172, 16, 0, 240 + last], 24),
+                    },
+                ],
+                vips,
+                routes: vec![default_route.clone()],
+                services,
+            };
         let directors = vec![
             director(
                 DirectorId::A,
                 "dira",
                 11,
-                vec![Vip {
-                    address: vip,
-                    port: "outside".into(),
-                }],
-            ),
-            director(DirectorId::B, "dirb", 12, Vec::new()),
-        ];
-        let mut hosts = vec![Host {
-            name: "client".into(),
-            interfaces: vec![Interface::kernel(
-                "eth0",
-                BRIDGE_OUT,
-                &[cidr([203, 0, 113, 2], 24)],
-            )],
-            routes: Vec::new(),
-        }];
-        for d in &directors {
-            hosts.push(Host {
-                name: d.host.clone(),
-                interfaces: vec![
-                    Interface::dpdk("out0", BRIDGE_OUT),
-                    Interface::dpdk("in0", BRIDGE_IN),
+                vec![
+                    outside(vip),
+                    Vip {
+                        address: inside_gateway,
+                        port: "inside".into(),
+                    },
+                    outside(tun_vip),
+                    outside(dr_vip),
                 ],
-                routes: Vec::new(),
-            });
+                mode_services(vip, tun_vip, dr_vip, &rs_addrs),
+            ),
+            // B holds no VIP until VIP takeover exists, and the dataplane refuses a service whose
+            // address is not one of its [[vip]]s: so B gets the routes but no services yet.
+            director(DirectorId::B, "dirb", 12, Vec::new(), Vec::new()),
+        ];
+        let mut client = Host::new("client");
+        client.interfaces = vec![Interface::kernel(
+            "eth0",
+            BRIDGE_OUT,
+            &[cidr([203, 0, 113, 2], 24)],
+        )];
+        let mut hosts = vec![client];
+        for d in &directors {
+            let mut h = Host::new(&d.host);
+            h.interfaces = vec![
+                Interface::dpdk("out0", BRIDGE_OUT),
+                Interface::dpdk("in0", BRIDGE_IN),
+            ];
+            hosts.push(h);
         }
+        let mut router = Host::new("rtr");
+        router.interfaces = vec![
+            Interface::kernel("eth0", BRIDGE_OUT, &[cidr(router_outside.octets(), 24)]),
+            Interface::kernel("eth1", BRIDGE_IN, &[cidr(router_inside.octets(), 24)]),
+        ];
+        router.sysctls = vec![Sysctl::new("net.ipv4.ip_forward", 1)];
+        // TUN/DR replies come in on eth1 from VIPs that belong to eth0's subnet: no reverse-path
+        // filter. No redirects either: the wire stays quiet for the directors' counters.
+        for dev in ["all", "default", "eth0", "eth1"] {
+            router
+                .sysctls
+                .push(Sysctl::new(&format!("net.ipv4.conf.{dev}.rp_filter"), 0));
+            router.sysctls.push(Sysctl::new(
+                &format!("net.ipv4.conf.{dev}.send_redirects"),
+                0,
+            ));
+        }
+        hosts.push(router);
         let mut real_servers = Vec::new();
-        for (n, last) in [(1u8, 2u8), (2, 3), (3, 4)] {
-            let name = format!("rs{n}");
-            hosts.push(Host {
-                name: name.clone(),
-                interfaces: vec![Interface::kernel(
-                    "eth0",
-                    BRIDGE_IN,
-                    &[cidr([172, 16, 0, last], 24)],
-                )],
-                routes: vec![Route {
-                    destination: None,
-                    via: inside_gateway,
-                }],
+        for (n, address) in rs_addrs.iter().enumerate() {
+            let name = format!("rs{}", n + 1);
+            let mut h = Host::new(&name);
+            h.interfaces = vec![Interface::kernel(
+                "eth0",
+                BRIDGE_IN,
+                &[cidr(address.octets(), 24)],
+            )];
+            h.loopback = vec![cidr(tun_vip.octets(), 32), cidr(dr_vip.octets(), 32)];
+            h.tun_devices = vec![DECAP_TUN.to_owned()];
+            // LVS/DR: answer ARP only for addresses of the receiving interface (not the VIPs on
+            // lo), and announce with the interface's own address.
+            for dev in ["all", "eth0"] {
+                h.sysctls
+                    .push(Sysctl::new(&format!("net.ipv4.conf.{dev}.arp_ignore"), 1));
+                h.sysctls
+                    .push(Sysctl::new(&format!("net.ipv4.conf.{dev}.arp_announce"), 2));
+            }
+            // Decapsulated packets arrive on tnl0 from clients whose route is via eth0.
+            for dev in ["all", "default", "eth0", DECAP_TUN] {
+                h.sysctls
+                    .push(Sysctl::new(&format!("net.ipv4.conf.{dev}.rp_filter"), 0));
+            }
+            h.routes = vec![
+                Route::default_via(inside_gateway),
+                Route::default_via(router_inside).in_table(DIRECT_REPLY_TABLE),
+            ];
+            h.rules = [tun_vip, dr_vip]
+                .iter()
+                .map(|from| Rule {
+                    from: *from,
+                    table: DIRECT_REPLY_TABLE,
+                })
+                .collect();
+            hosts.push(h);
+            real_servers.push(RealServer {
+                host: name,
+                iface: "eth0".into(),
+                address: *address,
+                tcp_ports: RS_TCP_PORTS.to_vec(),
+                udp_ports: RS_UDP_PORTS.to_vec(),
+                tunnel: Some(DECAP_TUN.to_owned()),
             });
-            real_servers.push(name);
         }
         RackSpec {
             topology: Topology {
@@ -210,8 +495,13 @@ impl RackSpec {
             directors,
             client: "client".into(),
             client_iface: "eth0".into(),
+            router: "rtr".into(),
+            router_outside_iface: "eth0".into(),
+            router_inside_iface: "eth1".into(),
             real_servers,
             vip,
+            tun_vip,
+            dr_vip,
             inside_gateway,
         }
     }
@@ -219,6 +509,25 @@ impl RackSpec {
     /// Director `id`, if the rack has it.
     pub fn director(&self, id: DirectorId) -> Option<&DirectorSpec> {
         self.directors.iter().find(|d| d.id == id)
+    }
+
+    /// The VIP of `mode`'s services.
+    pub fn mode_vip(&self, mode: Mode) -> Ipv4Addr {
+        match mode {
+            Mode::Nat => self.vip,
+            Mode::Tun => self.tun_vip,
+            Mode::Dr => self.dr_vip,
+        }
+    }
+
+    /// The real server at `address`.
+    pub fn real_server_at(&self, address: Ipv4Addr) -> Option<&RealServer> {
+        self.real_servers.iter().find(|r| r.address == address)
+    }
+
+    /// The real server on host `host`.
+    pub fn real_server(&self, host: &str) -> Option<&RealServer> {
+        self.real_servers.iter().find(|r| r.host == host)
     }
 
     /// The topology is valid and every director's host and port interfaces exist in it as DPDK
@@ -261,6 +570,31 @@ impl RackSpec {
                 "client host `{}` is not in the topology",
                 self.client
             )));
+        }
+        if self.topology.host(&self.router).is_none() {
+            return Err(Error::Topology(format!(
+                "router host `{}` is not in the topology",
+                self.router
+            )));
+        }
+        for r in &self.real_servers {
+            let host = self.topology.host(&r.host).ok_or_else(|| {
+                Error::Topology(format!("real server `{}` is not in the topology", r.host))
+            })?;
+            if host.address(&r.iface) != Some(r.address) {
+                return Err(Error::Topology(format!(
+                    "real server `{}`: {} is not the address of its `{}`",
+                    r.host, r.address, r.iface
+                )));
+            }
+            if let Some(t) = &r.tunnel {
+                if !host.tun_devices.contains(t) {
+                    return Err(Error::Topology(format!(
+                        "real server `{}`: tunnel device `{t}` is not one of its TUN devices",
+                        r.host
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -309,6 +643,88 @@ impl StateDir {
     pub fn meta(&self) -> PathBuf {
         self.dir.join("rack.json")
     }
+
+    /// `<state>/<helper>.pid` (`serve-rs1`, `decap-rs1`).
+    pub fn helper_pid(&self, helper: &str) -> PathBuf {
+        self.dir.join(format!("{helper}.pid"))
+    }
+
+    /// `<state>/<helper>.log`
+    pub fn helper_log(&self, helper: &str) -> PathBuf {
+        self.dir.join(format!("{helper}.log"))
+    }
+
+    /// `<state>/serve-<host>.ready`: written by `serve` once its sockets are bound.
+    pub fn serve_ready(&self, host: &str) -> PathBuf {
+        self.dir.join(format!("{}.ready", serve_helper(host)))
+    }
+
+    /// `<state>/decap-<host>.json`: the decapsulator's counters.
+    pub fn decap_stats(&self, host: &str) -> PathBuf {
+        self.dir.join(format!("{}.json", decap_helper(host)))
+    }
+
+    /// `<state>/ipip-decap.py`: the decapsulator, written by `up`.
+    pub fn decap_script(&self) -> PathBuf {
+        self.dir.join("ipip-decap.py")
+    }
+
+    /// The helpers' pid files present now: `(helper, path)`.
+    pub fn helper_pid_files(&self) -> Vec<(String, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, PathBuf)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let helper = name.strip_suffix(".pid")?;
+                (helper.starts_with("serve-") || helper.starts_with("decap-"))
+                    .then(|| (helper.to_owned(), e.path()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// The helper name of real server `host`'s `serve`: `serve-rs1`.
+pub fn serve_helper(host: &str) -> String {
+    format!("serve-{host}")
+}
+
+/// The helper name of real server `host`'s decapsulator: `decap-rs1`.
+pub fn decap_helper(host: &str) -> String {
+    format!("decap-{host}")
+}
+
+/// The counters file of an IPIP decapsulator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecapStats {
+    /// Its pid.
+    #[serde(default)]
+    pub pid: u32,
+    /// When it was written.
+    #[serde(default)]
+    pub unix_ms: u64,
+    /// Whether the decapsulator had exited.
+    #[serde(default)]
+    pub exited: bool,
+    /// `received`, `decapsulated`, `written`, `not_for_us`, `malformed_outer`, ...
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, u64>,
+}
+
+impl DecapStats {
+    /// Parses the file's text.
+    pub fn parse(text: &str) -> Result<Self> {
+        serde_json::from_str(text).map_err(|e| Error::parse("decapsulator stats", e.to_string()))
+    }
+
+    /// A counter (0 when absent).
+    pub fn get(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
 }
 
 /// The DPDK runtime directory of director `id`: `/var/run/dpdk/<prefix>-a`.
@@ -329,6 +745,10 @@ pub struct RackOptions {
     pub dataplane: Option<PathBuf>,
     /// False builds the topology only (kernel-level tests of the wiring).
     pub start_dataplanes: bool,
+    /// Start the real servers' `serve` and IPIP decapsulators.
+    pub start_services: bool,
+    /// The `tandem-rack` binary run in the namespaces; else found by [`process::locate_tool`].
+    pub tool: Option<PathBuf>,
     /// Bound on each director's first stats file.
     pub ready_timeout: Duration,
     /// Set by SIGINT/SIGTERM handlers; `up` stops and tears down when it is set.
@@ -344,6 +764,8 @@ impl RackOptions {
             pmd: Pmd::AfXdp,
             dataplane: None,
             start_dataplanes: true,
+            start_services: true,
+            tool: None,
             ready_timeout: READY_TIMEOUT,
             cancel: Cancel::new(),
         }
@@ -366,6 +788,15 @@ pub struct RackMeta {
 }
 
 #[derive(Debug)]
+struct RunningHelper {
+    name: String,
+    child: Option<Child>,
+    pid: u32,
+    ready: PathBuf,
+    log: PathBuf,
+}
+
+#[derive(Debug)]
 struct RunningDirector {
     id: DirectorId,
     netns: String,
@@ -380,6 +811,8 @@ pub struct Rack {
     spec: RackSpec,
     state: StateDir,
     directors: Vec<RunningDirector>,
+    helpers: Vec<RunningHelper>,
+    tool: Option<PathBuf>,
     armed: bool,
 }
 
@@ -395,6 +828,11 @@ impl Rack {
         } else {
             None
         };
+        let tool = if opts.start_services {
+            Some(process::locate_tool(opts.tool.as_deref())?)
+        } else {
+            process::locate_tool(opts.tool.as_deref()).ok()
+        };
         let existing = rack_namespaces(&opts.prefix)?;
         if !existing.is_empty() {
             return Err(Error::AlreadyUp {
@@ -408,6 +846,8 @@ impl Rack {
             spec: opts.spec.clone(),
             state: StateDir::for_prefix(&opts.prefix),
             directors: Vec::new(),
+            helpers: Vec::new(),
+            tool,
             armed: true,
         };
         let state = rack.state.path().to_path_buf();
@@ -428,6 +868,9 @@ impl Rack {
                 Err(e) => return Err(e),
             }
         }
+        if opts.start_services {
+            rack.start_helpers(&opts.cancel)?;
+        }
         if let Some(binary) = &binary {
             rack.start_dataplanes(binary, opts)?;
         }
@@ -444,6 +887,130 @@ impl Rack {
                 .map_err(|e| Error::parse("rack.json", e.to_string()))?,
         )?;
         Ok(rack)
+    }
+
+    /// Starts `serve` on every real server and its IPIP decapsulator, and waits until each has
+    /// bound its sockets. Both watch the state directory: when the rack is torn down they exit
+    /// even if nothing signals them.
+    fn start_helpers(&mut self, cancel: &Cancel) -> Result<()> {
+        let tool = self.tool.clone().ok_or_else(|| Error::ToolNotFound {
+            looked_at: Vec::new(),
+        })?;
+        let state_dir = self.state.path().display().to_string();
+        if self.spec.real_servers.iter().any(|r| r.tunnel.is_some()) {
+            write_file(&self.state.decap_script(), IPIP_DECAP_PY)?;
+        }
+        let join = |ports: &[u16]| {
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let servers = self.spec.real_servers.clone();
+        for rs in &servers {
+            let netns = self.prefix.netns(&rs.host);
+            let name = serve_helper(&rs.host);
+            let ready = self.state.serve_ready(&rs.host);
+            let mut argv = vec![
+                tool.display().to_string(),
+                "serve".to_owned(),
+                "--name".to_owned(),
+                rs.host.clone(),
+                "--watch".to_owned(),
+                state_dir.clone(),
+                "--ready-file".to_owned(),
+                ready.display().to_string(),
+            ];
+            if !rs.tcp_ports.is_empty() {
+                argv.extend(["--tcp".to_owned(), join(&rs.tcp_ports)]);
+            }
+            if !rs.udp_ports.is_empty() {
+                argv.extend(["--udp".to_owned(), join(&rs.udp_ports)]);
+            }
+            self.spawn_helper(&netns, name, argv, ready)?;
+            if let Some(tun) = &rs.tunnel {
+                let name = decap_helper(&rs.host);
+                let stats = self.state.decap_stats(&rs.host);
+                let argv = vec![
+                    "python3".to_owned(),
+                    self.state.decap_script().display().to_string(),
+                    "--address".to_owned(),
+                    rs.address.to_string(),
+                    "--tun".to_owned(),
+                    tun.clone(),
+                    "--stats".to_owned(),
+                    stats.display().to_string(),
+                    "--watch".to_owned(),
+                    state_dir.clone(),
+                ];
+                self.spawn_helper(&netns, name, argv, stats)?;
+            }
+        }
+        for i in 0..self.helpers.len() {
+            self.wait_helper(i, cancel)?;
+        }
+        Ok(())
+    }
+
+    fn spawn_helper(
+        &mut self,
+        netns: &str,
+        name: String,
+        argv: Vec<String>,
+        ready: PathBuf,
+    ) -> Result<()> {
+        let log = self.state.helper_log(&name);
+        let child = process::spawn_helper_in_netns(netns, &argv, &log)?;
+        let pid = child.id();
+        write_file(&self.state.helper_pid(&name), &format!("{pid}\n"))?;
+        tracing::debug!(helper = %name, pid, netns, "helper started");
+        self.helpers.push(RunningHelper {
+            name,
+            child: Some(child),
+            pid,
+            ready,
+            log,
+        });
+        Ok(())
+    }
+
+    fn wait_helper(&mut self, index: usize, cancel: &Cancel) -> Result<()> {
+        let deadline = Instant::now() + HELPER_READY_TIMEOUT;
+        let Some(h) = self.helpers.get_mut(index) else {
+            return Ok(());
+        };
+        loop {
+            cancel.check()?;
+            if let Some(child) = h.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    h.child = None;
+                    return Err(Error::HelperFailed {
+                        helper: h.name.clone(),
+                        why: format!("exited during startup ({status})"),
+                        tail: process::log_tail(&h.log, 20),
+                        log: h.log.clone(),
+                    });
+                }
+            }
+            if h.ready.exists() {
+                tracing::debug!(helper = %h.name, "ready");
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::HelperFailed {
+                    helper: h.name.clone(),
+                    why: format!(
+                        "{} not written within {} s",
+                        h.ready.display(),
+                        HELPER_READY_TIMEOUT.as_secs()
+                    ),
+                    tail: process::log_tail(&h.log, 20),
+                    log: h.log.clone(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn start_dataplanes(&mut self, binary: &Path, opts: &RackOptions) -> Result<()> {
@@ -547,6 +1114,51 @@ impl Rack {
         self.spec.director(id).map(|d| self.prefix.netns(&d.host))
     }
 
+    /// The pids of the helpers started (`serve-rs1`, `decap-rs1`, ...).
+    pub fn helper_pids(&self) -> Vec<(String, u32)> {
+        self.helpers
+            .iter()
+            .map(|h| (h.name.clone(), h.pid))
+            .collect()
+    }
+
+    /// The `tandem-rack` binary the rack runs in its namespaces, if it was found.
+    pub fn tool(&self) -> Option<&Path> {
+        self.tool.as_deref()
+    }
+
+    /// The counters of real server `host`'s IPIP decapsulator.
+    pub fn decap_stats(&self, host: &str) -> Result<DecapStats> {
+        let path = self.state.decap_stats(host);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        DecapStats::parse(&text)
+    }
+
+    /// Runs `tandem-rack client` in the client's namespace and returns its report.
+    pub fn run_client(&self, opts: &ClientOptions) -> Result<ClientReport> {
+        self.run_client_in(&self.client_netns(), opts)
+    }
+
+    /// Runs `tandem-rack client` in namespace `netns` (bounded by the client's own timeout plus
+    /// a margin) and returns its report.
+    pub fn run_client_in(&self, netns: &str, opts: &ClientOptions) -> Result<ClientReport> {
+        opts.validate()?;
+        let tool = match &self.tool {
+            Some(t) => t.clone(),
+            None => process::locate_tool(None)?,
+        };
+        let mut argv = vec![tool.display().to_string()];
+        argv.extend(opts.to_args());
+        let cmd = Cmd::in_netns(netns, argv).timeout(opts.timeout + Duration::from_secs(15));
+        let out = cmd.output()?;
+        ClientReport::parse(&out.stdout).map_err(|e| Error::Command {
+            command: cmd.display(),
+            status: out.status.to_string(),
+            stderr: format!("{e}; stderr: {}", out.stderr.trim()),
+        })
+    }
+
     /// The dataplane pid of director `id`, if it was started.
     pub fn director_pid(&self, id: DirectorId) -> Option<u32> {
         self.directors.iter().find(|d| d.id == id).map(|d| d.pid)
@@ -623,6 +1235,16 @@ impl Rack {
 
     fn teardown_now(&mut self) -> Result<Teardown> {
         // Our own children first: they are reaped here, so they never linger as zombies.
+        for h in &mut self.helpers {
+            if let Some(mut child) = h.child.take() {
+                match process::stop_child(&mut child, HELPER_GRACE) {
+                    Ok((how, status)) => {
+                        tracing::debug!(helper = %h.name, ?how, %status, "helper stopped");
+                    }
+                    Err(e) => tracing::warn!(helper = %h.name, error = %e, "stopping helper"),
+                }
+            }
+        }
         for d in &mut self.directors {
             if let Some(mut child) = d.child.take() {
                 match process::stop_child(&mut child, STOP_GRACE) {
@@ -689,6 +1311,15 @@ pub fn teardown(prefix: &Prefix) -> Result<Teardown> {
                 pid,
                 "pid file names a process that is not this rack's director; left alone"
             );
+        }
+    }
+    for (helper, path) in state.helper_pid_files() {
+        let Some(pid) = process::read_pid(&path) else {
+            continue;
+        };
+        if process::is_rack_helper(pid, state.path()) {
+            let how = process::stop_pid(pid, HELPER_GRACE);
+            done.stopped.push(format!("{helper} pid {pid} {how:?}"));
         }
     }
     let namespaces = match rack_namespaces(prefix) {
@@ -812,6 +1443,21 @@ pub struct RackStatus {
     pub meta: Option<RackMeta>,
     /// Each director.
     pub directors: Vec<DirectorStatus>,
+    /// Each helper (`serve-rs1`, `decap-rs1`, ...).
+    pub helpers: Vec<HelperStatus>,
+}
+
+/// One helper process in [`RackStatus`].
+#[derive(Clone, Debug, Serialize)]
+pub struct HelperStatus {
+    /// `serve-rs1`, `decap-rs1`.
+    pub helper: String,
+    /// Its pid file's pid.
+    pub pid: Option<u32>,
+    /// Whether that pid is this rack's helper and running.
+    pub alive: bool,
+    /// Its log file.
+    pub log: String,
 }
 
 /// One director in [`RackStatus`].
@@ -866,11 +1512,25 @@ pub fn status(prefix: &Prefix) -> Result<RackStatus> {
             }
         })
         .collect();
+    let helpers = state
+        .helper_pid_files()
+        .into_iter()
+        .map(|(helper, path)| {
+            let pid = process::read_pid(&path);
+            HelperStatus {
+                alive: pid.is_some_and(|p| process::is_rack_helper(p, state.path())),
+                pid,
+                log: state.helper_log(&helper).display().to_string(),
+                helper,
+            }
+        })
+        .collect();
     Ok(RackStatus {
         prefix: prefix.to_string(),
         namespaces,
         state_dir: state_exists.then(|| state.path().display().to_string()),
         meta,
         directors,
+        helpers,
     })
 }

@@ -147,17 +147,96 @@ pub struct Route {
     pub destination: Option<Ipv4Cidr>,
     /// The gateway.
     pub via: Ipv4Addr,
+    /// The routing table (`ip route ... table N`); `None` for the main table.
+    pub table: Option<u32>,
+}
+
+impl Route {
+    /// The default route via `via` in the main table.
+    pub fn default_via(via: Ipv4Addr) -> Self {
+        Self {
+            destination: None,
+            via,
+            table: None,
+        }
+    }
+
+    /// The same route in table `table`.
+    pub fn in_table(mut self, table: u32) -> Self {
+        self.table = Some(table);
+        self
+    }
+}
+
+/// A policy-routing rule: packets sourced from `from` are routed by `table`
+/// (`ip rule add from <from> lookup <table>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// The source address the rule matches.
+    pub from: Ipv4Addr,
+    /// The table it selects.
+    pub table: u32,
+}
+
+/// A kernel parameter of a host's namespace (`sysctl -w key=value`), set after its interfaces
+/// exist so per-interface keys (`net.ipv4.conf.eth0.arp_ignore`) can be named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sysctl {
+    /// `net.ipv4.ip_forward`
+    pub key: String,
+    /// `1`
+    pub value: String,
+}
+
+impl Sysctl {
+    /// `key=value`.
+    pub fn new(key: &str, value: impl ToString) -> Self {
+        Self {
+            key: key.to_owned(),
+            value: value.to_string(),
+        }
+    }
 }
 
 /// One host: a network namespace with interfaces and routes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Host {
     /// Host name (`client`, `dira`, `rs1`); see [`is_host_name`].
     pub name: String,
     /// Its interfaces.
     pub interfaces: Vec<Interface>,
+    /// Addresses on `lo` (a real server's VIPs for TUN and DR: held, never announced by ARP).
+    pub loopback: Vec<Ipv4Cidr>,
+    /// TUN devices (`ip tuntap add dev <name> mode tun`, no packet-info header) created up and
+    /// left for a user-space program to attach to (the IPIP decapsulator).
+    pub tun_devices: Vec<String>,
+    /// Kernel parameters, set after the interfaces and TUN devices exist.
+    pub sysctls: Vec<Sysctl>,
     /// Its static routes.
     pub routes: Vec<Route>,
+    /// Its policy-routing rules, added after the routes.
+    pub rules: Vec<Rule>,
+}
+
+impl Host {
+    /// A host with nothing configured yet.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// The first kernel address of interface `iface`.
+    pub fn address(&self, iface: &str) -> Option<Ipv4Addr> {
+        self.interfaces
+            .iter()
+            .find(|i| i.name == iface)
+            .and_then(|i| match &i.owner {
+                Owner::Kernel { addresses } => addresses.first().map(|c| c.addr),
+                Owner::Dpdk => None,
+            })
+    }
 }
 
 /// The whole virtual rack: hosts, and the switch namespace with its bridges.
@@ -261,6 +340,29 @@ impl Topology {
                     }
                 }
             }
+            for t in &h.tun_devices {
+                check_ifname(t)?;
+                if !names.insert(t.as_str()) {
+                    return Err(Error::Topology(format!(
+                        "host `{}` has interface `{t}` twice",
+                        h.name
+                    )));
+                }
+            }
+            for s in &h.sysctls {
+                let ok = !s.key.is_empty()
+                    && s.key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                    && !s.value.is_empty()
+                    && !s.value.contains(['\n', ' ']);
+                if !ok {
+                    return Err(Error::Topology(format!(
+                        "host `{}`: sysctl `{}={}` is not a plain key=value",
+                        h.name, s.key, s.value
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -359,19 +461,67 @@ impl Topology {
                     "ip", "-n", &ns, "link", "set", &i.name, "up",
                 ]));
             }
-            for r in &h.routes {
-                let dest = r
-                    .destination
-                    .map_or_else(|| "default".to_owned(), |d| d.to_string());
+            for t in &h.tun_devices {
+                // Persistent, IFF_TUN without packet information (iproute2's default), so the
+                // decapsulator attaches with IFF_TUN | IFF_NO_PI and writes bare IPv4 packets.
+                steps.push(Step::required(&[
+                    "ip", "-n", &ns, "tuntap", "add", "dev", t, "mode", "tun",
+                ]));
+                steps.push(Step::required(&["ip", "-n", &ns, "link", "set", t, "up"]));
+            }
+            for a in &h.loopback {
                 steps.push(Step::required(&[
                     "ip",
                     "-n",
                     &ns,
-                    "route",
+                    "addr",
                     "add",
-                    &dest,
-                    "via",
-                    &r.via.to_string(),
+                    &a.to_string(),
+                    "dev",
+                    "lo",
+                ]));
+            }
+            for s in &h.sysctls {
+                steps.push(Step::required(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    &format!("{}={}", s.key, s.value),
+                ]));
+            }
+            for r in &h.routes {
+                let dest = r
+                    .destination
+                    .map_or_else(|| "default".to_owned(), |d| d.to_string());
+                let mut argv = vec![
+                    "ip".to_owned(),
+                    "-n".to_owned(),
+                    ns.clone(),
+                    "route".to_owned(),
+                    "add".to_owned(),
+                    dest,
+                    "via".to_owned(),
+                    r.via.to_string(),
+                ];
+                if let Some(t) = r.table {
+                    argv.extend(["table".to_owned(), t.to_string()]);
+                }
+                steps.push(Step::required(&argv));
+            }
+            for rule in &h.rules {
+                steps.push(Step::required(&[
+                    "ip",
+                    "-n",
+                    &ns,
+                    "rule",
+                    "add",
+                    "from",
+                    &rule.from.to_string(),
+                    "lookup",
+                    &rule.table.to_string(),
                 ]));
             }
         }

@@ -7,18 +7,20 @@
 //! rack starts two DPDK processes). Cleanup runs even when an assertion fails: the `Rack` guard
 //! tears down on drop, and a second guard per test runs the prefix-wide teardown after it.
 
-use std::net::Ipv4Addr;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tandem_hw_tests::client::ClientOptions;
 use tandem_hw_tests::config::{director_config, director_lcores, online_cpus};
 use tandem_hw_tests::exec::{Cancel, Cmd, is_root};
-use tandem_hw_tests::probe;
 use tandem_hw_tests::process::{Stopped, locate_dataplane};
-use tandem_hw_tests::rack::{self, DirectorId, RackOptions, RackSpec, StateDir};
+use tandem_hw_tests::rack::{self, DirectorId, Mode, RackOptions, RackSpec, StateDir};
 use tandem_hw_tests::{Pmd, Prefix, Rack};
+use tandem_hw_tests::{modes, probe};
 
 static RACK_LOCK: Mutex<()> = Mutex::new(());
 
@@ -124,7 +126,7 @@ fn topology_wiring_with_kernel_only() {
     opts.start_dataplanes = false;
     let rack = Rack::up(&opts).unwrap_or_else(|e| panic!("topology up: {e}"));
     let ns = |h: &str| rack.netns(h);
-    for host in ["sw", "client", "dira", "dirb", "rs1", "rs2", "rs3"] {
+    for host in ["sw", "client", "dira", "dirb", "rtr", "rs1", "rs2", "rs3"] {
         assert!(
             rack::rack_namespaces(&cleanup.0)
                 .expect("list")
@@ -182,7 +184,7 @@ fn topology_wiring_with_kernel_only() {
         );
     }
     let down = rack.down().expect("down");
-    assert_eq!(down.namespaces.len(), 7);
+    assert_eq!(down.namespaces.len(), 8);
     assert_nothing_left(&cleanup.0);
 }
 
@@ -263,7 +265,7 @@ fn vip_ping_counters_sigterm_and_clean_down() {
     ));
 
     let down = rack.down().expect("down");
-    assert_eq!(down.namespaces.len(), 7, "{down:?}");
+    assert_eq!(down.namespaces.len(), 8, "{down:?}");
     assert_nothing_left(&cleanup.0);
 }
 
@@ -309,6 +311,8 @@ fn demo_json_all_checks_pass() {
         "{}",
         v["directors"]
     );
+    // Without --modes no traffic runs through the forwarding modes.
+    assert_eq!(v["modes"], serde_json::json!({}));
     let checks = v["checks"].as_array().expect("checks");
     for name in [
         "rack_up",
@@ -351,6 +355,14 @@ fn generated_configs_pass_dataplane_check() {
         for d in &spec.directors {
             let lcore = if d.id == DirectorId::A { la } else { lb };
             let cfg = director_config(d, &prefix, pmd, lcore, &dir.join("stats.json"));
+            if d.id == DirectorId::A {
+                // The services of all three modes are in what --check validates.
+                assert_eq!(cfg.services.len(), 7);
+                for m in ["nat", "tun", "dr"] {
+                    let text = cfg.to_toml().expect("toml");
+                    assert!(text.contains(&format!("method = \"{m}\"")), "{m}");
+                }
+            }
             let path = dir.join(format!("{}-{pmd}.toml", d.id.lower()));
             std::fs::write(&path, cfg.to_toml().expect("toml")).expect("write");
             let out = Command::new(&binary)
@@ -370,4 +382,458 @@ fn generated_configs_pass_dataplane_check() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!Path::new(&dir).exists());
+}
+
+fn tool() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tandem-rack"))
+}
+
+/// The topology, `serve` and the decapsulators, without dataplanes: the kernel stands in for
+/// the directors where a test needs it.
+fn kernel_rack(cleanup: &Cleanup) -> Rack {
+    let mut opts = RackOptions::new(cleanup.0.clone());
+    opts.start_dataplanes = false;
+    opts.tool = Some(tool());
+    Rack::up(&opts).unwrap_or_else(|e| panic!("kernel rack up: {e}"))
+}
+
+fn ip(netns: &str, args: &[&str]) {
+    let mut argv = vec!["ip", "-n", netns];
+    argv.extend_from_slice(args);
+    Cmd::new(argv).run().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Every pid is gone (or a zombie waiting for its reaper).
+fn assert_gone(pids: &[(String, u32)]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids
+        .iter()
+        .any(|(_, p)| tandem_hw_tests::process::alive(*p))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<_> = pids
+        .iter()
+        .filter(|(_, p)| tandem_hw_tests::process::alive(*p))
+        .collect();
+    assert!(left.is_empty(), "still running: {left:?}");
+}
+
+/// No process anywhere names the rack's state directory (every helper does).
+fn assert_no_process_names(state: &Path) {
+    let dir = state.display().to_string();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(argv) = tandem_hw_tests::process::cmdline(pid) {
+            if argv.iter().any(|a| a.starts_with(&dir)) && tandem_hw_tests::process::alive(pid) {
+                found.push((pid, argv.join(" ")));
+            }
+        }
+    }
+    assert!(found.is_empty(), "processes of the rack left: {found:?}");
+}
+
+/// (a) Every real server answers with its name over TCP (many messages per connection) and
+/// UDP, from the client through the router. The kernel stands in for director A: the router
+/// also holds the inside gateway 172.16.0.254, and the client routes the inside network via the
+/// router, for this test only.
+#[test]
+fn real_servers_answer_by_name_through_the_router() {
+    let Some(_lock) = rack_tier("real_servers_answer_by_name_through_the_router") else {
+        return;
+    };
+    let cleanup = Cleanup::new("trk4");
+    let rack = kernel_rack(&cleanup);
+    let helpers = rack.helper_pids();
+    assert_eq!(
+        helpers.len(),
+        6,
+        "serve and decap on 3 servers: {helpers:?}"
+    );
+    let spec = rack.spec().clone();
+    ip(
+        &rack.netns(&spec.router),
+        &["addr", "add", "172.16.0.254/24", "dev", "eth1"],
+    );
+    ip(
+        &rack.client_netns(),
+        &["route", "add", "172.16.0.0/24", "via", "203.0.113.1"],
+    );
+    for rs in &spec.real_servers {
+        for port in &rs.tcp_ports {
+            let target = SocketAddrV4::new(rs.address, *port);
+            let r = rack
+                .run_client(&ClientOptions::new(target, 3, 5))
+                .expect("client");
+            assert!(r.all_ok(), "{}", r.summary());
+            assert_eq!(r.answers, 15);
+            assert_eq!(
+                r.per_endpoint,
+                BTreeMap::from([(format!("{}:{port}", rs.host), 3)])
+            );
+        }
+        for port in &rs.udp_ports {
+            let target = SocketAddrV4::new(rs.address, *port);
+            let r = rack
+                .run_client(&ClientOptions::new(target, 3, 5).udp())
+                .expect("client");
+            assert!(r.all_ok(), "{}", r.summary());
+            assert_eq!(r.per_server, BTreeMap::from([(rs.host.clone(), 3)]));
+            assert_eq!(r.reply_sources, BTreeMap::from([(target.to_string(), 15)]));
+        }
+    }
+    // Connections that stay open and talk every 100 ms, as the failover drills will.
+    let target = SocketAddrV4::new(Ipv4Addr::new(172, 16, 0, 3), 8000);
+    let opts = ClientOptions {
+        parallel: 100,
+        interval: Duration::from_millis(100),
+        ..ClientOptions::new(target, 100, 5)
+    };
+    let r = rack.run_client(&opts).expect("client");
+    assert!(r.all_ok(), "{}", r.summary());
+    assert_eq!(
+        r.per_endpoint,
+        BTreeMap::from([("rs2:8000".to_owned(), 100)])
+    );
+    let state = rack.state().path().to_path_buf();
+    let down = rack.down().expect("down");
+    assert_eq!(down.namespaces.len(), 8, "{down:?}");
+    assert_gone(&helpers);
+    assert_no_process_names(&state);
+    assert_nothing_left(&cleanup.0);
+}
+
+fn icmp_out_dest_unreachs(netns: &str) -> u64 {
+    let out = Cmd::in_netns(netns, ["cat", "/proc/net/snmp"])
+        .run()
+        .expect("snmp");
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("Icmp:"))
+        .collect();
+    let (Some(names), Some(values)) = (lines.first(), lines.get(1)) else {
+        panic!("no Icmp lines in /proc/net/snmp");
+    };
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "OutDestUnreachs")
+        .expect("OutDestUnreachs");
+    values
+        .split_whitespace()
+        .nth(i)
+        .and_then(|v| v.parse().ok())
+        .expect("a number")
+}
+
+/// (b) The user-space IPIP decapsulator: an IPIP packet injected from the router (standing in
+/// for a TUN director) carrying a UDP datagram from the client to the TUN VIP, addressed to
+/// rs1, is decapsulated, answered by rs1's `serve` from the VIP, and the answer reaches the
+/// client directly via the router. rs1 sends no ICMP "protocol unreachable" for the tunnel.
+/// Also: a decapsulator exits by itself when its watched path disappears.
+#[test]
+fn ipip_decapsulator_hands_tunnelled_requests_to_the_tun_vip() {
+    let Some(_lock) = rack_tier("ipip_decapsulator_hands_tunnelled_requests_to_the_tun_vip") else {
+        return;
+    };
+    let cleanup = Cleanup::new("trk6");
+    let rack = kernel_rack(&cleanup);
+    let spec = rack.spec().clone();
+    let rs1 = spec.real_server("rs1").expect("rs1").clone();
+    let (client, rtr, rs1_ns) = (
+        rack.client_netns(),
+        rack.netns(&spec.router),
+        rack.netns(&rs1.host),
+    );
+    let state = rack.state().path().to_path_buf();
+    let inject = state.join("ipip-inject.py");
+    std::fs::write(&inject, tandem_hw_tests::rack::IPIP_INJECT_PY).expect("inject script");
+    let unreach_before = icmp_out_dest_unreachs(&rs1_ns);
+
+    // The client listens where the inner packet says it came from.
+    let listen = "import socket\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+s.bind(('203.0.113.2', 40053))\n\
+s.settimeout(8)\n\
+d, a = s.recvfrom(2048)\n\
+print(a[0], a[1], d.decode())\n";
+    let listener = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            Cmd::in_netns(&client, ["python3", "-c", listen])
+                .timeout(Duration::from_secs(12))
+                .run()
+        })
+    };
+    let listening = tandem_hw_tests::process::wait_until(Duration::from_secs(5), || {
+        Cmd::in_netns(&client, ["ss", "-Hlun", "sport", "=", ":40053"])
+            .run()
+            .is_ok_and(|o| !o.stdout.trim().is_empty())
+    });
+    assert!(listening, "the client's listener did not start");
+    let sent = Cmd::in_netns(
+        &rtr,
+        [
+            "python3",
+            &inject.display().to_string(),
+            "--outer-src",
+            "172.16.0.1",
+            "--outer-dst",
+            &rs1.address.to_string(),
+            "--src",
+            "203.0.113.2:40053",
+            "--dst",
+            &format!("{}:53", spec.tun_vip),
+            "--payload",
+            "tun-probe",
+        ],
+    )
+    .run()
+    .expect("inject");
+    assert!(sent.stdout.contains("sent 1 x"), "{}", sent.stdout);
+    let heard = listener
+        .join()
+        .expect("listener thread")
+        .expect("the client heard an answer");
+    assert_eq!(
+        heard.stdout.trim(),
+        format!("{} 53 rs1:53 tun-probe", spec.tun_vip),
+        "answered from the TUN VIP by rs1"
+    );
+    // Its counters (written within 1.5 s of a change).
+    std::thread::sleep(Duration::from_millis(1600));
+    let st = rack.decap_stats("rs1").expect("rs1 decap stats");
+    for (k, v) in [("received", 1), ("decapsulated", 1), ("written", 1)] {
+        assert_eq!(st.get(k), v, "{k}: {st:?}");
+    }
+    for other in ["rs2", "rs3"] {
+        assert_eq!(rack.decap_stats(other).expect("stats").get("received"), 0);
+    }
+    assert_eq!(
+        icmp_out_dest_unreachs(&rs1_ns),
+        unreach_before,
+        "the raw socket keeps the kernel from answering protocol 4 with ICMP"
+    );
+
+    // A second decapsulator on a scratch device: it exits by itself when its watch goes.
+    ip(&rs1_ns, &["tuntap", "add", "dev", "tnlx", "mode", "tun"]);
+    let watch = state.join("scratch.alive");
+    std::fs::write(&watch, "").expect("watch");
+    let stats = state.join("scratch.json");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &rs1_ns, "python3"])
+        .arg(rack.state().decap_script())
+        .args(["--address", "172.16.0.2", "--tun", "tnlx", "--stats"])
+        .arg(&stats)
+        .arg("--watch")
+        .arg(&watch)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("scratch decapsulator");
+    assert!(tandem_hw_tests::process::wait_until(
+        Duration::from_secs(5),
+        || stats.exists()
+    ));
+    std::fs::remove_file(&watch).expect("remove watch");
+    let exited = tandem_hw_tests::process::wait_until(Duration::from_secs(3), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(exited, "the decapsulator outlived its watched path");
+    let last =
+        tandem_hw_tests::rack::DecapStats::parse(&std::fs::read_to_string(&stats).expect("stats"))
+            .expect("parse");
+    assert!(last.exited);
+
+    let helpers = rack.helper_pids();
+    let down = rack.down().expect("down");
+    assert_eq!(down.namespaces.len(), 8);
+    assert_gone(&helpers);
+    assert_no_process_names(&state);
+    assert_nothing_left(&cleanup.0);
+}
+
+/// (c) DR wiring: no real server answers ARP for the DR VIP (arp_ignore), each answers for its
+/// own address; a frame for the VIP sent to rs1's MAC is accepted and answered from the VIP via
+/// the router. The router stands in for the director's MAC rewrite (a static neighbour entry
+/// mapping the VIP to rs1's MAC), and the DR mode check itself runs over that path: lblc's
+/// "one server", UDP answers from the VIP, replies that bypass the director.
+#[test]
+fn dr_vip_is_not_arped_by_real_servers_but_accepted_by_mac() {
+    let Some(_lock) = rack_tier("dr_vip_is_not_arped_by_real_servers_but_accepted_by_mac") else {
+        return;
+    };
+    let cleanup = Cleanup::new("trk7");
+    let rack = kernel_rack(&cleanup);
+    let spec = rack.spec().clone();
+    let rtr = rack.netns(&spec.router);
+    let dr = spec.dr_vip.to_string();
+    ip(&rtr, &["route", "add", &format!("{dr}/32"), "dev", "eth1"]);
+    // Nobody on the inside network answers ARP for the VIP...
+    let p = probe::ping(&rtr, spec.dr_vip, 2).expect("ping");
+    assert_eq!(p.received, 0, "{p:?}");
+    let n = probe::neighbour(&rtr, spec.dr_vip).expect("neigh");
+    assert!(n.as_ref().and_then(|n| n.mac()).is_none(), "{n:?}");
+    // ...while each real server does for its own address, with its eth0 MAC.
+    let mut rs1_mac = String::new();
+    for rs in &spec.real_servers {
+        let p = probe::ping(&rtr, rs.address, 1).expect("ping");
+        assert!(p.all_answered(), "{}: {p:?}", rs.host);
+        let mac = probe::link_mac(&rack.netns(&rs.host), &rs.iface).expect("mac");
+        let n = probe::neighbour(&rtr, rs.address)
+            .expect("neigh")
+            .and_then(|n| n.mac());
+        assert_eq!(n.as_deref(), Some(mac.as_str()), "{}", rs.host);
+        if rs.host == "rs1" {
+            rs1_mac = mac;
+        }
+    }
+    // The router plays the DR director: the VIP's frames go to rs1's MAC.
+    ip(
+        &rtr,
+        &[
+            "neigh",
+            "replace",
+            &dr,
+            "lladdr",
+            &rs1_mac,
+            "dev",
+            "eth1",
+            "nud",
+            "permanent",
+        ],
+    );
+    ip(
+        &rack.client_netns(),
+        &["route", "add", &format!("{dr}/32"), "via", "203.0.113.1"],
+    );
+    let m = modes::run_mode(&rack, Mode::Dr, &Cancel::new()).expect("DR traffic");
+    let check = |name: &str| {
+        m.checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("check {name}: {m:?}"))
+            .clone()
+    };
+    let lblc = check("dr_tcp_lblc_one_server");
+    assert!(lblc.passed, "{lblc:?}");
+    assert_eq!(m.per_server, BTreeMap::from([("rs1".to_owned(), 20)]));
+    let path = check("dr_replies_bypass_director");
+    assert!(path.passed, "{path:?}");
+    assert!(m.director_mac.is_none(), "no dataplane in this test");
+    let macs = m
+        .reply_macs
+        .clone()
+        .expect("tcpdump is installed by setup.sh");
+    assert_eq!(
+        macs.keys().collect::<Vec<_>>(),
+        [&m.router_mac.clone().expect("router mac")]
+    );
+    // UDP: answered by rs1 (the only server the stand-in knows) from the VIP.
+    let udp = m.clients.get(1).expect("the UDP run");
+    assert_eq!(udp.protocol, "udp");
+    assert_eq!(udp.ok, udp.conns, "{}", udp.summary());
+    assert_eq!(
+        udp.reply_sources.keys().collect::<Vec<_>>(),
+        [&format!("{dr}:53")]
+    );
+    let state = rack.state().path().to_path_buf();
+    rack.down().expect("down");
+    assert_no_process_names(&state);
+    assert_nothing_left(&cleanup.0);
+}
+
+/// (e) `tandem-rack up` starts the dataplanes, `serve` and the decapsulators (serve answers
+/// inside), `tandem-rack down` stops every one of them and leaves nothing behind.
+#[test]
+fn up_and_down_leave_nothing_behind() {
+    let Some(_lock) = rack_tier("up_and_down_leave_nothing_behind") else {
+        return;
+    };
+    let cleanup = Cleanup::new("trk5");
+    if let Err(e) = locate_dataplane(None) {
+        panic!("{e}");
+    }
+    let out = Command::new(tool())
+        .args(["up", "--prefix", "trk5"])
+        .output()
+        .expect("run tandem-rack up");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = StateDir::for_prefix(&cleanup.0);
+    let mut pids: Vec<(String, u32)> = Vec::new();
+    for id in DirectorId::ALL {
+        let pid = tandem_hw_tests::process::read_pid(&state.pid(id)).expect("director pid");
+        pids.push((format!("director {}", id.letter()), pid));
+    }
+    for (helper, path) in state.helper_pid_files() {
+        pids.push((
+            helper,
+            tandem_hw_tests::process::read_pid(&path).expect("helper pid"),
+        ));
+    }
+    let names: Vec<&str> = pids.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "director A",
+            "director B",
+            "decap-rs1",
+            "decap-rs2",
+            "decap-rs3",
+            "serve-rs1",
+            "serve-rs2",
+            "serve-rs3"
+        ]
+    );
+    for (n, p) in &pids {
+        assert!(tandem_hw_tests::process::alive(*p), "{n} pid {p}");
+    }
+    // serve answers on the inside network (rs2 -> rs1, no director involved).
+    let r = Cmd::in_netns(
+        &cleanup.0.netns("rs2"),
+        [
+            tool().display().to_string().as_str(),
+            "client",
+            "--target",
+            "172.16.0.2:8000",
+            "--conns",
+            "2",
+            "--messages",
+            "2",
+            "--json",
+        ],
+    )
+    .run()
+    .expect("client in rs2");
+    let r = tandem_hw_tests::ClientReport::parse(&r.stdout).expect("report");
+    assert_eq!(r.per_endpoint, BTreeMap::from([("rs1:8000".to_owned(), 2)]));
+    let out = Command::new(tool())
+        .args(["down", "--prefix", "trk5"])
+        .output()
+        .expect("run tandem-rack down");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("8 processes stopped, 8 namespaces deleted"),
+        "{said}"
+    );
+    assert_gone(&pids);
+    assert_no_process_names(state.path());
+    assert_nothing_left(&cleanup.0);
 }

@@ -12,9 +12,11 @@ use tandem_hw_tests::demo::{Check, DemoReport};
 use tandem_hw_tests::net::{Ipv4Cidr, normalize_mac};
 use tandem_hw_tests::probe::{parse_addrs, parse_arp_lines, parse_neighbours, parse_ping};
 use tandem_hw_tests::process::locate_dataplane_with;
-use tandem_hw_tests::rack::{DirectorId, RackSpec, StateDir, dpdk_runtime_dir, parse_netns_list};
+use tandem_hw_tests::rack::{
+    DirectorId, Mode, RackSpec, StateDir, dpdk_runtime_dir, parse_netns_list,
+};
 use tandem_hw_tests::stats::Stats;
-use tandem_hw_tests::topology::{IFNAME_MAX, Owner, Prefix, Topology};
+use tandem_hw_tests::topology::{IFNAME_MAX, Owner, Prefix, Route, Rule, Sysctl, Topology};
 
 const EXAMPLE: &str = include_str!("../../dataplane/examples/director.toml");
 
@@ -72,6 +74,7 @@ fn default_rack_has_the_specified_hosts_and_addresses() {
             "tnd-client",
             "tnd-dira",
             "tnd-dirb",
+            "tnd-rtr",
             "tnd-rs1",
             "tnd-rs2",
             "tnd-rs3"
@@ -79,6 +82,9 @@ fn default_rack_has_the_specified_hosts_and_addresses() {
     );
     assert_eq!(spec.topology.bridges, ["br-out", "br-in"]);
     assert_eq!(spec.vip, Ipv4Addr::new(203, 0, 113, 10));
+    assert_eq!(spec.mode_vip(Mode::Nat), Ipv4Addr::new(203, 0, 113, 10));
+    assert_eq!(spec.mode_vip(Mode::Tun), Ipv4Addr::new(203, 0, 113, 20));
+    assert_eq!(spec.mode_vip(Mode::Dr), Ipv4Addr::new(203, 0, 113, 30));
     assert_eq!(spec.inside_gateway, Ipv4Addr::new(172, 16, 0, 254));
 
     let client = spec.topology.host("client").expect("client");
@@ -104,10 +110,79 @@ fn default_rack_has_the_specified_hosts_and_addresses() {
                 addresses: vec![addr.parse().expect("cidr")]
             }
         );
-        assert_eq!(h.routes.len(), 1);
-        assert_eq!(h.routes[0].destination, None);
-        assert_eq!(h.routes[0].via, Ipv4Addr::new(172, 16, 0, 254));
+        // NAT replies via the director's inside gateway; replies from the TUN and DR VIPs via
+        // the router (table 100).
+        assert_eq!(h.routes.len(), 2);
+        assert_eq!(
+            h.routes[0],
+            Route::default_via(Ipv4Addr::new(172, 16, 0, 254))
+        );
+        assert_eq!(
+            h.routes[1],
+            Route::default_via(Ipv4Addr::new(172, 16, 0, 1)).in_table(100)
+        );
+        assert_eq!(
+            h.rules,
+            [
+                Rule {
+                    from: Ipv4Addr::new(203, 0, 113, 20),
+                    table: 100
+                },
+                Rule {
+                    from: Ipv4Addr::new(203, 0, 113, 30),
+                    table: 100
+                }
+            ]
+        );
+        let lo: Vec<String> = h.loopback.iter().map(ToString::to_string).collect();
+        assert_eq!(lo, ["203.0.113.20/32", "203.0.113.30/32"]);
+        assert_eq!(h.tun_devices, ["tnl0"]);
+        for (k, v) in [
+            ("net.ipv4.conf.all.arp_ignore", "1"),
+            ("net.ipv4.conf.eth0.arp_ignore", "1"),
+            ("net.ipv4.conf.all.arp_announce", "2"),
+            ("net.ipv4.conf.eth0.arp_announce", "2"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.tnl0.rp_filter", "0"),
+        ] {
+            assert!(h.sysctls.contains(&Sysctl::new(k, v)), "{rs}: {k}={v}");
+        }
+        let r = spec.real_server(rs).expect("real server spec");
+        assert_eq!(r.address.to_string(), addr.trim_end_matches("/24"));
+        assert_eq!(r.tcp_ports, [80, 8000, 21]);
+        assert_eq!(r.udp_ports, [53]);
+        assert_eq!(r.tunnel.as_deref(), Some("tnl0"));
     }
+    let rtr = spec.topology.host("rtr").expect("router");
+    let ifs: Vec<_> = rtr
+        .interfaces
+        .iter()
+        .map(|i| (i.name.as_str(), i.bridge.as_str(), i.owner.clone()))
+        .collect();
+    assert_eq!(
+        ifs,
+        [
+            (
+                "eth0",
+                "br-out",
+                Owner::Kernel {
+                    addresses: vec!["203.0.113.1/24".parse().expect("cidr")]
+                }
+            ),
+            (
+                "eth1",
+                "br-in",
+                Owner::Kernel {
+                    addresses: vec!["172.16.0.1/24".parse().expect("cidr")]
+                }
+            )
+        ]
+    );
+    assert!(rtr.sysctls.contains(&Sysctl::new("net.ipv4.ip_forward", 1)));
+    assert!(
+        rtr.sysctls
+            .contains(&Sysctl::new("net.ipv4.conf.all.rp_filter", 0))
+    );
     for (host, id, out, inside) in [
         ("dira", DirectorId::A, "203.0.113.11/24", "172.16.0.251/24"),
         ("dirb", DirectorId::B, "203.0.113.12/24", "172.16.0.252/24"),
@@ -131,9 +206,33 @@ fn default_rack_has_the_specified_hosts_and_addresses() {
             inside
         );
     }
-    // Only A owns the VIP for now.
-    assert_eq!(spec.director(DirectorId::A).expect("A").vips.len(), 1);
-    assert!(spec.director(DirectorId::B).expect("B").vips.is_empty());
+    // Only A owns the VIPs for now: NAT, the inside gateway, TUN, DR.
+    let a = spec.director(DirectorId::A).expect("A");
+    let vips: Vec<(String, &str)> = a
+        .vips
+        .iter()
+        .map(|v| (v.address.to_string(), v.port.as_str()))
+        .collect();
+    assert_eq!(
+        vips,
+        [
+            ("203.0.113.10".to_owned(), "outside"),
+            ("172.16.0.254".to_owned(), "inside"),
+            ("203.0.113.20".to_owned(), "outside"),
+            ("203.0.113.30".to_owned(), "outside")
+        ]
+    );
+    let b = spec.director(DirectorId::B).expect("B");
+    assert!(b.vips.is_empty());
+    assert!(
+        b.services.is_empty(),
+        "the dataplane refuses services without their VIP"
+    );
+    for d in [a, b] {
+        assert_eq!(d.routes.len(), 1);
+        assert_eq!(d.routes[0].prefix.to_string(), "0.0.0.0/0");
+        assert_eq!(d.routes[0].gateway, Ipv4Addr::new(203, 0, 113, 1));
+    }
 }
 
 #[test]
@@ -187,6 +286,187 @@ fn topology_validation_names_the_problem() {
             .expect_err("port")
             .to_string()
             .contains("eth9")
+    );
+
+    // A TUN device named like an interface, a sysctl that is not key=value, a real server
+    // whose address or tunnel does not match its host.
+    let rs1 = |spec: &mut RackSpec| -> usize {
+        spec.topology
+            .hosts
+            .iter()
+            .position(|h| h.name == "rs1")
+            .expect("rs1")
+    };
+    let mut spec = RackSpec::default_rack();
+    let i = rs1(&mut spec);
+    spec.topology.hosts[i].tun_devices.push("eth0".into());
+    assert!(
+        spec.validate()
+            .expect_err("dup")
+            .to_string()
+            .contains("eth0")
+    );
+    let mut spec = RackSpec::default_rack();
+    let i = rs1(&mut spec);
+    spec.topology.hosts[i]
+        .sysctls
+        .push(Sysctl::new("net.ipv4.ip_forward", "1; reboot"));
+    assert!(
+        spec.validate()
+            .expect_err("sysctl")
+            .to_string()
+            .contains("sysctl")
+    );
+    let mut spec = RackSpec::default_rack();
+    spec.real_servers[0].address = Ipv4Addr::new(172, 16, 0, 99);
+    assert!(
+        spec.validate()
+            .expect_err("addr")
+            .to_string()
+            .contains("172.16.0.99")
+    );
+    let mut spec = RackSpec::default_rack();
+    spec.real_servers[0].tunnel = Some("tnl9".into());
+    assert!(
+        spec.validate()
+            .expect_err("tun")
+            .to_string()
+            .contains("tnl9")
+    );
+    let mut spec = RackSpec::default_rack();
+    spec.router = "nowhere".into();
+    assert!(
+        spec.validate()
+            .expect_err("router")
+            .to_string()
+            .contains("nowhere")
+    );
+}
+
+#[test]
+fn plan_wires_the_router_and_the_real_servers_for_tun_and_dr() {
+    let spec = RackSpec::default_rack();
+    let plan: Vec<Vec<String>> = spec
+        .topology
+        .plan(&prefix("trk1"))
+        .into_iter()
+        .map(|s| s.argv)
+        .collect();
+    let pos = |argv: &[&str]| {
+        plan.iter()
+            .position(|s| s.iter().map(String::as_str).eq(argv.iter().copied()))
+            .unwrap_or_else(|| panic!("not in the plan: {}", argv.join(" ")))
+    };
+    let exec = |ns: &str, kv: &str| pos(&["ip", "netns", "exec", ns, "sysctl", "-qw", kv]);
+    // The router forwards between its two legs.
+    pos(&[
+        "ip", "-n", "trk1-sw", "link", "set", "rtr-eth1", "master", "br-in",
+    ]);
+    pos(&[
+        "ip",
+        "-n",
+        "trk1-rtr",
+        "addr",
+        "add",
+        "172.16.0.1/24",
+        "dev",
+        "eth1",
+    ]);
+    exec("trk1-rtr", "net.ipv4.ip_forward=1");
+    exec("trk1-rtr", "net.ipv4.conf.eth1.rp_filter=0");
+    // rs1: the VIPs on lo, the TUN device up before its rp_filter is set, DR's ARP rules on
+    // eth0 after eth0 exists, the direct-reply table and the rules that select it.
+    let eth0_up = pos(&["ip", "-n", "trk1-rs1", "link", "set", "eth0", "up"]);
+    let tun_add = pos(&[
+        "ip", "-n", "trk1-rs1", "tuntap", "add", "dev", "tnl0", "mode", "tun",
+    ]);
+    let tun_up = pos(&["ip", "-n", "trk1-rs1", "link", "set", "tnl0", "up"]);
+    let tun_rp = exec("trk1-rs1", "net.ipv4.conf.tnl0.rp_filter=0");
+    assert!(tun_add < tun_up && tun_up < tun_rp);
+    let arp_ignore = exec("trk1-rs1", "net.ipv4.conf.eth0.arp_ignore=1");
+    let arp_announce = exec("trk1-rs1", "net.ipv4.conf.eth0.arp_announce=2");
+    assert!(eth0_up < arp_ignore && eth0_up < arp_announce);
+    exec("trk1-rs1", "net.ipv4.conf.all.arp_ignore=1");
+    exec("trk1-rs1", "net.ipv4.conf.all.arp_announce=2");
+    let lo_vip = pos(&[
+        "ip",
+        "-n",
+        "trk1-rs1",
+        "addr",
+        "add",
+        "203.0.113.30/32",
+        "dev",
+        "lo",
+    ]);
+    assert!(
+        arp_ignore
+            < pos(&[
+                "ip",
+                "-n",
+                "trk1-rs1",
+                "route",
+                "add",
+                "default",
+                "via",
+                "172.16.0.254"
+            ])
+    );
+    assert!(lo_vip > eth0_up);
+    pos(&[
+        "ip",
+        "-n",
+        "trk1-rs1",
+        "addr",
+        "add",
+        "203.0.113.20/32",
+        "dev",
+        "lo",
+    ]);
+    let table = pos(&[
+        "ip",
+        "-n",
+        "trk1-rs1",
+        "route",
+        "add",
+        "default",
+        "via",
+        "172.16.0.1",
+        "table",
+        "100",
+    ]);
+    let rule = pos(&[
+        "ip",
+        "-n",
+        "trk1-rs1",
+        "rule",
+        "add",
+        "from",
+        "203.0.113.20",
+        "lookup",
+        "100",
+    ]);
+    pos(&[
+        "ip",
+        "-n",
+        "trk1-rs1",
+        "rule",
+        "add",
+        "from",
+        "203.0.113.30",
+        "lookup",
+        "100",
+    ]);
+    assert!(table < rule);
+    // The client and the directors get none of it.
+    assert!(
+        !plan
+            .iter()
+            .any(|a| a.join(" ").starts_with("ip -n trk1-client rule"))
+    );
+    assert!(
+        !plan
+            .iter()
+            .any(|a| a.join(" ").contains("trk1-dira tuntap"))
     );
 }
 
@@ -384,6 +664,10 @@ fn generated_config_of_director_a_is_the_example() {
     assert_eq!(generated.dataplane, example.dataplane);
     assert_eq!(generated.ports, example.ports);
     assert_eq!(generated.vips[0], example.vips[0]);
+    // The inside gateway, the default route and seed 002's NAT services are the example's too.
+    assert_eq!(generated.vips[1], example.vips[1]);
+    assert_eq!(generated.routes, example.routes);
+    assert_eq!(generated.services[..2], example.services[..]);
     // And what we write parses back, validated by the dataplane's own parser, to the same thing.
     let text = config::to_toml(&generated).expect("serializes");
     let back: DirectorConfig = config::from_toml(&text).expect("round trip");
