@@ -121,8 +121,8 @@ enum Command {
         /// One JSON object on stdout instead of the table.
         #[arg(long)]
         json: bool,
-        /// Also run real TCP/UDP traffic through these forwarding modes (nat,tun,dr or all).
-        #[arg(long, default_value = "", value_name = "nat,tun,dr")]
+        /// Run real TCP/UDP traffic through these forwarding modes: nat,tun,dr, all, or none.
+        #[arg(long, default_value = "all", value_name = "nat,tun,dr")]
         modes: String,
     },
     /// (Rack helper) A real server's services: TCP answers each line `X` with

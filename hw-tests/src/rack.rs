@@ -189,6 +189,9 @@ impl Mode {
     pub fn parse_list(s: &str) -> Result<Vec<Mode>> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part == "none" {
+                continue;
+            }
             if part == "all" {
                 for m in Mode::ALL {
                     if !out.contains(&m) {

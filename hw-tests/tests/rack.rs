@@ -311,8 +311,16 @@ fn demo_json_all_checks_pass() {
         "{}",
         v["directors"]
     );
-    // Without --modes no traffic runs through the forwarding modes.
-    assert_eq!(v["modes"], serde_json::json!({}));
+    // By default real TCP/UDP traffic runs through all three forwarding modes.
+    for mode in ["nat", "tun", "dr"] {
+        assert_eq!(v["modes"][mode]["ok"], true, "{mode}: {}", v["modes"][mode]);
+        assert!(v["modes"][mode]["per_server"].is_object(), "{mode}");
+    }
+    let nat = &v["modes"]["nat"]["per_server"];
+    assert!(
+        nat["rs1"].as_u64() > Some(0) && nat["rs2"].as_u64() > Some(0),
+        "NAT reached both seed-002 servers: {nat}"
+    );
     let checks = v["checks"].as_array().expect("checks");
     for name in [
         "rack_up",
