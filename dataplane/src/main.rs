@@ -243,6 +243,9 @@ fn run_eal(
         );
     }
     let board = worker::DestBoard::new(lcores.len(), services.dests().len());
+    let neighbour_bus: Vec<_> = (0..lcores.len())
+        .map(|_| crossbeam_channel::bounded(worker::NEIGHBOUR_BUS_CAPACITY))
+        .collect();
 
     // The stats file appears now: readiness for whoever started us.
     let _ = setup_tx.send(ReportSetup {
@@ -259,6 +262,7 @@ fn run_eal(
         persist: &built.persist,
         rings: &rings,
         board: &board,
+        neighbour_bus: &neighbour_bus,
         stop,
         origin: Instant::now(),
         neighbour_capacity: d.neighbour_capacity,

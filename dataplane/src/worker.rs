@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
 use tandem_core::balance::{Balancer, BalancerConfig};
 use tandem_core::conn::{ConnConfig, DestCounts};
 use tandem_core::counters::{Counters, DropReason};
@@ -109,6 +110,9 @@ pub struct Shared<'a, 'm> {
     pub rings: &'a [MbufRing<'m>],
     /// Connection counts per destination, per worker.
     pub board: &'a DestBoard,
+    /// One inbox per worker for neighbours another worker learned from ARP (RSS hands an ARP
+    /// reply to one queue only; every worker needs the MAC).
+    pub neighbour_bus: &'a [(Sender<NeighbourUpdate>, Receiver<NeighbourUpdate>)],
     /// Set by SIGTERM/SIGINT (or a failing lcore): every worker returns.
     pub stop: &'a AtomicBool,
     /// Time origin for `now` (same for all lcores).
@@ -120,6 +124,13 @@ pub struct Shared<'a, 'm> {
     /// Longest idle sleep.
     pub idle_sleep_max: Duration,
 }
+
+/// A neighbour learned by one worker: address, MAC, port index.
+pub type NeighbourUpdate = (Ipv4Addr, [u8; 6], usize);
+
+/// Capacity of each worker's neighbour inbox; updates beyond it are dropped (the worker then
+/// resolves that neighbour itself).
+pub const NEIGHBOUR_BUS_CAPACITY: usize = 1024;
 
 /// A frame waiting for its next hop's MAC.
 #[derive(Debug)]
@@ -214,6 +225,7 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
             let p = usize::from(m.port());
             lc.handle(p, m, now);
         }
+        lc.share_neighbours(now);
         if !lc.pending.is_empty() {
             lc.serve_pending(now);
         }
@@ -362,6 +374,33 @@ impl<'m> Lcore<'_, 'm> {
         }
         for (ring, burst) in self.shared.rings.iter().zip(self.redirect.iter_mut()) {
             flush_ring(ring, burst, &mut self.counters);
+        }
+    }
+
+    /// Sends what this worker learned from ARP to the others, and learns what they did.
+    fn share_neighbours(&mut self, now: u64) {
+        let bus = self.shared.neighbour_bus;
+        if bus.len() < 2 {
+            self.engine.neighbours_mut().drain_journal(|_, _, _| {});
+            return;
+        }
+        let index = self.index;
+        self.engine
+            .neighbours_mut()
+            .drain_journal(|addr, mac, port| {
+                for (i, (tx, _)) in bus.iter().enumerate() {
+                    if i != index {
+                        // A full inbox only means that worker resolves this neighbour itself.
+                        let _ = tx.try_send((addr, mac, port));
+                    }
+                }
+            });
+        if let Some((_, rx)) = bus.get(index) {
+            while let Ok((addr, mac, port)) = rx.try_recv() {
+                self.engine
+                    .neighbours_mut()
+                    .learn_from_peer(addr, mac, port, now);
+            }
         }
     }
 

@@ -56,7 +56,16 @@ pub struct NeighbourTable {
     /// No entry goes stale before this instant (a lower bound: refreshes only move entries'
     /// expiry later). `u64::MAX` when the table is empty.
     next_expiry: u64,
+    /// What [`learn`](Self::learn) and [`refresh`](Self::refresh) recorded since the last
+    /// [`drain_journal`](Self::drain_journal): the glue shares it with the other lcores, whose
+    /// own tables never see ARP frames that RSS gave to this one.
+    journal: [(Ipv4Addr, MacAddr, usize); JOURNAL_LEN],
+    journal_len: usize,
 }
+
+/// Learned neighbours kept between two drains of the journal; more are not shared (the other
+/// lcores then resolve them themselves).
+pub const JOURNAL_LEN: usize = 32;
 
 impl NeighbourTable {
     /// A table for at most `capacity` neighbours, each valid for `max_age` nanoseconds after it
@@ -71,7 +80,39 @@ impl NeighbourTable {
             capacity,
             max_age,
             next_expiry: u64::MAX,
+            journal: [(Ipv4Addr::UNSPECIFIED, [0; 6], 0); JOURNAL_LEN],
+            journal_len: 0,
         }
+    }
+
+    fn record(&mut self, addr: Ipv4Addr, mac: MacAddr, port: usize) {
+        if let Some(slot) = self.journal.get_mut(self.journal_len) {
+            *slot = (addr, mac, port);
+            self.journal_len += 1;
+        }
+    }
+
+    /// Hands every neighbour learned or refreshed since the last call to `f`, and forgets them.
+    pub fn drain_journal(&mut self, mut f: impl FnMut(Ipv4Addr, MacAddr, usize)) {
+        for &(addr, mac, port) in &self.journal[..self.journal_len] {
+            f(addr, mac, port);
+        }
+        self.journal_len = 0;
+    }
+
+    /// [`learn`](Self::learn) for a neighbour another lcore learned: not journaled again.
+    pub fn learn_from_peer(
+        &mut self,
+        addr: Ipv4Addr,
+        mac: MacAddr,
+        port: usize,
+        now: u64,
+    ) -> Learned {
+        let journaled = self.journal_len;
+        let learned = self.learn(addr, mac, port, now);
+        // learn() journaled it (if there was room): take it back out.
+        self.journal_len = journaled;
+        learned
     }
 
     /// The most entries the table holds.
@@ -115,6 +156,7 @@ impl NeighbourTable {
                     port,
                     learned_at: now,
                 };
+                self.record(addr, mac, port);
                 true
             }
             _ => false,
@@ -131,6 +173,7 @@ impl NeighbourTable {
         if let Some(n) = self.entries.get_mut(&addr) {
             let was_fresh = Self::is_fresh(self.max_age, n, now);
             *n = neighbour;
+            self.record(addr, mac, port);
             return if was_fresh {
                 Learned::Refreshed
             } else {
@@ -143,6 +186,7 @@ impl NeighbourTable {
         }
         self.entries.insert(addr, neighbour);
         self.next_expiry = self.next_expiry.min(now.saturating_add(self.max_age));
+        self.record(addr, mac, port);
         Learned::New
     }
 
@@ -166,6 +210,41 @@ impl NeighbourTable {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn journal_shares_learned_neighbours_once() {
+        let mut t = NeighbourTable::new(8, 100);
+        let a = Ipv4Addr::new(10, 0, 0, 1);
+        let b = Ipv4Addr::new(10, 0, 0, 2);
+        assert_eq!(t.learn(a, [2, 0, 0, 0, 0, 1], 0, 0), Learned::New);
+        assert!(t.refresh(a, [2, 0, 0, 0, 0, 9], 1, 1));
+        assert_eq!(t.learn_from_peer(b, [2, 0, 0, 0, 0, 2], 0, 1), Learned::New);
+        let mut seen = Vec::new();
+        t.drain_journal(|addr, mac, port| seen.push((addr, mac[5], port)));
+        assert_eq!(
+            seen,
+            [(a, 1, 0), (a, 9, 1)],
+            "a peer's neighbour is not shared back"
+        );
+        t.drain_journal(|_, _, _| panic!("drained"));
+        assert_eq!(t.lookup(b, 2).map(|n| n.mac[5]), Some(2));
+    }
+
+    #[test]
+    fn full_journal_keeps_the_first_entries() {
+        let mut t = NeighbourTable::new(64, 100);
+        for i in 0..40u8 {
+            t.learn(Ipv4Addr::new(10, 0, 1, i), [2, 0, 0, 0, 1, i], 0, 0);
+        }
+        t.learn_from_peer(Ipv4Addr::new(10, 0, 2, 1), [2, 0, 0, 0, 2, 1], 0, 0);
+        let mut n = 0;
+        t.drain_journal(|addr, _, _| {
+            assert_eq!(addr, Ipv4Addr::new(10, 0, 1, n));
+            n += 1;
+        });
+        assert_eq!(usize::from(n), JOURNAL_LEN);
+    }
+
     use super::*;
 
     const SECOND: u64 = 1_000_000_000;
