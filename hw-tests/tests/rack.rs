@@ -358,11 +358,10 @@ fn generated_configs_pass_dataplane_check() {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let spec = RackSpec::default_rack();
     let prefix = Prefix::new("trk8").expect("prefix");
-    let (la, lb) = director_lcores(&online_cpus());
-    for pmd in [Pmd::AfXdp, Pmd::AfPacket] {
+    for (pmd, workers) in [(Pmd::AfXdp, 1), (Pmd::AfPacket, 1), (Pmd::AfXdp, 2), (Pmd::AfPacket, 2)] {
         for d in &spec.directors {
-            let lcore = if d.id == DirectorId::A { la } else { lb };
-            let cfg = director_config(d, &prefix, pmd, lcore, &dir.join("stats.json"));
+            let lcores = director_lcores(&online_cpus(), d.id, workers);
+            let cfg = director_config(d, &prefix, pmd, &lcores, &dir.join("stats.json"));
             if d.id == DirectorId::A {
                 // The services of all three modes are in what --check validates.
                 assert_eq!(cfg.services.len(), 7);
@@ -371,7 +370,7 @@ fn generated_configs_pass_dataplane_check() {
                     assert!(text.contains(&format!("method = \"{m}\"")), "{m}");
                 }
             }
-            let path = dir.join(format!("{}-{pmd}.toml", d.id.lower()));
+            let path = dir.join(format!("{}-{pmd}-{workers}.toml", d.id.lower()));
             std::fs::write(&path, cfg.to_toml().expect("toml")).expect("write");
             let out = Command::new(&binary)
                 .arg("--config")
