@@ -54,6 +54,35 @@ impl Pmd {
     }
 }
 
+impl Pmd {
+    /// The driver for a director with `workers` worker lcores when none was asked for: AF_XDP
+    /// for one, AF_PACKET for more (see [`Pmd::check_workers`]).
+    pub fn default_for(workers: u16) -> Self {
+        if workers > 1 { Pmd::AfPacket } else { Pmd::AfXdp }
+    }
+
+    /// Whether this driver can give a veth `workers` queues. DPDK 22.11's AF_XDP PMD cannot:
+    /// it takes its queue limit from the interface's *combined* channels (`ethtool -l`), and veth
+    /// reports only separate RX/TX counts (combined n/a), so the PMD caps `queue_count` at 1
+    /// ("Specified queue count 2 is larger than combined queue count 1") although the veth has
+    /// two rx queues that the bridge fills by flow hash. AF_PACKET's `qpairs=N` works: N packet
+    /// sockets in one `PACKET_FANOUT_HASH` group.
+    pub fn check_workers(self, workers: u16) -> Result<()> {
+        if self == Pmd::AfXdp && workers > 1 {
+            return Err(Error::parse(
+                "--pmd af_xdp",
+                format!(
+                    "{workers} workers need {workers} queues per port, and DPDK's AF_XDP PMD \
+                     opens only one on a veth (it counts `ethtool -l` combined channels, which \
+                     veth does not have); use --pmd af_packet (qpairs={workers}, flows spread \
+                     by PACKET_FANOUT_HASH)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Pmd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -38,9 +38,10 @@ struct PrefixArg {
 struct UpArgs {
     #[command(flatten)]
     prefix: PrefixArg,
-    /// DPDK driver for the directors' veth ports.
-    #[arg(long, default_value = "af_xdp", value_name = "af_xdp|af_packet")]
-    pmd: Pmd,
+    /// DPDK driver for the directors' veth ports [default: af_xdp; af_packet with --workers
+    /// above 1, as the AF_XDP PMD opens one queue per veth].
+    #[arg(long, value_name = "af_xdp|af_packet")]
+    pmd: Option<Pmd>,
     /// Worker lcores of director A (one rx/tx queue each on its veths, RSS by flow hash).
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=i64::from(rack::MAX_WORKERS)))]
@@ -188,7 +189,7 @@ fn cancel_on_signals() -> Result<Cancel, Error> {
 
 fn options(up: UpArgs, cancel: Cancel) -> RackOptions {
     let mut opts = RackOptions::new(up.prefix.prefix);
-    opts.pmd = up.pmd;
+    opts.pmd = up.pmd.unwrap_or_else(|| Pmd::default_for(up.workers));
     opts.workers = up.workers;
     opts.dataplane = up.dataplane;
     opts.cancel = cancel;

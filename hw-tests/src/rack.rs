@@ -819,7 +819,8 @@ pub struct RackOptions {
     pub pmd: Pmd,
     /// Worker lcores of director A (`--workers`, default 1): its EAL gets that many lcores,
     /// its veths that many queues, its vdevs `queue_count`/`qpairs` that many
-    /// ([`RackSpec::set_workers`]). B keeps one.
+    /// ([`RackSpec::set_workers`]). B keeps one. More than one needs [`Pmd::AfPacket`]
+    /// ([`Pmd::check_workers`]).
     pub workers: u16,
     /// `--dataplane PATH`; else `$TANDEM_DATAPLANE`, else next to the executable.
     pub dataplane: Option<PathBuf>,
@@ -910,6 +911,9 @@ impl Rack {
     /// error is returned.
     pub fn up(opts: &RackOptions) -> Result<Rack> {
         preflight("tandem-rack up")?;
+        if opts.start_dataplanes {
+            opts.pmd.check_workers(opts.workers)?;
+        }
         let mut spec = opts.spec.clone();
         if opts.workers != spec.workers(DirectorId::A) {
             spec.set_workers(DirectorId::A, opts.workers)?;
