@@ -58,7 +58,11 @@ impl Pmd {
     /// The driver for a director with `workers` worker lcores when none was asked for: AF_XDP
     /// for one, AF_PACKET for more (see [`Pmd::check_workers`]).
     pub fn default_for(workers: u16) -> Self {
-        if workers > 1 { Pmd::AfPacket } else { Pmd::AfXdp }
+        if workers > 1 {
+            Pmd::AfPacket
+        } else {
+            Pmd::AfXdp
+        }
     }
 
     /// Whether this driver can give a veth `workers` queues. DPDK 22.11's AF_XDP PMD cannot:
@@ -197,16 +201,7 @@ pub fn director_config(
     stats_file: &Path,
 ) -> DirectorConfig {
     let mut args: Vec<String> = lcores.eal_args();
-    args.extend(
-        [
-            "--no-pci",
-            "--no-huge",
-            "-m",
-            "512",
-            "--file-prefix",
-        ]
-        .map(str::to_owned),
-    );
+    args.extend(["--no-pci", "--no-huge", "-m", "512", "--file-prefix"].map(str::to_owned));
     args.push(prefix.dpdk_file_prefix(director.id.lower()));
     let mut ports = Vec::new();
     for (index, port) in director.ports.iter().enumerate() {

@@ -416,8 +416,12 @@ fn status_table(st: &RackStatus) -> String {
         }
         if d.lcores.len() > 1 {
             for l in &d.lcores {
-                let counters: Vec<String> =
-                    l.counters.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let counters: Vec<String> = l
+                    .counters
+                    .0
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
                 out.push_str(&format!(
                     "    lcore {}: {}\n",
                     l.lcore,

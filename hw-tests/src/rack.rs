@@ -526,9 +526,9 @@ impl RackSpec {
                 id.letter()
             )));
         }
-        let d = self.director(id).ok_or_else(|| {
-            Error::Topology(format!("the rack has no director {}", id.letter()))
-        })?;
+        let d = self
+            .director(id)
+            .ok_or_else(|| Error::Topology(format!("the rack has no director {}", id.letter())))?;
         let (host, ifaces): (String, Vec<String>) = (
             d.host.clone(),
             d.ports.iter().map(|p| p.iface.clone()).collect(),
