@@ -73,15 +73,12 @@ impl Pmd {
     /// sockets in one `PACKET_FANOUT_HASH` group.
     pub fn check_workers(self, workers: u16) -> Result<()> {
         if self == Pmd::AfXdp && workers > 1 {
-            return Err(Error::parse(
-                "--pmd af_xdp",
-                format!(
-                    "{workers} workers need {workers} queues per port, and DPDK's AF_XDP PMD \
-                     opens only one on a veth (it counts `ethtool -l` combined channels, which \
-                     veth does not have); use --pmd af_packet (qpairs={workers}, flows spread \
-                     by PACKET_FANOUT_HASH)"
-                ),
-            ));
+            return Err(Error::Topology(format!(
+                "--pmd af_xdp with {workers} workers: each port needs {workers} queues, and \
+                 DPDK's AF_XDP PMD opens only one on a veth (it counts `ethtool -l` combined \
+                 channels, which veth does not have); use --pmd af_packet (qpairs={workers}, \
+                 flows spread by PACKET_FANOUT_HASH)"
+            )));
         }
         Ok(())
     }

@@ -801,6 +801,13 @@ fn pmd_names() {
         Pmd::AfPacket.vdev_arg(1, "in0", 2),
         "net_af_packet1,iface=in0,qpairs=2"
     );
+    // Several workers need several queues per veth: AF_PACKET only.
+    assert_eq!(Pmd::default_for(1), Pmd::AfXdp);
+    assert_eq!(Pmd::default_for(2), Pmd::AfPacket);
+    assert!(Pmd::AfXdp.check_workers(1).is_ok());
+    assert!(Pmd::AfPacket.check_workers(4).is_ok());
+    let e = Pmd::AfXdp.check_workers(2).expect_err("af_xdp with 2 workers");
+    assert!(e.to_string().contains("--pmd af_packet"), "{e}");
 }
 
 #[test]
