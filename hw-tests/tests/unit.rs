@@ -806,7 +806,9 @@ fn pmd_names() {
     assert_eq!(Pmd::default_for(2), Pmd::AfPacket);
     assert!(Pmd::AfXdp.check_workers(1).is_ok());
     assert!(Pmd::AfPacket.check_workers(4).is_ok());
-    let e = Pmd::AfXdp.check_workers(2).expect_err("af_xdp with 2 workers");
+    let e = Pmd::AfXdp
+        .check_workers(2)
+        .expect_err("af_xdp with 2 workers");
     assert!(e.to_string().contains("--pmd af_packet"), "{e}");
 }
 
