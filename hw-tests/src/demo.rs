@@ -92,6 +92,11 @@ pub struct DemoReport {
     pub checks: Vec<Check>,
     /// Traffic through the forwarding modes asked for with `--modes` (empty without).
     pub modes: BTreeMap<String, ModeReport>,
+    /// Worker lcores of director A (`--workers`).
+    pub workers: u16,
+    /// With several workers: director A's counter changes over the whole demo per lcore
+    /// (non-zero counters only), keyed by lcore id.
+    pub lcores: BTreeMap<String, Counters>,
 }
 
 impl DemoReport {
@@ -146,6 +151,7 @@ pub fn run_demo_with_modes(opts: &RackOptions, modes: &[Mode]) -> Result<DemoRep
         pmd: opts.pmd.to_string(),
         vip: opts.spec.vip.to_string(),
         director: DirectorId::A.letter().to_owned(),
+        workers: opts.workers,
         ..DemoReport::default()
     };
     let rack = match Rack::up(opts) {
@@ -166,6 +172,7 @@ pub fn run_demo_with_modes(opts: &RackOptions, modes: &[Mode]) -> Result<DemoRep
             rack.state().path().display()
         ),
     ));
+    let a_first = rack.stats(DirectorId::A);
     let mut outcome = run_checks(&rack, &opts.cancel, &mut report);
     for &mode in modes {
         if outcome.is_err() {
@@ -177,6 +184,9 @@ pub fn run_demo_with_modes(opts: &RackOptions, modes: &[Mode]) -> Result<DemoRep
             }
             report.modes.insert(mode.name().to_owned(), m);
         });
+    }
+    if outcome.is_ok() && rack.spec().workers(DirectorId::A) > 1 {
+        outcome = a_first.and_then(|first| worker_checks(&rack, &first, &opts.cancel, &mut report));
     }
     let down = rack.down();
     if let Err(Error::Interrupted) = outcome {
@@ -318,6 +328,72 @@ pub fn run_checks(rack: &Rack, cancel: &Cancel, report: &mut DemoReport) -> Resu
                 .insert(id.letter().to_owned(), s.total.delta(&f.total).nonzero());
         }
     }
+    Ok(())
+}
+
+/// With several workers, director A's per-lcore counters over the demo since `first`: every
+/// lcore received frames, no redirect ring overflowed, every next hop was resolved (a worker
+/// learns neighbours only from the ARP frames it receives itself).
+fn worker_checks(
+    rack: &Rack,
+    first: &Stats,
+    cancel: &Cancel,
+    report: &mut DemoReport,
+) -> Result<()> {
+    let last = rack.stats_after(
+        DirectorId::A,
+        now_unix_ms() + COUNTER_PUBLISH_SLACK_MS,
+        FRESH_STATS,
+        cancel,
+    )?;
+    let mut deltas = Vec::new();
+    for l in &last.lcores {
+        let before = first
+            .lcores
+            .iter()
+            .find(|f| f.lcore == l.lcore)
+            .map(|f| f.counters.clone())
+            .unwrap_or_default();
+        let d = l.counters.delta(&before).nonzero();
+        report.lcores.insert(l.lcore.to_string(), d.clone());
+        deltas.push((l.lcore, d));
+    }
+    let per = |name: &str| {
+        deltas
+            .iter()
+            .map(|(l, d)| format!("lcore {l} {}", d.get(name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sum = |name: &str| deltas.iter().map(|(_, d)| d.get(name)).sum::<u64>();
+    report.push(Check::new(
+        "a_every_lcore_received",
+        deltas.len() == usize::from(report.workers)
+            && deltas.iter().all(|(_, d)| d.get("rx_packets") > 0),
+        format!(
+            "{} workers; rx_packets: {}; redirected: {}",
+            report.workers,
+            per("rx_packets"),
+            per("redirected")
+        ),
+    ));
+    report.push(Check::new(
+        "a_redirect_ring_never_full",
+        sum("drops.redirect_ring_full") == 0,
+        format!(
+            "drops.redirect_ring_full: {}",
+            per("drops.redirect_ring_full")
+        ),
+    ));
+    report.push(Check::new(
+        "a_next_hops_resolved",
+        sum("drops.neighbour_unresolved") == 0,
+        format!(
+            "drops.neighbour_unresolved: {}; neighbours_learned: {}",
+            per("drops.neighbour_unresolved"),
+            per("neighbours_learned")
+        ),
+    ));
     Ok(())
 }
 

@@ -38,9 +38,14 @@ struct PrefixArg {
 struct UpArgs {
     #[command(flatten)]
     prefix: PrefixArg,
-    /// DPDK driver for the directors' veth ports.
-    #[arg(long, default_value = "af_xdp", value_name = "af_xdp|af_packet")]
-    pmd: Pmd,
+    /// DPDK driver for the directors' veth ports [default: af_xdp; af_packet with --workers
+    /// above 1, as the AF_XDP PMD opens one queue per veth].
+    #[arg(long, value_name = "af_xdp|af_packet")]
+    pmd: Option<Pmd>,
+    /// Worker lcores of director A (one rx/tx queue each on its veths, RSS by flow hash).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(rack::MAX_WORKERS)))]
+    workers: u16,
     /// The tandem-dataplane binary (else $TANDEM_DATAPLANE, else next to this executable).
     #[arg(long, value_name = "PATH")]
     dataplane: Option<PathBuf>,
@@ -184,7 +189,8 @@ fn cancel_on_signals() -> Result<Cancel, Error> {
 
 fn options(up: UpArgs, cancel: Cancel) -> RackOptions {
     let mut opts = RackOptions::new(up.prefix.prefix);
-    opts.pmd = up.pmd;
+    opts.pmd = up.pmd.unwrap_or_else(|| Pmd::default_for(up.workers));
+    opts.workers = up.workers;
     opts.dataplane = up.dataplane;
     opts.cancel = cancel;
     opts
@@ -198,10 +204,12 @@ fn run(command: Command) -> Result<ExitCode, Error> {
             let rack = Rack::up(&opts)?;
             let state = rack.state().clone();
             println!(
-                "rack `{}` is up ({} directors on {})",
+                "rack `{}` is up ({} directors on {}, director A with {} worker lcore{})",
                 opts.prefix,
                 opts.spec.directors.len(),
-                opts.pmd
+                opts.pmd,
+                opts.workers,
+                if opts.workers == 1 { "" } else { "s" }
             );
             println!(
                 "  namespaces: {}",
@@ -367,6 +375,7 @@ fn status_table(st: &RackStatus) -> String {
         if let Some(pmd) = meta.pmd {
             out.push_str(&format!("  pmd:        {pmd}\n"));
         }
+        out.push_str(&format!("  workers:    director A {}\n", meta.workers));
     }
     for h in &st.helpers {
         out.push_str(&format!(
@@ -404,6 +413,25 @@ fn status_table(st: &RackStatus) -> String {
                     counters.join(" ")
                 }
             ));
+        }
+        if d.lcores.len() > 1 {
+            for l in &d.lcores {
+                let counters: Vec<String> = l
+                    .counters
+                    .0
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                out.push_str(&format!(
+                    "    lcore {}: {}\n",
+                    l.lcore,
+                    if counters.is_empty() {
+                        "all zero".to_owned()
+                    } else {
+                        counters.join(" ")
+                    }
+                ));
+            }
         }
     }
     out

@@ -163,6 +163,31 @@ pub fn check_single_server(name: &str, report: &ClientReport) -> Check {
     )
 }
 
+/// lblc from one client to one VIP: every connection succeeded and one server answered them
+/// all — or, with `workers` > 1, at most one server per worker: lblc's locality tables are per
+/// worker (docs/forwarding.md, "Schedulers and counts across lcores"), and connections of one
+/// client are owned by different workers (the owner hashes the client's address *and port*).
+pub fn check_locality(name: &str, report: &ClientReport, workers: u16) -> Check {
+    if workers <= 1 {
+        return check_single_server(name, report);
+    }
+    let servers = report.per_server.len();
+    let ok = report.all_ok() && servers >= 1 && servers <= usize::from(workers);
+    Check::new(
+        &format!("{name}_per_worker"),
+        ok,
+        format!(
+            "{}: {}/{} ok, servers: {} (at most one per worker, {workers} workers: lblc tables \
+             are per worker){}",
+            report.target,
+            report.ok,
+            report.conns,
+            counts(&report.per_server),
+            errors_suffix(report)
+        ),
+    )
+}
+
 /// Every connection succeeded, answered only by `endpoints` (any of them).
 pub fn check_answered_by(name: &str, report: &ClientReport, endpoints: &[&str]) -> Check {
     let stray: Vec<&String> = report
@@ -386,9 +411,11 @@ pub fn run_mode(rack: &Rack, mode: Mode, cancel: &Cancel) -> Result<ModeReport> 
             // connections than its weight; 4 in flight never overload a weight of 10.
             let r = run(&mut report, client(80, 20, 4))?;
             tcp_main(&mut report, &r);
-            report
-                .checks
-                .push(check_single_server("dr_tcp_lblc_one_server", &r));
+            report.checks.push(check_locality(
+                "dr_tcp_lblc_one_server",
+                &r,
+                spec.workers(DirectorId::A),
+            ));
             let r = run(&mut report, client(53, 9, 3).udp())?;
             report
                 .checks

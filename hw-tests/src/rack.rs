@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::exec::{Cancel, Cmd, is_root};
 use crate::net::Ipv4Cidr;
 use crate::process::{self, Stopped};
-use crate::stats::{Counters, PortInfo, Stats};
+use crate::stats::{Counters, LcoreStats, PortInfo, Stats};
 use crate::topology::{Host, Interface, Prefix, Route, Rule, Sysctl, Topology};
 pub use tandem_dataplane::config::{
     MethodName, ProtocolName, RouteSection, ServerSection, ServiceSection,
@@ -42,6 +42,8 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 pub const HELPER_READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a helper gets between SIGTERM and SIGKILL.
 pub const HELPER_GRACE: Duration = Duration::from_secs(3);
+/// Most worker lcores a rack director may run (`--workers`).
+pub const MAX_WORKERS: u16 = 16;
 /// The IPIP decapsulator run on every real server (python3; the kernel has no `ipip`).
 pub const IPIP_DECAP_PY: &str = include_str!("../scripts/ipip-decap.py");
 /// A sender of one hand-made IPIP packet, for tests of the decapsulator without a director.
@@ -118,6 +120,11 @@ impl DirectorSpec {
     /// The port named `name`.
     pub fn port(&self, name: &str) -> Option<&DirectorPort> {
         self.ports.iter().find(|p| p.name == name)
+    }
+
+    /// The port on interface `iface`.
+    pub fn port_by_iface(&self, iface: &str) -> Option<&DirectorPort> {
+        self.ports.iter().find(|p| p.iface == iface)
     }
 
     /// The service `protocol` `address`:`port`.
@@ -509,6 +516,59 @@ impl RackSpec {
         }
     }
 
+    /// Gives director `id` `workers` worker lcores: its DPDK interfaces (and their switch-side
+    /// ends) get that many rx/tx queues, and [`Rack::up`] starts it on that many lcores with
+    /// one queue per lcore on every port.
+    pub fn set_workers(&mut self, id: DirectorId, workers: u16) -> Result<()> {
+        if workers == 0 || workers > MAX_WORKERS {
+            return Err(Error::Topology(format!(
+                "director {}: {workers} workers; 1-{MAX_WORKERS} are allowed",
+                id.letter()
+            )));
+        }
+        let d = self
+            .director(id)
+            .ok_or_else(|| Error::Topology(format!("the rack has no director {}", id.letter())))?;
+        let (host, ifaces): (String, Vec<String>) = (
+            d.host.clone(),
+            d.ports.iter().map(|p| p.iface.clone()).collect(),
+        );
+        let h = self
+            .topology
+            .hosts
+            .iter_mut()
+            .find(|h| h.name == host)
+            .ok_or_else(|| {
+                Error::Topology(format!(
+                    "director {} names unknown host `{host}`",
+                    id.letter()
+                ))
+            })?;
+        for i in h.interfaces.iter_mut().filter(|i| ifaces.contains(&i.name)) {
+            i.queues = workers;
+        }
+        Ok(())
+    }
+
+    /// The worker lcores director `id` runs: the queues of its DPDK interfaces (1 unless
+    /// [`RackSpec::set_workers`] said otherwise).
+    pub fn workers(&self, id: DirectorId) -> u16 {
+        let Some(d) = self.director(id) else {
+            return 1;
+        };
+        self.topology
+            .host(&d.host)
+            .and_then(|h| {
+                h.interfaces
+                    .iter()
+                    .filter(|i| d.port_by_iface(&i.name).is_some())
+                    .map(|i| i.queues)
+                    .min()
+            })
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// Director `id`, if the rack has it.
     pub fn director(&self, id: DirectorId) -> Option<&DirectorSpec> {
         self.directors.iter().find(|d| d.id == id)
@@ -556,6 +616,19 @@ impl RackSpec {
                         d.host
                     )));
                 }
+            }
+            let queues: std::collections::BTreeSet<u16> = host
+                .interfaces
+                .iter()
+                .filter(|i| d.port_by_iface(&i.name).is_some())
+                .map(|i| i.queues)
+                .collect();
+            if queues.len() > 1 {
+                return Err(Error::Topology(format!(
+                    "director {}: its ports' interfaces have different queue counts {queues:?} \
+                     (one queue per worker on every port)",
+                    d.id.letter()
+                )));
             }
             for v in &d.vips {
                 if d.port(&v.port).is_none() {
@@ -744,6 +817,11 @@ pub struct RackOptions {
     pub spec: RackSpec,
     /// The DPDK driver for the veths.
     pub pmd: Pmd,
+    /// Worker lcores of director A (`--workers`, default 1): its EAL gets that many lcores,
+    /// its veths that many queues, its vdevs `queue_count`/`qpairs` that many
+    /// ([`RackSpec::set_workers`]). B keeps one. More than one needs [`Pmd::AfPacket`]
+    /// ([`Pmd::check_workers`]).
+    pub workers: u16,
     /// `--dataplane PATH`; else `$TANDEM_DATAPLANE`, else next to the executable.
     pub dataplane: Option<PathBuf>,
     /// False builds the topology only (kernel-level tests of the wiring).
@@ -765,6 +843,7 @@ impl RackOptions {
             prefix,
             spec: RackSpec::default_rack(),
             pmd: Pmd::AfXdp,
+            workers: 1,
             dataplane: None,
             start_dataplanes: true,
             start_services: true,
@@ -784,10 +863,17 @@ pub struct RackMeta {
     pub pmd: Option<Pmd>,
     /// The dataplane binary used.
     pub dataplane: Option<PathBuf>,
+    /// Worker lcores of director A.
+    #[serde(default = "one")]
+    pub workers: u16,
     /// When the rack was ready.
     pub started_unix_ms: u64,
     /// The namespaces created.
     pub namespaces: Vec<String>,
+}
+
+fn one() -> u16 {
+    1
 }
 
 #[derive(Debug)]
@@ -825,7 +911,14 @@ impl Rack {
     /// error is returned.
     pub fn up(opts: &RackOptions) -> Result<Rack> {
         preflight("tandem-rack up")?;
-        opts.spec.validate()?;
+        if opts.start_dataplanes {
+            opts.pmd.check_workers(opts.workers)?;
+        }
+        let mut spec = opts.spec.clone();
+        if opts.workers != spec.workers(DirectorId::A) {
+            spec.set_workers(DirectorId::A, opts.workers)?;
+        }
+        spec.validate()?;
         let binary = if opts.start_dataplanes {
             Some(process::locate_dataplane(opts.dataplane.as_deref())?)
         } else {
@@ -846,7 +939,7 @@ impl Rack {
         // From here on, the guard owns whatever exists.
         let mut rack = Rack {
             prefix: opts.prefix.clone(),
-            spec: opts.spec.clone(),
+            spec,
             state: StateDir::for_prefix(&opts.prefix),
             directors: Vec::new(),
             helpers: Vec::new(),
@@ -862,7 +955,7 @@ impl Rack {
         std::fs::create_dir_all(&state)
             .map_err(|e| Error::io(format!("creating {}", state.display()), e))?;
         tracing::info!(prefix = %opts.prefix, state = %state.display(), "building topology");
-        for step in opts.spec.topology.plan(&opts.prefix) {
+        for step in rack.spec.topology.plan(&opts.prefix) {
             opts.cancel.check()?;
             let cmd = Cmd::new(step.argv.clone());
             match cmd.run() {
@@ -881,8 +974,9 @@ impl Rack {
             prefix: opts.prefix.to_string(),
             pmd: binary.as_ref().map(|_| opts.pmd),
             dataplane: binary.clone(),
+            workers: rack.spec.workers(DirectorId::A),
             started_unix_ms: now_unix_ms(),
-            namespaces: opts.spec.topology.namespaces(&opts.prefix),
+            namespaces: rack.spec.topology.namespaces(&opts.prefix),
         };
         write_file(
             &rack.state.meta(),
@@ -1017,13 +1111,10 @@ impl Rack {
     }
 
     fn start_dataplanes(&mut self, binary: &Path, opts: &RackOptions) -> Result<()> {
-        let (lcore_a, lcore_b) = director_lcores(&online_cpus());
+        let online = online_cpus();
         for d in &self.spec.directors {
-            let lcore = match d.id {
-                DirectorId::A => lcore_a,
-                DirectorId::B => lcore_b,
-            };
-            let cfg = director_config(d, &self.prefix, opts.pmd, lcore, &self.state.stats(d.id));
+            let lcores = director_lcores(&online, d.id, self.spec.workers(d.id));
+            let cfg = director_config(d, &self.prefix, opts.pmd, &lcores, &self.state.stats(d.id));
             write_file(&self.state.config(d.id), &crate::config::to_toml(&cfg)?)?;
         }
         for d in &self.spec.directors {
@@ -1478,6 +1569,8 @@ pub struct DirectorStatus {
     pub ports: Vec<PortInfo>,
     /// Its last total counters (non-zero ones).
     pub total: Option<Counters>,
+    /// Its last counters per worker lcore (non-zero ones).
+    pub lcores: Vec<LcoreStats>,
     /// Its log file.
     pub log: Option<String>,
 }
@@ -1510,6 +1603,18 @@ pub fn status(prefix: &Prefix) -> Result<RackStatus> {
                 alive: pid.is_some_and(|p| process::is_director(p, &state.config(id))),
                 stats_age_ms: stats.as_ref().map(|s| now.saturating_sub(s.unix_ms)),
                 ports: stats.as_ref().map(|s| s.ports.clone()).unwrap_or_default(),
+                lcores: stats
+                    .as_ref()
+                    .map(|s| {
+                        s.lcores
+                            .iter()
+                            .map(|l| LcoreStats {
+                                lcore: l.lcore,
+                                counters: l.counters.nonzero(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 total: stats.map(|s| s.total.nonzero()),
                 log: Some(state.log(id).display().to_string()),
             }

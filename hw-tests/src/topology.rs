@@ -20,6 +20,8 @@ use crate::net::Ipv4Cidr;
 
 /// Linux's limit on interface names (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
+/// Most queues the rack gives one veth (far below the kernel's 4096; a rack runs a few lcores).
+pub const MAX_QUEUES: u16 = 64;
 
 /// The name prefix of one rack: `tnd` gives namespaces `tnd-client`, `tnd-sw`, ...
 ///
@@ -116,6 +118,11 @@ pub struct Interface {
     pub bridge: String,
     /// Kernel-owned with addresses, or handed to DPDK.
     pub owner: Owner,
+    /// Rx and tx queues of both ends of its veth pair (`numrxqueues`/`numtxqueues`; 1 by
+    /// default). A DPDK port with N worker lcores needs N: one AF_XDP socket per rx queue, and
+    /// the switch-side end needs N tx queues, since veth delivers a frame to the peer's rx queue
+    /// of the same index as the tx queue the sender picked.
+    pub queues: u16,
 }
 
 impl Interface {
@@ -127,6 +134,7 @@ impl Interface {
             owner: Owner::Kernel {
                 addresses: addresses.to_vec(),
             },
+            queues: 1,
         }
     }
 
@@ -136,7 +144,14 @@ impl Interface {
             name: name.to_owned(),
             bridge: bridge.to_owned(),
             owner: Owner::Dpdk,
+            queues: 1,
         }
+    }
+
+    /// The same interface with `queues` rx and tx queues on both ends of its veth pair.
+    pub fn with_queues(mut self, queues: u16) -> Self {
+        self.queues = queues;
+        self
     }
 }
 
@@ -323,6 +338,12 @@ impl Topology {
                         h.name, i.name
                     )));
                 }
+                if i.queues == 0 || i.queues > MAX_QUEUES {
+                    return Err(Error::Topology(format!(
+                        "interface `{}` of `{}` has {} queues; 1-{MAX_QUEUES} are allowed",
+                        i.name, h.name, i.queues
+                    )));
+                }
                 if !self.bridges.contains(&i.bridge) {
                     return Err(Error::Topology(format!(
                         "interface `{}` of `{}` names unknown bridge `{}`",
@@ -414,10 +435,25 @@ impl Topology {
             for i in &h.interfaces {
                 let port = Self::switch_port(&h.name, &i.name);
                 // Both ends are created in place: nothing ever exists in the caller's namespace.
-                steps.push(Step::required(&[
-                    "ip", "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", &i.name,
-                    "netns", &ns,
-                ]));
+                // With several queues, both ends get them: frames the bridge sends into the
+                // switch-side end arrive on the host end's rx queue of the same index as the tx
+                // queue the kernel picked (by flow hash; XPS is off on veth).
+                let queues: Vec<String> = if i.queues > 1 {
+                    let n = i.queues.to_string();
+                    ["numtxqueues", &n, "numrxqueues", &n]
+                        .map(str::to_owned)
+                        .to_vec()
+                } else {
+                    Vec::new()
+                };
+                let mut argv: Vec<String> = ["ip", "-n", &sw, "link", "add", &port]
+                    .map(str::to_owned)
+                    .to_vec();
+                argv.extend(queues.iter().cloned());
+                argv.extend(["type", "veth", "peer", "name", &i.name].map(str::to_owned));
+                argv.extend(queues.iter().cloned());
+                argv.extend(["netns", &ns].map(str::to_owned));
+                steps.push(Step::required(&argv));
                 steps.push(Step::required(&[
                     "ip", "-n", &sw, "link", "set", &port, "master", &i.bridge,
                 ]));

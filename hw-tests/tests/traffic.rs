@@ -14,8 +14,8 @@ use tandem_hw_tests::client::{self, ClientOptions, ClientReport};
 use tandem_hw_tests::demo::Check;
 use tandem_hw_tests::exec::Cancel;
 use tandem_hw_tests::modes::{
-    check_answered_by, check_distribution, check_refused, check_reply_path, check_single_server,
-    check_udp, expected_shares,
+    check_answered_by, check_distribution, check_locality, check_refused, check_reply_path,
+    check_single_server, check_udp, expected_shares,
 };
 use tandem_hw_tests::probe::parse_source_macs;
 use tandem_hw_tests::process::locate_tool_with;
@@ -564,6 +564,17 @@ fn distribution_checks() {
     // lblc: one server.
     assert!(check_single_server("l", &report(t, &[("rs2:80", 20)], 20)).passed);
     assert!(!check_single_server("l", &report(t, &[("rs2:80", 19), ("rs1:80", 1)], 20)).passed);
+    // lblc with per-worker tables: one server per worker at most.
+    let split = report(t, &[("rs2:80", 10), ("rs1:80", 10)], 20);
+    assert!(!check_locality("l", &split, 1).passed);
+    let c = check_locality("l", &split, 2);
+    assert!(c.passed && c.name == "l_per_worker", "{c:?}");
+    let three = report(t, &[("rs1:80", 7), ("rs2:80", 7), ("rs3:80", 6)], 20);
+    assert!(!check_locality("l", &three, 2).passed);
+    assert_eq!(
+        check_locality("l", &report(t, &[("rs2:80", 20)], 20), 1).name,
+        "l"
+    );
     // Refused: nothing connected.
     assert!(check_refused("r", &report(t, &[], 2)).passed);
     assert!(!check_refused("r", &report(t, &[("rs1:80", 1)], 2)).passed);

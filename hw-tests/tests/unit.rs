@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tandem_hw_tests::Error;
 use tandem_hw_tests::config::{
-    self, DirectorConfig, Pmd, director_config, director_lcores, parse_cpu_list,
+    self, DirectorConfig, Lcores, Pmd, director_config, director_lcores, parse_cpu_list,
 };
 use tandem_hw_tests::demo::{Check, DemoReport};
 use tandem_hw_tests::net::{Ipv4Cidr, normalize_mac};
@@ -657,7 +657,7 @@ fn generated_config_of_director_a_is_the_example() {
         a,
         &prefix("tandem"),
         Pmd::AfXdp,
-        0,
+        &Lcores::single(0),
         Path::new("/run/tandem/a/stats.json"),
     );
     assert_eq!(generated.eal, example.eal);
@@ -683,7 +683,7 @@ fn generated_config_of_director_b_and_af_packet() {
         b,
         &prefix("trk1"),
         Pmd::AfPacket,
-        1,
+        &Lcores::single(1),
         &state.stats(DirectorId::B),
     );
     assert_eq!(
@@ -745,9 +745,32 @@ fn state_paths_and_dpdk_dirs() {
 
 #[test]
 fn lcores_follow_the_machine() {
-    assert_eq!(director_lcores(&[0, 1]), (0, 1));
-    assert_eq!(director_lcores(&[0, 1, 2, 3]), (0, 1));
-    assert_eq!(director_lcores(&[0]), (0, 0));
+    let one = |online: &[u32]| {
+        (
+            director_lcores(online, DirectorId::A, 1).eal_args(),
+            director_lcores(online, DirectorId::B, 1).eal_args(),
+        )
+    };
+    let l = |s: &str| vec!["-l".to_owned(), s.to_owned()];
+    assert_eq!(one(&[0, 1]), (l("0"), l("1")));
+    assert_eq!(one(&[0, 1, 2, 3]), (l("0"), l("1")));
+    assert_eq!(one(&[0]), (l("0"), l("0")));
+    // Several workers: lcores 0..N on their own CPUs when there are enough, else shared.
+    let a2 = director_lcores(&[0, 1], DirectorId::A, 2);
+    assert_eq!((a2.count(), a2.ids()), (2, vec![0, 1]));
+    assert_eq!(a2.eal_args(), l("0,1"));
+    assert_eq!(
+        director_lcores(&[0, 1, 2, 3], DirectorId::A, 3).eal_args(),
+        l("0,1,2")
+    );
+    let a4 = director_lcores(&[0, 1], DirectorId::A, 4);
+    assert_eq!(a4.count(), 4);
+    assert_eq!(a4.eal_args(), ["--lcores", "0@0,1@1,2@0,3@1"]);
+    assert_eq!(
+        Lcores::spread(2, &[2, 3]).eal_args(),
+        ["--lcores", "0@2,1@3"]
+    );
+    assert_eq!(Lcores::spread(2, &[]).eal_args(), ["--lcores", "0@0,1@0"]);
     assert_eq!(parse_cpu_list("0-1\n").expect("list"), [0, 1]);
     assert_eq!(parse_cpu_list("0,2-4,7").expect("list"), [0, 2, 3, 4, 7]);
     assert_eq!(parse_cpu_list("0").expect("list"), [0]);
@@ -763,9 +786,30 @@ fn pmd_names() {
     assert!("pcap".parse::<Pmd>().is_err());
     assert_eq!(Pmd::AfXdp.to_string(), "af_xdp");
     assert_eq!(
-        Pmd::AfXdp.vdev_arg(1, "in0"),
+        Pmd::AfXdp.vdev_arg(1, "in0", 1),
         "net_af_xdp1,iface=in0,start_queue=0,queue_count=1"
     );
+    assert_eq!(
+        Pmd::AfXdp.vdev_arg(0, "out0", 2),
+        "net_af_xdp0,iface=out0,start_queue=0,queue_count=2"
+    );
+    assert_eq!(
+        Pmd::AfPacket.vdev_arg(0, "out0", 1),
+        "net_af_packet0,iface=out0"
+    );
+    assert_eq!(
+        Pmd::AfPacket.vdev_arg(1, "in0", 2),
+        "net_af_packet1,iface=in0,qpairs=2"
+    );
+    // Several workers need several queues per veth: AF_PACKET only.
+    assert_eq!(Pmd::default_for(1), Pmd::AfXdp);
+    assert_eq!(Pmd::default_for(2), Pmd::AfPacket);
+    assert!(Pmd::AfXdp.check_workers(1).is_ok());
+    assert!(Pmd::AfPacket.check_workers(4).is_ok());
+    let e = Pmd::AfXdp
+        .check_workers(2)
+        .expect_err("af_xdp with 2 workers");
+    assert!(e.to_string().contains("--pmd af_packet"), "{e}");
 }
 
 #[test]
@@ -1054,4 +1098,105 @@ fn demo_table_lists_every_check() {
         assert!(json.get(key).is_some(), "{key}");
     }
     assert!(json["ping"].get("rtt_avg_ms").is_some());
+}
+
+#[test]
+fn two_workers_give_director_a_two_queues_everywhere() {
+    let mut spec = RackSpec::default_rack();
+    assert_eq!(spec.workers(DirectorId::A), 1);
+    spec.set_workers(DirectorId::A, 2).expect("2 workers");
+    spec.validate().expect("valid");
+    assert_eq!(spec.workers(DirectorId::A), 2);
+    assert_eq!(spec.workers(DirectorId::B), 1, "B keeps one worker");
+    let a = spec.topology.host("dira").expect("dira");
+    assert!(a.interfaces.iter().all(|i| i.queues == 2), "{a:?}");
+    let b = spec.topology.host("dirb").expect("dirb");
+    assert!(b.interfaces.iter().all(|i| i.queues == 1), "{b:?}");
+    let plan: Vec<Vec<String>> = spec
+        .topology
+        .plan(&prefix("trkw"))
+        .iter()
+        .map(|s| s.argv.clone())
+        .collect();
+    for (port, iface) in [("dira-out0", "out0"), ("dira-in0", "in0")] {
+        assert!(
+            has(
+                &plan,
+                &[
+                    "ip",
+                    "-n",
+                    "trkw-sw",
+                    "link",
+                    "add",
+                    port,
+                    "numtxqueues",
+                    "2",
+                    "numrxqueues",
+                    "2",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    iface,
+                    "numtxqueues",
+                    "2",
+                    "numrxqueues",
+                    "2",
+                    "netns",
+                    "trkw-dira"
+                ]
+            ),
+            "{port}"
+        );
+    }
+    // B and the kernel hosts keep single-queue veths.
+    assert!(has(
+        &plan,
+        &[
+            "ip",
+            "-n",
+            "trkw-sw",
+            "link",
+            "add",
+            "dirb-out0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "out0",
+            "netns",
+            "trkw-dirb"
+        ]
+    ));
+    let lcores = director_lcores(&[0, 1], DirectorId::A, spec.workers(DirectorId::A));
+    let cfg = director_config(
+        spec.director(DirectorId::A).expect("A"),
+        &prefix("trkw"),
+        Pmd::AfXdp,
+        &lcores,
+        Path::new("/run/tandem-rack/trkw/a.stats.json"),
+    );
+    assert_eq!(cfg.eal.args[..2], ["-l", "0,1"]);
+    assert!(
+        cfg.eal
+            .args
+            .contains(&"net_af_xdp0,iface=out0,start_queue=0,queue_count=2".to_owned())
+    );
+    assert!(
+        cfg.eal
+            .args
+            .contains(&"net_af_xdp1,iface=in0,start_queue=0,queue_count=2".to_owned())
+    );
+    // Bounds, and a director whose ports disagree is refused.
+    assert!(spec.set_workers(DirectorId::A, 0).is_err());
+    assert!(spec.set_workers(DirectorId::A, 17).is_err());
+    let mut odd = RackSpec::default_rack();
+    odd.topology
+        .hosts
+        .iter_mut()
+        .find(|h| h.name == "dira")
+        .expect("dira")
+        .interfaces[0]
+        .queues = 2;
+    assert!(odd.validate().is_err());
 }
