@@ -988,14 +988,9 @@ fn two_workers_spread_frames_over_both_lcores_and_redirect() {
 /// frames, NAT frames reached the worker owning their connection through the redirect rings,
 /// and nothing was lost on the way (no full redirect ring, no unresolved next hop).
 ///
-/// Ignored until the dataplane shares what ARP teaches between its workers: each worker has
-/// its own neighbour table, learned only from the ARP frames *it* receives, and all ARP frames
-/// of a port land on one queue (no ports to hash; a NIC's RSS puts them on queue 0). The other
-/// worker never resolves a next hop: its frames wait and are dropped (`neighbour_unresolved`),
-/// and about half of the connections time out. See hw-tests/README.md, "Several workers".
-/// Run it with `cargo test -p tandem-hw-tests --test rack -- --ignored two_workers_forward`.
+/// All ARP frames of a port land on one queue (no ports to hash); the dataplane shares what
+/// one worker learns from them with the others, so no next hop stays unresolved.
 #[test]
-#[ignore = "dataplane: per-worker neighbour tables; ARP replies reach one worker only (hw-tests/README.md, Several workers)"]
 fn two_workers_forward_every_mode_without_loss() {
     let Some(_lock) = rack_tier("two_workers_forward_every_mode_without_loss") else {
         return;

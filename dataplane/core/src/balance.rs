@@ -4,9 +4,10 @@
 //!
 //! The order of decisions, per frame:
 //! 1. [`parse_flow`]: the flow (or, for an ICMP error, the flow it quotes).
-//! 2. **Ownership**: the worker that owns a connection is chosen by the client endpoint, which
+//! 2. **Ownership**: the worker that owns a connection is chosen by the client address, which
 //!    is the source of requests and the destination of NAT replies, so both directions of a
-//!    connection meet the same connection table whatever queue the NIC put them on. A frame
+//!    connection meet the same connection table whatever queue the NIC put them on (and all
+//!    of a client's connections meet the same persistence templates). A frame
 //!    owned by another worker is returned as [`Verdict::Redirect`] before anything is looked
 //!    up or changed.
 //! 3. **Request** (client → VIP:vport of a service): the connection by its client→VIP key, or
@@ -107,12 +108,15 @@ pub struct Balancer {
 }
 
 /// The worker that owns connections of `client` among `workers`: a multiplicative hash of
-/// the client endpoint, identical on every worker.
+/// the client's *address*, identical on every worker. The port is left out on purpose: all
+/// connections of one client then share one worker, so its persistence templates and the
+/// schedulers' per-client state (sh) are consistent; the cost is that one very busy client
+/// address cannot spread over several workers.
 pub fn owner(client: Endpoint, workers: usize) -> usize {
     if workers <= 1 {
         return 0;
     }
-    let key = (u64::from(client.addr.to_bits()) << 16) | u64::from(client.port);
+    let key = u64::from(client.addr.to_bits());
     let h = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     // Fibonacci hashing: the high bits are the well-mixed ones.
     ((h >> 32) % workers as u64) as usize

@@ -579,12 +579,19 @@ fn both_directions_of_a_connection_belong_to_one_worker() {
         Verdict::Forward { port: OUTSIDE }
     );
     assert_eq!(c.redirected, 2);
-    // Clients spread over both workers.
-    let spread: Vec<usize> = (0..64u16)
-        .map(|p| owner(Endpoint::new(CLIENT, 10000 + p), 2))
+    // Clients spread over both workers; one client's connections all stay on one.
+    let spread: Vec<usize> = (0..64u8)
+        .map(|i| owner(Endpoint::new(Ipv4Addr::new(198, 51, 100, i), 80), 2))
         .collect();
     let zeros = spread.iter().filter(|w| **w == 0).count();
     assert!((16..=48).contains(&zeros), "{zeros} of 64 on worker 0");
+    let ports: Vec<usize> = (0..64u16)
+        .map(|p| owner(Endpoint::new(CLIENT, 10000 + p), 2))
+        .collect();
+    assert!(
+        ports.iter().all(|w| *w == owner_of),
+        "a client's ports share its worker"
+    );
 }
 
 #[test]
