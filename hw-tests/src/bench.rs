@@ -11,7 +11,9 @@
 //! The capture, replayed in a loop: first one ARP reply from each real server to the director
 //! (so it knows their MACs and nothing waits for ARP), then a TCP SYN of every connection from a
 //! distinct client address:port to VIP:80, then `data_per_conn` rounds of one data segment
-//! (ACK|PSH, 10 bytes of payload, a 64-byte frame) per connection. After the first pass every
+//! (ACK|PSH, 10 bytes of payload, a 64-byte frame) per connection — in connection order, or by
+//! default each round in its own pseudo-random order, as connections of real traffic do not
+//! take turns in the order they were opened. After the first pass every
 //! SYN meets its ESTABLISHED connection (IPVS keeps a SYN on ESTABLISHED in ESTABLISHED) and
 //! every segment is an established NAT packet; rates are measured after that pass.
 
@@ -83,6 +85,63 @@ pub struct CaptureSpec {
     /// The director port's MAC: the destination of every frame.
     #[serde(serialize_with = "ser_mac")]
     pub port_mac: [u8; 6],
+    /// The order of the data segments within a round.
+    pub order: Order,
+}
+
+/// The order of each round of data segments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// A pseudo-random permutation of the connections per round (fixed seeds: the same
+    /// capture every time).
+    #[default]
+    Shuffled,
+    /// Connection 0, 1, 2, ...: the order the SYNs opened them, which is also the order of
+    /// the director's connection slab, so hardware prefetchers see a stream.
+    Sequential,
+}
+
+impl std::str::FromStr for Order {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "shuffled" => Ok(Order::Shuffled),
+            "sequential" => Ok(Order::Sequential),
+            other => Err(Error::parse(
+                "--order",
+                format!("`{other}` is neither shuffled nor sequential"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Order {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Order::Shuffled => "shuffled",
+            Order::Sequential => "sequential",
+        })
+    }
+}
+
+/// The connections `0..n` in the order of data round `round`.
+pub fn data_order(order: Order, n: u32, round: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = (0..n).collect();
+    if order == Order::Shuffled {
+        // Fisher-Yates with xorshift64*, seeded by the round.
+        let mut x =
+            0x2545_f491_4f6c_dd1d_u64 ^ (u64::from(round) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for i in (1..v.len()).rev() {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let j = (r % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+    v
 }
 
 fn ser_mac<S: serde::Serializer>(m: &[u8; 6], s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -165,10 +224,11 @@ impl CaptureSpec {
     /// The file name a capture of this spec is cached under.
     pub fn cache_name(&self) -> String {
         format!(
-            "tandem-bench-f{CAPTURE_FORMAT}-c{}-d{}-s{}-{}.pcap",
+            "tandem-bench-f{CAPTURE_FORMAT}-c{}-d{}-s{}-{}-{}.pcap",
             self.conns,
             self.data_per_conn,
             self.servers,
+            self.order,
             mac_string(self.port_mac).replace(':', "")
         )
     }
@@ -198,8 +258,8 @@ impl CaptureSpec {
         for i in 0..self.conns {
             w.write(&client_segment(self.port_mac, i, Segment::Syn))?;
         }
-        for _ in 0..self.data_per_conn {
-            for i in 0..self.conns {
+        for round in 0..self.data_per_conn {
+            for i in data_order(self.order, self.conns, round) {
                 w.write(&client_segment(self.port_mac, i, Segment::Data))?;
             }
         }
@@ -526,6 +586,28 @@ pub struct Sample {
     pub fwd: u64,
     /// Every other counter, by name (testpmd's `RX-nombuf`, the director's `drops.*`, ...).
     pub other: BTreeMap<String, u64>,
+    /// CPU time (ns) each of the process's threads has run, by thread id
+    /// (`/proc/PID/task/TID/schedstat`).
+    pub cpu: BTreeMap<u32, u64>,
+}
+
+/// The CPU time (ns) every thread of `pid` has run so far; empty if `/proc` cannot say.
+pub fn thread_cpu_ns(pid: u32) -> BTreeMap<u32, u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return BTreeMap::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let text = std::fs::read_to_string(e.path().join("schedstat")).ok()?;
+        Some((tid, parse_schedstat(&text)?))
+    })
+    .collect()
+}
+
+/// The first field of a `schedstat` file: nanoseconds spent on a CPU.
+pub fn parse_schedstat(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// The measurement window: from the first sample with at least `warm_rx` frames received (a
@@ -551,6 +633,9 @@ pub struct Measured {
     pub fwd: u64,
     /// The other counters' increase in it, non-zero ones only.
     pub other: BTreeMap<String, u64>,
+    /// The share of the window the process's busiest thread (the forwarding lcore) spent on a
+    /// CPU: about 1.0 when it had its CPU to itself; lower when another process ran there.
+    pub cpu_share: f64,
 }
 
 /// The rates between two samples.
@@ -576,6 +661,18 @@ pub fn measure(a: &Sample, b: &Sample) -> Measured {
             })
             .filter(|(_, v)| *v != 0)
             .collect(),
+        cpu_share: b
+            .cpu
+            .iter()
+            .filter_map(|(tid, ns)| Some(ns.saturating_sub(*a.cpu.get(tid)?)))
+            .max()
+            .map_or(f64::NAN, |ns| {
+                if secs > 0.0 {
+                    ns as f64 / 1e9 / secs
+                } else {
+                    f64::NAN
+                }
+            }),
     }
 }
 
@@ -634,6 +731,7 @@ impl TestpmdParser {
 pub fn testpmd_sample(t: Duration, fields: &BTreeMap<String, u64>) -> Option<Sample> {
     Some(Sample {
         t,
+        cpu: BTreeMap::new(),
         rx: *fields.get("RX-packets")?,
         fwd: *fields.get("TX-packets")?,
         other: fields
@@ -654,6 +752,7 @@ pub fn testpmd_sample(t: Duration, fields: &BTreeMap<String, u64>) -> Option<Sam
 pub fn director_sample(t: Duration, total: &Counters) -> Sample {
     Sample {
         t,
+        cpu: BTreeMap::new(),
         rx: total.get("rx_packets"),
         fwd: total.get("forwarded"),
         other: total
@@ -758,6 +857,8 @@ pub struct BenchReport {
     pub dataplane_command: String,
     /// See `dataplane_command`.
     pub dataplane_config: String,
+    /// Measurements repeated because another process shared the lcore.
+    pub retries: u32,
 }
 
 /// Median figures.
@@ -826,7 +927,7 @@ impl BenchReport {
         if let Some(c) = &self.capture {
             o.push_str(&format!(
                 "whole dataplane vs testpmd io forwarding: net_pcap replay from memory, lcore {}, tx {}\n\
-                 capture: {} connections, {} servers, {} frames/pass (ARP {} B, SYN {} B, data {} B x {} per connection)\n",
+                 capture: {} connections, {} servers, {} frames/pass (ARP {} B, SYN {} B, data {} B x {} per connection, {})\n",
                 self.lcore,
                 self.tx,
                 c.conns,
@@ -835,16 +936,24 @@ impl BenchReport {
                 self.frame_bytes[0],
                 self.frame_bytes[1],
                 self.frame_bytes[2],
-                c.data_per_conn
+                c.data_per_conn,
+                c.order
             ));
         }
         o.push_str(&format!(
-            "{:<7} {:>10} {:>10} {:>13} {:>10} {:>7} {:>9}\n",
-            "round", "io Mpps", "io ns/pkt", "director Mpps", "dir ns/pkt", "ratio", "ns added"
+            "{:<7} {:>10} {:>10} {:>13} {:>10} {:>7} {:>9} {:>10}\n",
+            "round",
+            "io Mpps",
+            "io ns/pkt",
+            "director Mpps",
+            "dir ns/pkt",
+            "ratio",
+            "ns added",
+            "cpu io/dir"
         ));
-        let row = |name: String, io: f64, dp: f64, ratio: f64, added: f64| {
+        let row = |name: String, io: f64, dp: f64, ratio: f64, added: f64, cpu: String| {
             format!(
-                "{name:<7} {:>10.3} {:>10.1} {:>13.3} {:>10.1} {:>7.3} {:>9.1}\n",
+                "{name:<7} {:>10.3} {:>10.1} {:>13.3} {:>10.1} {:>7.3} {:>9.1} {cpu:>10}\n",
                 io / 1e6,
                 1e9 / io,
                 dp / 1e6,
@@ -860,6 +969,7 @@ impl BenchReport {
                 r.director.rx_pps,
                 r.ratio,
                 r.ns_added,
+                format!("{:.2}/{:.2}", r.io.cpu_share, r.director.cpu_share),
             ));
         }
         let m = &self.median;
@@ -869,7 +979,14 @@ impl BenchReport {
             m.director_mpps * 1e6,
             m.ratio,
             m.ns_added,
+            String::new(),
         ));
+        if self.retries > 0 {
+            o.push_str(&format!(
+                "{} measurement(s) repeated: another process ran on the lcore\n",
+                self.retries
+            ));
+        }
         o.push_str(&format!(
             "connections: {} ({}); not forwarded in the windows: {} (ARP replies, drops)\n",
             self.connections,

@@ -125,6 +125,10 @@ struct CaptureArgs {
     /// first port 02:70:63:61:70:00).
     #[arg(long, default_value = "02:70:63:61:70:00")]
     port_mac: String,
+    /// Order of each round of data segments: shuffled (a pseudo-random permutation per round)
+    /// or sequential (the order the connections were opened).
+    #[arg(long, default_value = "shuffled", value_name = "shuffled|sequential")]
+    order: bench::Order,
 }
 
 impl CaptureArgs {
@@ -134,6 +138,7 @@ impl CaptureArgs {
             data_per_conn: self.data_per_conn,
             servers: self.servers,
             port_mac: bench::parse_mac(&self.port_mac)?,
+            order: self.order,
         };
         spec.validate()?;
         Ok(spec)
@@ -177,6 +182,10 @@ struct BenchArgs {
     /// Bound on the first full pass of the capture.
     #[arg(long, default_value_t = 120)]
     warmup_timeout_s: u64,
+    /// Measure a side again (up to 3 times) when its forwarding thread ran less than this
+    /// share of the window: another process shared its CPU.
+    #[arg(long, default_value_t = 0.9)]
+    min_cpu_share: f64,
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -452,6 +461,7 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                 dataplane: a.dataplane.clone(),
                 startup_timeout: Duration::from_secs(a.startup_timeout_s),
                 warmup_timeout: Duration::from_secs(a.warmup_timeout_s),
+                min_cpu_share: a.min_cpu_share,
                 cancel,
             };
             let report = bench_run::run(&opts).map_err(|e| {
