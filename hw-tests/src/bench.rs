@@ -137,7 +137,7 @@ pub fn data_order(order: Order, n: u32, round: u32) -> Vec<u32> {
             x ^= x << 25;
             x ^= x >> 27;
             let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-            let j = (r % (i as u64 + 1)) as usize;
+            let j = usize::try_from(r % (i as u64 + 1)).unwrap_or(0);
             v.swap(i, j);
         }
     }
@@ -216,7 +216,7 @@ impl CaptureSpec {
         let syns = std::iter::repeat_n(SYN_FRAME_LEN, self.conns as usize);
         let data = std::iter::repeat_n(
             DATA_FRAME_LEN,
-            (u64::from(self.conns) * u64::from(self.data_per_conn)) as usize,
+            self.conns as usize * self.data_per_conn as usize,
         );
         pcap::file_size(arps.chain(syns).chain(data))
     }
@@ -334,7 +334,7 @@ pub fn client_segment(port_mac: [u8; 6], i: u32, seg: Segment) -> Vec<u8> {
     let ip_start = f.len();
     f.extend_from_slice(&[0x45, 0]);
     f.extend_from_slice(&u16::try_from(ip_len).unwrap_or(u16::MAX).to_be_bytes());
-    f.extend_from_slice(&(i as u16).to_be_bytes());
+    f.extend_from_slice(&i.to_be_bytes()[2..4]); // IP identification: i's low 16 bits
     f.extend_from_slice(&0x4000u16.to_be_bytes());
     f.extend_from_slice(&[64, 6, 0, 0]);
     f.extend_from_slice(&src.octets());
@@ -380,7 +380,7 @@ pub fn checksum(data: &[u8], initial: u32) -> u16 {
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
     }
-    !(acc as u16)
+    !u16::try_from(acc).unwrap_or(u16::MAX)
 }
 
 /// Where transmitted frames go.
@@ -389,6 +389,7 @@ pub fn checksum(data: &[u8], initial: u32) -> u16 {
 pub enum TxSink {
     /// `tx_pcap=/dev/null`: the PMD writes every frame with libpcap (a `write(2)` per burst).
     #[default]
+    #[serde(rename = "devnull")]
     DevNull,
     /// No tx stream: the PMD frees every frame (`eth_tx_drop`).
     Drop,

@@ -109,7 +109,7 @@ pub fn write_capture(spec: &CaptureSpec, path: &Path) -> Result<()> {
         path = %path.display(),
         packets = spec.packets(),
         bytes = spec.file_size(),
-        ms = started.elapsed().as_millis() as u64,
+        ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "capture written"
     );
     Ok(())

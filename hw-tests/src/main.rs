@@ -464,12 +464,11 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                 min_cpu_share: a.min_cpu_share,
                 cancel,
             };
-            let report = bench_run::run(&opts).map_err(|e| {
+            let report = bench_run::run(&opts).inspect_err(|_| {
                 eprintln!(
                     "tandem-rack: configs and logs of the failed run are in {}",
                     work_dir.display()
                 );
-                e
             })?;
             if a.json {
                 let text = serde_json::to_string_pretty(&report)
