@@ -182,8 +182,8 @@ struct BenchArgs {
     /// Bound on the first full pass of the capture.
     #[arg(long, default_value_t = 120)]
     warmup_timeout_s: u64,
-    /// Measure a side again (up to 3 times) when its forwarding thread ran less than this
-    /// share of the window: another process shared its CPU.
+    /// Measure a side again (up to 3 runs; the least disturbed is kept) when its forwarding
+    /// thread ran less than this share of the window: another process shared its CPU.
     #[arg(long, default_value_t = 0.9)]
     min_cpu_share: f64,
     /// One JSON object on stdout instead of the table.
