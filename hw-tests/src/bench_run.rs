@@ -74,7 +74,7 @@ pub fn ensure_capture(spec: &CaptureSpec, cache_dir: &Path) -> Result<PathBuf> {
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
         .len();
     if got != want {
-        return Err(Error::parse(
+        return Err(Error::bench(
             "capture",
             format!("{} has {got} bytes, expected {want}", path.display()),
         ));
@@ -126,7 +126,7 @@ struct Guard {
 impl Guard {
     fn stop(&mut self, grace: Duration) -> Result<(Stopped, std::process::ExitStatus)> {
         let Some(mut child) = self.child.take() else {
-            return Err(Error::parse(self.name, "already stopped"));
+            return Err(Error::bench(self.name, "already stopped"));
         };
         process::stop_child(&mut child, grace)
     }
@@ -199,7 +199,7 @@ fn shell_line(program: &Path, args: &[String]) -> String {
 }
 
 fn died(name: &str, status: std::process::ExitStatus, log: &Path) -> Error {
-    Error::parse(
+    Error::bench(
         name,
         format!(
             "exited early ({status}); last lines of {}:\n{}",
@@ -238,7 +238,7 @@ impl Phases {
             }),
             Some(f) if now > f + self.warmup_timeout + self.seconds * 2 => {
                 let rx = samples.last().map_or(0, |s| s.rx);
-                Err(Error::parse(
+                Err(Error::bench(
                     name,
                     format!(
                         "no complete window within {} s of its first counters: {rx} frames \
@@ -275,7 +275,7 @@ fn run_testpmd(opts: &BenchOptions, run: &RunSpec, warm_rx: u64) -> Result<(Meas
         .child
         .as_mut()
         .and_then(|c| c.stdout.take())
-        .ok_or_else(|| Error::parse("dpdk-testpmd", "no stdout pipe"))?;
+        .ok_or_else(|| Error::bench("dpdk-testpmd", "no stdout pipe"))?;
     let pid = guard.child.as_ref().map_or(0, Child::id);
     let (tx, rx) = mpsc::channel::<Sample>();
     let out_log = opts.work_dir.join("testpmd.stdout.log");
@@ -333,7 +333,7 @@ fn run_testpmd(opts: &BenchOptions, run: &RunSpec, warm_rx: u64) -> Result<(Meas
         tracing::warn!(%status, "testpmd exited unsuccessfully after SIGTERM");
     }
     let (a, b) = bench::window(&samples, warm_rx, opts.seconds)
-        .ok_or_else(|| Error::parse("dpdk-testpmd", "no window"))?;
+        .ok_or_else(|| Error::bench("dpdk-testpmd", "no window"))?;
     Ok((bench::measure(a, b), command))
 }
 
@@ -421,7 +421,7 @@ fn run_director(
     let (stopped, status) = guard.stop(Duration::from_secs(60))?;
     drop(guard);
     if stopped == Stopped::Killed || !status.success() {
-        return Err(Error::parse(
+        return Err(Error::bench(
             "tandem-dataplane",
             format!(
                 "did not stop cleanly on SIGTERM ({status}); last lines of {}:\n{}",
@@ -432,7 +432,7 @@ fn run_director(
     }
     let last = bench::director_sample(started.elapsed(), &Stats::read(&stats_file)?.total);
     let (a, b) = bench::window(&samples, warm_rx, opts.seconds)
-        .ok_or_else(|| Error::parse("tandem-dataplane", "no window"))?;
+        .ok_or_else(|| Error::bench("tandem-dataplane", "no window"))?;
     Ok(DirectorRun {
         measured: bench::measure(a, b),
         last,
@@ -449,7 +449,7 @@ fn check_port_mac(stats: &Stats, capture: &CaptureSpec) -> Result<()> {
         .and_then(|p| crate::net::normalize_mac(&p.mac))
         .unwrap_or_default();
     if got != want {
-        return Err(Error::parse(
+        return Err(Error::bench(
             "tandem-dataplane",
             format!(
                 "its port's MAC is `{got}` but the capture is addressed to {want}; rerun with \
@@ -584,7 +584,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
                 "testpmd's lcore was shared with another process; again"
             );
         }
-        let (io, io_cmd) = io_best.ok_or_else(|| Error::parse("dpdk-testpmd", "not measured"))?;
+        let (io, io_cmd) = io_best.ok_or_else(|| Error::bench("dpdk-testpmd", "not measured"))?;
         let mut dp_best: Option<DirectorRun> = None;
         for attempt in 1..=MAX_ATTEMPTS {
             tracing::info!(round, attempt, "director");
@@ -612,7 +612,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
                 "the director's lcore was shared with another process; again"
             );
         }
-        let dp = dp_best.ok_or_else(|| Error::parse("tandem-dataplane", "not measured"))?;
+        let dp = dp_best.ok_or_else(|| Error::bench("tandem-dataplane", "not measured"))?;
         report.director_not_forwarded_window += dp.measured.rx - dp.measured.fwd;
         for (k, v) in bench::drops(&dp.measured.other) {
             *report.director_drops_window.entry(k).or_default() += v;

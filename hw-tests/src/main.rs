@@ -244,7 +244,9 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(Error::Interrupted) => {
-            eprintln!("tandem-rack: interrupted; the rack was torn down");
+            eprintln!(
+                "tandem-rack: interrupted; what it had started was stopped (a rack: torn down)"
+            );
             ExitCode::from(130)
         }
         Err(e) => {
