@@ -179,6 +179,16 @@ pub struct EalSection {
     pub args: Vec<String>,
 }
 
+/// DPDK's `RTE_MBUF_DEFAULT_BUF_SIZE`: 2048 bytes of packet plus the headroom.
+pub const DEFAULT_MBUF_DATA_ROOM: u32 = 2176;
+/// DPDK's `RTE_PKTMBUF_HEADROOM`, part of every mbuf's data room.
+pub const MBUF_HEADROOM: u32 = 128;
+/// The smallest `mbuf_data_room`: the headroom plus 256 bytes, room for any ARP, ICMP echo or
+/// small TCP/UDP frame (a real port will still drop or truncate larger frames).
+pub const MIN_MBUF_DATA_ROOM: u32 = MBUF_HEADROOM + 256;
+/// The largest: the mbuf's `buf_len` is a `u16`.
+pub const MAX_MBUF_DATA_ROOM: u32 = 65535;
+
 /// `[dataplane]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -194,6 +204,10 @@ pub struct DataplaneSection {
     pub mbufs: u32,
     /// Per-lcore mempool cache.
     pub mbuf_cache: u32,
+    /// Bytes of data room per mbuf, DPDK's 128-byte headroom included: frames up to
+    /// `mbuf_data_room − 128` bytes fit. DPDK's default (2176) fits a 1500-byte MTU; smaller
+    /// mbufs let a pool hold millions of small packets (the net_pcap replay benchmark).
+    pub mbuf_data_room: u32,
     /// Descriptors per rx queue.
     pub rx_descriptors: u16,
     /// Descriptors per tx queue.
@@ -212,6 +226,7 @@ impl Default for DataplaneSection {
             log_level: "info".into(),
             mbufs: 8191,
             mbuf_cache: 256,
+            mbuf_data_room: DEFAULT_MBUF_DATA_ROOM,
             rx_descriptors: 1024,
             tx_descriptors: 1024,
             neighbour_capacity: 4096,
@@ -406,6 +421,26 @@ impl Config {
                 "dataplane.mbufs = {} is too small (at least 1023)",
                 d.mbufs
             ));
+        }
+        if !(MIN_MBUF_DATA_ROOM..=MAX_MBUF_DATA_ROOM).contains(&d.mbuf_data_room) {
+            return Err(format!(
+                "dataplane.mbuf_data_room = {} is not within {MIN_MBUF_DATA_ROOM}..={MAX_MBUF_DATA_ROOM} \
+                 (bytes per mbuf, the {MBUF_HEADROOM}-byte headroom included)",
+                d.mbuf_data_room
+            ));
+        }
+        for (i, p) in self.ports.iter().enumerate() {
+            // An MTU-sized frame (plus Ethernet header and one VLAN tag) must fit one mbuf.
+            if let Some(mtu) = p.mtu
+                && u32::from(mtu) + 18 + MBUF_HEADROOM > d.mbuf_data_room
+            {
+                return Err(format!(
+                    "dataplane.mbuf_data_room = {} cannot hold a frame of port[{i}].mtu = {mtu} \
+                     (needs at least {})",
+                    d.mbuf_data_room,
+                    u32::from(mtu) + 18 + MBUF_HEADROOM
+                ));
+            }
         }
         for (k, n) in [
             ("rx_descriptors", d.rx_descriptors),
@@ -604,6 +639,56 @@ mod tests {
     fn descriptors_checked() {
         let t = EXAMPLE.replace("rx_descriptors = 1024", "rx_descriptors = 1000");
         assert!(err(&t).contains("dataplane.rx_descriptors = 1000"));
+    }
+
+    #[test]
+    fn mbuf_data_room_defaults_to_dpdk_and_is_bounded() {
+        assert_eq!(
+            DEFAULT_MBUF_DATA_ROOM,
+            u32::from(tandem_dpdk::Mempool::DEFAULT_DATA_ROOM)
+        );
+        assert_eq!(MBUF_HEADROOM, u32::from(tandem_dpdk::Mempool::HEADROOM));
+        let c = Config::parse(EXAMPLE, "example").expect("valid");
+        assert_eq!(c.dataplane.mbuf_data_room, 2176);
+        let without = EXAMPLE.replace("mbuf_data_room = 2176\n", "");
+        assert_ne!(without, EXAMPLE);
+        let c = Config::parse(&without, "t").expect("valid without the knob");
+        assert_eq!(c.dataplane.mbuf_data_room, DEFAULT_MBUF_DATA_ROOM);
+        let small = EXAMPLE.replace("mbuf_data_room = 2176", "mbuf_data_room = 512");
+        let c = Config::parse(&small, "t").expect("512 is fine");
+        assert_eq!(c.dataplane.mbuf_data_room, 512);
+        assert_eq!(
+            Config::parse(&c.to_toml().expect("toml"), "round trip").expect("parses"),
+            c
+        );
+        for bad in ["383", "0", "65536"] {
+            let t = EXAMPLE.replace("mbuf_data_room = 2176", &format!("mbuf_data_room = {bad}"));
+            assert_eq!(
+                err(&t),
+                format!(
+                    "config file t.toml: dataplane.mbuf_data_room = {bad} is not within 384..=65535 \
+                     (bytes per mbuf, the 128-byte headroom included)"
+                )
+            );
+        }
+        let t = EXAMPLE.replace("mbuf_data_room = 2176", "mbuf_data_room = -1");
+        assert!(err(&t).contains("line "), "{}", err(&t));
+    }
+
+    #[test]
+    fn mbuf_data_room_must_hold_an_mtu_sized_frame() {
+        let t = EXAMPLE
+            .replace("mbuf_data_room = 2176", "mbuf_data_room = 1600")
+            .replace(
+                "address = \"172.16.0.251/24\"",
+                "address = \"172.16.0.251/24\"\nmtu = 1500",
+            );
+        assert_eq!(
+            err(&t),
+            "config file t.toml: dataplane.mbuf_data_room = 1600 cannot hold a frame of port[1].mtu = 1500 (needs at least 1646)"
+        );
+        let t = t.replace("mtu = 1500", "mtu = 1400");
+        assert!(Config::parse(&t, "t").is_ok(), "{}", err(&t));
     }
 
     #[test]

@@ -190,7 +190,14 @@ fn run_eal(
     info!(?lcores, "EAL up: one worker per lcore");
 
     let d = &cfg.dataplane;
-    let pool = Mempool::new(&eal, "tandem_pkts", d.mbufs, d.mbuf_cache)
+    // Validated within MIN..=MAX_MBUF_DATA_ROOM, so it fits a u16.
+    let data_room = u16::try_from(d.mbuf_data_room).map_err(|_| {
+        Failure::Input(format!(
+            "dataplane.mbuf_data_room = {} does not fit 16 bits",
+            d.mbuf_data_room
+        ))
+    })?;
+    let pool = Mempool::with_data_room(&eal, "tandem_pkts", d.mbufs, d.mbuf_cache, data_room)
         .map_err(|e| Failure::Runtime(e.to_string()))?;
 
     let mut ports = Vec::with_capacity(cfg.ports.len());

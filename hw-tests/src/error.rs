@@ -122,6 +122,15 @@ pub enum Error {
         /// Why it failed.
         detail: String,
     },
+    /// A benchmark process misbehaved (exited early, never reached a measurement window, was
+    /// started on the wrong port MAC, ...).
+    #[error("benchmark: {who}: {detail}")]
+    Bench {
+        /// The process: `dpdk-testpmd`, `tandem-dataplane`, the capture.
+        who: String,
+        /// What went wrong, with where to look.
+        detail: String,
+    },
     /// Teardown could not remove everything.
     #[error("teardown incomplete: {}", .0.join("; "))]
     Teardown(Vec<String>),
@@ -141,6 +150,14 @@ impl Error {
         Error::Io {
             what: what.into(),
             source,
+        }
+    }
+
+    /// A benchmark failure of `who`.
+    pub fn bench(who: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Bench {
+            who: who.into(),
+            detail: detail.into(),
         }
     }
 

@@ -12,13 +12,18 @@
 //!   (`tandem-rack serve`/`client`, run inside the namespaces);
 //! - [`rack`]: up / down / status, and the [`rack::Rack`] guard that tears down on drop;
 //! - [`modes`]: NAT/TUN/DR traffic checks against the VIPs;
-//! - [`demo`]: the list of checks `tandem-rack demo` runs.
+//! - [`demo`]: the list of checks `tandem-rack demo` runs;
+//! - [`pcap`], [`bench`], [`bench_run`]: the whole-dataplane benchmark against testpmd
+//!   (`tandem-rack bench-pcap`, `bench-dataplane`), replaying a capture through DPDK's
+//!   `net_pcap` vdev; no network at all.
 //!
 //! Traffic rule: everything here sends packets only to addresses inside namespaces the rack
 //! created, and every loop is bounded in count and time.
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
+pub mod bench_run;
 pub mod client;
 pub mod config;
 pub mod demo;
@@ -26,6 +31,7 @@ pub mod error;
 pub mod exec;
 pub mod modes;
 pub mod net;
+pub mod pcap;
 pub mod probe;
 pub mod process;
 pub mod rack;

@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tandem_hw_tests::bench::{self, CaptureSpec, TxSink};
+use tandem_hw_tests::bench_run::{self, BenchOptions};
 use tandem_hw_tests::client::{self, ClientOptions};
 use tandem_hw_tests::rack::{self, RackOptions};
 use tandem_hw_tests::serve::{self, ServeOptions};
@@ -113,6 +115,87 @@ struct ClientArgs {
     json: bool,
 }
 
+#[derive(Debug, clap::Args)]
+struct CaptureArgs {
+    /// Established connections in the capture (one SYN and --data-per-conn segments each).
+    #[arg(long, default_value_t = 1_000_000)]
+    conns: u32,
+    /// Data segments per connection per pass of the capture.
+    #[arg(long, default_value_t = 2)]
+    data_per_conn: u32,
+    /// Real servers of the NAT service.
+    #[arg(long, default_value_t = 8)]
+    servers: u32,
+    /// The director port's MAC, the destination of every frame (DPDK's pcap PMD gives its
+    /// first port 02:70:63:61:70:00).
+    #[arg(long, default_value = "02:70:63:61:70:00")]
+    port_mac: String,
+    /// Order of each round of data segments: shuffled (a pseudo-random permutation per round)
+    /// or sequential (the order the connections were opened).
+    #[arg(long, default_value = "shuffled", value_name = "shuffled|sequential")]
+    order: bench::Order,
+}
+
+impl CaptureArgs {
+    fn spec(&self) -> Result<CaptureSpec, Error> {
+        let spec = CaptureSpec {
+            conns: self.conns,
+            data_per_conn: self.data_per_conn,
+            servers: self.servers,
+            port_mac: bench::parse_mac(&self.port_mac)?,
+            order: self.order,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    capture: CaptureArgs,
+    /// Length of each measurement window (after one full pass of the capture).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Rounds of testpmd then the director; the table shows each and the medians.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// Where frames go: devnull (tx_pcap=/dev/null) or drop (no tx stream: freed by the PMD).
+    #[arg(long, default_value = "devnull", value_name = "devnull|drop")]
+    tx: TxSink,
+    /// The worker lcore (and testpmd's forwarding lcore).
+    #[arg(long, default_value_t = 1)]
+    lcore: u32,
+    /// testpmd's main lcore (it prints the stats).
+    #[arg(long, default_value_t = 0)]
+    main_lcore: u32,
+    /// Where captures are cached, by their parameters.
+    #[arg(long, default_value = "/var/tmp/tandem-bench")]
+    cache_dir: PathBuf,
+    /// Configs, logs and stats of the run (kept when it fails).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// The testpmd binary.
+    #[arg(long, default_value = "dpdk-testpmd")]
+    testpmd: PathBuf,
+    /// The tandem-dataplane binary (else $TANDEM_DATAPLANE, else next to this executable).
+    #[arg(long, value_name = "PATH")]
+    dataplane: Option<PathBuf>,
+    /// Bound on each process's start (EAL, the capture copied into mbufs).
+    #[arg(long, default_value_t = 300)]
+    startup_timeout_s: u64,
+    /// Bound on the first full pass of the capture.
+    #[arg(long, default_value_t = 120)]
+    warmup_timeout_s: u64,
+    /// Measure a side again (up to 3 runs; the least disturbed is kept) when its forwarding
+    /// thread ran less than this share of the window: another process shared its CPU.
+    #[arg(long, default_value_t = 0.9)]
+    min_cpu_share: f64,
+    /// One JSON object on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Build the topology and start both directors' dataplanes; leaves them running.
@@ -138,6 +221,18 @@ enum Command {
     /// reported as JSON. Run inside the client namespace.
     #[command(hide = true)]
     Client(ClientArgs),
+    /// Write the benchmark's capture (ARP replies from the real servers, then a SYN per
+    /// connection, then its data segments) as a classic pcap file.
+    BenchPcap {
+        #[command(flatten)]
+        capture: CaptureArgs,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Benchmark the whole dataplane on one lcore against dpdk-testpmd io forwarding: both
+    /// replay the same capture from memory (net_pcap, infinite_rx) on the same lcore.
+    BenchDataplane(Box<BenchArgs>),
     /// What is up: namespaces, dataplane processes, their last counters.
     Status {
         #[command(flatten)]
@@ -154,7 +249,9 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(Error::Interrupted) => {
-            eprintln!("tandem-rack: interrupted; the rack was torn down");
+            eprintln!(
+                "tandem-rack: interrupted; what it had started was stopped (a rack: torn down)"
+            );
             ExitCode::from(130)
         }
         Err(e) => {
@@ -336,6 +433,61 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                 println!("{}", report.summary());
             }
             Ok(if report.all_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::BenchPcap { capture, out } => {
+            let spec = capture.spec()?;
+            bench_run::write_capture(&spec, &out)?;
+            println!(
+                "{}: {} frames, {} bytes ({} ARP replies, {} SYNs, {} data segments), to {}",
+                out.display(),
+                spec.packets(),
+                spec.file_size(),
+                spec.servers,
+                spec.conns,
+                u64::from(spec.conns) * u64::from(spec.data_per_conn),
+                bench::mac_string(spec.port_mac)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchDataplane(a) => {
+            let cancel = cancel_on_signals()?;
+            let work_dir = a.work_dir.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("tandem-bench-{}", std::process::id()))
+            });
+            let opts = BenchOptions {
+                capture: a.capture.spec()?,
+                seconds: Duration::from_secs(a.seconds),
+                rounds: a.rounds,
+                tx: a.tx,
+                lcore: a.lcore,
+                main_lcore: a.main_lcore,
+                cache_dir: a.cache_dir.clone(),
+                work_dir: work_dir.clone(),
+                testpmd: a.testpmd.clone(),
+                dataplane: a.dataplane.clone(),
+                startup_timeout: Duration::from_secs(a.startup_timeout_s),
+                warmup_timeout: Duration::from_secs(a.warmup_timeout_s),
+                min_cpu_share: a.min_cpu_share,
+                cancel,
+            };
+            let report = bench_run::run(&opts).inspect_err(|_| {
+                eprintln!(
+                    "tandem-rack: configs and logs of the failed run are in {}",
+                    work_dir.display()
+                );
+            })?;
+            if a.json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| Error::parse("bench report", e.to_string()))?;
+                println!("{text}");
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(if report.connections_ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
