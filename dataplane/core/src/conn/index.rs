@@ -45,10 +45,6 @@ impl Bucket {
 }
 
 /// The 32-bit tag of a 64-bit hash.
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "the tag is the high half of the hash on purpose"
-)]
 #[inline]
 pub(crate) const fn tag_of(hash: u64) -> u32 {
     (hash >> 32) as u32
@@ -344,7 +340,7 @@ mod tests {
         for step in 0..20_000u32 {
             let r = next();
             // Few homes, so clusters form and wrap.
-            let hash = h((r % 8) as u32 * 7 % 64, (r >> 8) as u32 % 3);
+            let hash = h((r % 8) as u32 * 7 % 64, ((r >> 8) % 3) as u32);
             if model.len() < 256 && (r >> 20) % 3 != 0 {
                 assert!(ix.insert(hash, step));
                 model.push((hash, step));
