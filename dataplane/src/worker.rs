@@ -195,6 +195,8 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
         shared.neighbour_max_age,
     )
     .with_balancer(balancer);
+    let mut engine = engine;
+    engine.set_prefetcher(Some(tandem_dpdk::prefetch));
     let mut lc = Lcore {
         shared,
         index,
@@ -215,6 +217,10 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
         for (p, rxq) in rxqs.iter_mut().enumerate() {
             let mut rx = Burst::new();
             received += rxq.rx_burst(&mut rx);
+            // Two prefetch passes first (connection-index buckets, then the entries they
+            // name), so the burst's cache misses overlap (the rte_hash_lookup_bulk idea).
+            rx.for_each_data(|f| lc.engine.prefetch(p, f));
+            rx.for_each_data(|f| lc.engine.prefetch_entry(p, f));
             for m in rx.drain() {
                 lc.handle(p, m, now);
             }

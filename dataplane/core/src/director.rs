@@ -358,6 +358,30 @@ impl crate::buf::PacketBuf for SliceBuf<'_> {
     }
 }
 
+/// The flow of a frame of the common shape (Ethernet, IPv4 with IHL 5, TCP or UDP), read at
+/// fixed offsets without any check beyond that shape: only a hint for prefetching, the real
+/// parse ([`crate::fwd::parse_flow`]) decides.
+#[inline]
+fn quick_flow(frame: &[u8]) -> Option<crate::lb::Flow> {
+    use crate::lb::{Endpoint, Flow, Protocol};
+    let h: &[u8; 38] = frame.get(..38)?.try_into().ok()?;
+    if h[12..14] != [0x08, 0x00] || h[14] != 0x45 {
+        return None;
+    }
+    let proto = match h[23] {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        _ => return None,
+    };
+    let addr = |i: usize| Ipv4Addr::new(h[i], h[i + 1], h[i + 2], h[i + 3]);
+    let port = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+    Some(Flow {
+        proto,
+        src: Endpoint::new(addr(26), port(34)),
+        dst: Endpoint::new(addr(30), port(36)),
+    })
+}
+
 /// One lcore's packet engine.
 #[derive(Debug)]
 pub struct Worker {
@@ -382,6 +406,36 @@ impl Worker {
     pub fn with_balancer(mut self, balancer: Balancer) -> Self {
         self.balancer = Some(balancer);
         self
+    }
+
+    /// Sets how the connection table prefetches (see
+    /// [`crate::conn::ConnTable::set_prefetcher`]); the glue passes `dpdk::prefetch`.
+    pub fn set_prefetcher(&mut self, prefetcher: Option<crate::conn::Prefetcher>) {
+        if let Some(b) = &mut self.balancer {
+            b.set_prefetcher(prefetcher);
+        }
+    }
+
+    /// First prefetch pass over a received burst: for a frame of the common shape (IPv4 with
+    /// a 20-byte header, TCP or UDP) starts loading the connection-index bucket its lookup
+    /// will read; anything else is left alone. Call it for every frame of a burst, then
+    /// [`prefetch_entry`](Self::prefetch_entry) for every frame, then process them: the
+    /// lookups' cache misses overlap instead of following one another. Reads the frame only
+    /// and changes nothing, so any frame is safe to pass.
+    #[inline]
+    pub fn prefetch(&self, _port: usize, frame: &[u8]) {
+        if let (Some(b), Some(flow)) = (&self.balancer, quick_flow(frame)) {
+            b.conns().prefetch(&flow);
+        }
+    }
+
+    /// Second prefetch pass (see [`prefetch`](Self::prefetch)): starts loading the
+    /// connection entry the frame's bucket names.
+    #[inline]
+    pub fn prefetch_entry(&self, _port: usize, frame: &[u8]) {
+        if let (Some(b), Some(flow)) = (&self.balancer, quick_flow(frame)) {
+            b.conns().prefetch_entry(&flow);
+        }
     }
 
     /// The load-balancing state, if any.

@@ -71,6 +71,21 @@ impl<'pool> Burst<'pool> {
             .sum()
     }
 
+    /// Calls `f` with the data of each held mbuf's first segment, in order, leaving them held
+    /// (e.g. to prefetch what processing them will need).
+    pub fn for_each_data(&self, mut f: impl FnMut(&[u8])) {
+        for s in &self.slots[..self.len] {
+            // SAFETY: slots[..len] are initialised (the type's invariant).
+            let Some(raw) = NonNull::new(unsafe { s.assume_init() }) else {
+                continue;
+            };
+            // SAFETY: `raw` is a valid mbuf this burst owns; the ManuallyDrop wrapper lends it
+            // for this call only and never frees it, so ownership stays with the burst.
+            let m = std::mem::ManuallyDrop::new(unsafe { Mbuf::from_raw(raw) });
+            f(m.data());
+        }
+    }
+
     /// Takes the mbufs out one by one, in order, leaving the burst empty.
     pub fn drain(&mut self) -> Drain<'_, 'pool> {
         let len = self.len;

@@ -32,5 +32,20 @@ pub use port::{
 };
 pub use ring::{MbufRing, RingConsumer};
 
+/// Starts loading the cache line holding the byte at `p` into every cache level
+/// (`PREFETCHT0`, what `rte_prefetch0` does). Never dereferences it: any address is fine. A
+/// no-op off x86_64. Fits `tandem_core::conn::Prefetcher`.
+#[inline]
+pub fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of the x86_64 baseline (the intrinsic is only `unsafe` for its target
+    // feature), and a prefetch never faults nor reads memory architecturally, whatever `p`.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// `RTE_MAX_LCORE` of the DPDK we link: lcore ids are below this.
 pub const MAX_LCORE: usize = dpdk_sys::RTE_MAX_LCORE as usize;

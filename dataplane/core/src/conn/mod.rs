@@ -4,8 +4,11 @@
 //! # Shape
 //! - **Slab.** Entries ([`Conn`], 56 bytes) live in a `Vec` sized at construction, with a free
 //!   list threaded through it. A [`ConnId`] is a slab index.
-//! - **Index.** A `hashbrown::HashTable<u32>` stores slab indices only (`index << 1 | key`);
-//!   it hashes and compares against the keys stored in the entry. Each connection has the
+//! - **Index.** Our own open-addressing table of 64-byte buckets (8 × `u32` hash tag +
+//!   `u32` value, see `index.rs`) stores slab indices only (`index << 1 | key`); it hashes and
+//!   compares against the keys stored in the entry. Unlike hashbrown it lets a burst of
+//!   lookups prefetch their buckets, then their entries, before processing
+//!   ([`ConnTable::prefetch`], [`ConnTable::prefetch_entry`]). Each connection has the
 //!   client→VIP key `(proto, client, vip)`, and **NAT connections only** also the reply key
 //!   `(proto, real, client)`. TUN and DR replies go from the real server straight to the
 //!   client and never reach the director, so their reply key would only cost index space; a
@@ -25,10 +28,9 @@
 //!   create, state change, install, expiry and removal.
 //!
 //! Memory per connection at 1M entries, measured by `tests/conn_memory.rs`: 56 bytes of slab,
-//! 40–42 bytes of index (8M buckets of 4 + 1 bytes) and the wheel's 64 KiB, about 96–98 bytes
-//! in all. The index is sized for two keys per entry at most half full: hashbrown then cleans
-//! tombstones by rehashing in place (rare at that load, O(buckets) when it happens) and never
-//! allocates a bigger table.
+//! 32–34 bytes of index (4M slots of 8 bytes in 512K buckets) and the wheel's 64 KiB, about
+//! 90 bytes in all. The index is sized for two keys per entry at most half full; deletion
+//! shifts values back (no tombstones), so it is never rebuilt and never grows.
 //!
 //! # IPVS semantics followed (`net/netfilter/ipvs/`)
 //! - TCP transitions: the mainline `tcp_states` table for INPUT, OUTPUT and INPUT-ONLY, flag
@@ -77,6 +79,7 @@
 
 mod event;
 mod hash;
+mod index;
 mod state;
 mod table;
 
@@ -89,5 +92,5 @@ pub use state::{
 };
 pub use table::{
     Conn, ConnConfig, ConnConfigError, ConnId, ConnStats, ConnTable, CreateError, DestCounts,
-    InstallError, MAX_CAPACITY, MAX_WHEEL_SLOTS, MIN_TICK, MemoryUsage, NewConn,
+    InstallError, MAX_CAPACITY, MAX_WHEEL_SLOTS, MIN_TICK, MemoryUsage, NewConn, Prefetcher,
 };
