@@ -41,6 +41,20 @@ pub fn locate_dataplane_with(
     env: Option<OsString>,
     current_exe: Option<PathBuf>,
 ) -> Result<PathBuf> {
+    locate_binary(DATAPLANE_BIN, false, explicit, env, current_exe)
+        .map_err(|looked_at| Error::DataplaneNotFound { looked_at })
+}
+
+/// The search both locators share: the named path (explicit, else the environment variable),
+/// which must exist; else, when `may_be_self`, the running executable if it is `bin`; else `bin`
+/// next to the running executable or in its parent directory. `Err` lists where it looked.
+fn locate_binary(
+    bin: &str,
+    may_be_self: bool,
+    explicit: Option<&Path>,
+    env: Option<OsString>,
+    current_exe: Option<PathBuf>,
+) -> std::result::Result<PathBuf, Vec<PathBuf>> {
     let named = explicit
         .map(Path::to_path_buf)
         .or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from));
@@ -48,21 +62,26 @@ pub fn locate_dataplane_with(
         return if is_executable(&p) {
             Ok(p)
         } else {
-            Err(Error::DataplaneNotFound { looked_at: vec![p] })
+            Err(vec![p])
         };
     }
     let mut looked_at = Vec::new();
-    if let Some(dir) = current_exe.as_deref().and_then(Path::parent) {
-        looked_at.push(dir.join(DATAPLANE_BIN));
-        if let Some(parent) = dir.parent() {
-            looked_at.push(parent.join(DATAPLANE_BIN));
+    if let Some(exe) = current_exe.as_deref() {
+        if may_be_self && exe.file_name().is_some_and(|n| n == bin) {
+            looked_at.push(exe.to_path_buf());
+        }
+        if let Some(dir) = exe.parent() {
+            looked_at.push(dir.join(bin));
+            if let Some(parent) = dir.parent() {
+                looked_at.push(parent.join(bin));
+            }
         }
     }
     looked_at
         .iter()
         .find(|p| is_executable(p))
         .cloned()
-        .ok_or(Error::DataplaneNotFound { looked_at })
+        .ok_or(looked_at)
 }
 
 /// Finds `tandem-rack` (which runs `serve` on the real servers and `client` on the client):
@@ -83,33 +102,8 @@ pub fn locate_tool_with(
     env: Option<OsString>,
     current_exe: Option<PathBuf>,
 ) -> Result<PathBuf> {
-    let named = explicit
-        .map(Path::to_path_buf)
-        .or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from));
-    if let Some(p) = named {
-        return if is_executable(&p) {
-            Ok(p)
-        } else {
-            Err(Error::ToolNotFound { looked_at: vec![p] })
-        };
-    }
-    let mut looked_at = Vec::new();
-    if let Some(exe) = current_exe.as_deref() {
-        if exe.file_name().is_some_and(|n| n == TOOL_BIN) {
-            looked_at.push(exe.to_path_buf());
-        }
-        if let Some(dir) = exe.parent() {
-            looked_at.push(dir.join(TOOL_BIN));
-            if let Some(parent) = dir.parent() {
-                looked_at.push(parent.join(TOOL_BIN));
-            }
-        }
-    }
-    looked_at
-        .iter()
-        .find(|p| is_executable(p))
-        .cloned()
-        .ok_or(Error::ToolNotFound { looked_at })
+    locate_binary(TOOL_BIN, true, explicit, env, current_exe)
+        .map_err(|looked_at| Error::ToolNotFound { looked_at })
 }
 
 /// Starts `argv` in namespace `netns` through `ip netns exec` (which execs, so the child's pid
