@@ -528,12 +528,7 @@ impl Config {
 
 /// Whether `addr` is on the subnet of `net`.
 pub fn same_subnet(net: Ipv4Cidr, addr: Ipv4Addr) -> bool {
-    let mask = if net.prefix_len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(net.prefix_len))
-    };
-    u32::from(net.addr) & mask == u32::from(addr) & mask
+    tandem_core::director::in_prefix(net.addr, net.prefix_len, addr)
 }
 
 /// toml's error on one line: `line 3, column 7: invalid type ... (key dataplane.mbufs)`.

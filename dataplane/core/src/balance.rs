@@ -338,7 +338,9 @@ impl Balancer {
         flags: TcpFlags,
         now: u64,
     ) -> Result<crate::conn::ConnId, DropReason> {
-        let services = Arc::clone(&self.services);
+        // A plain borrow of the field (disjoint from the ones mutated below): no reference
+        // count touched per new connection.
+        let services: &ServiceSet = &self.services;
         let svc = services
             .services()
             .get(svc_id.0 as usize)

@@ -135,7 +135,8 @@ fn prefix_mask(len: u8) -> u32 {
     }
 }
 
-fn in_prefix(prefix: Ipv4Addr, len: u8, addr: Ipv4Addr) -> bool {
+/// Whether `addr` is in `prefix/len` (a length over 32 counts as 32).
+pub fn in_prefix(prefix: Ipv4Addr, len: u8, addr: Ipv4Addr) -> bool {
     let m = prefix_mask(len);
     prefix.to_bits() & m == addr.to_bits() & m
 }
