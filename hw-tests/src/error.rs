@@ -58,6 +58,17 @@ pub enum Error {
         /// Every place that was tried, in order.
         looked_at: Vec<PathBuf>,
     },
+    /// Another of the project's binaries (`tandemctl`) could not be found.
+    #[error(
+        "{binary} not found (looked at: {}); build it with `cargo build -p {binary}` or set TANDEM_CTL",
+        .looked_at.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    BinaryNotFound {
+        /// Its name.
+        binary: &'static str,
+        /// Every place that was tried, in order.
+        looked_at: Vec<PathBuf>,
+    },
     /// A helper of the rack (a real server's `serve`, an IPIP decapsulator) failed to start.
     #[error("{helper} did not start: {why}; last lines of {log}:\n{tail}")]
     HelperFailed {

@@ -5,6 +5,7 @@
 //! Layers, bottom up:
 //! - [`topology`]: the rack as data and the commands that build it (pure);
 //! - [`config`]: each director's dataplane config file (pure);
+//! - [`ctl`]: configuring a director with `tandemctl` (ipvsadm forms) over its admin socket;
 //! - [`stats`], [`probe`]: reading the dataplane's stats and the hosts' view (`ping`, `ip -j`,
 //!   `tcpdump`), with pure parsers;
 //! - [`exec`], [`process`]: bounded external commands and the processes the rack starts;
@@ -26,6 +27,7 @@ pub mod bench;
 pub mod bench_run;
 pub mod client;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod error;
 pub mod exec;

@@ -45,7 +45,19 @@ pub fn locate_dataplane_with(
         .map_err(|looked_at| Error::DataplaneNotFound { looked_at })
 }
 
-/// The search both locators share: the named path (explicit, else the environment variable),
+/// Finds another of the project's binaries (`tandemctl`) the way the dataplane is found:
+/// `explicit`, else the environment variable's value, else next to `current_exe` or in its
+/// parent directory. `Err` lists where it looked.
+pub fn locate_named(
+    bin: &str,
+    explicit: Option<&Path>,
+    env: Option<OsString>,
+    current_exe: Option<PathBuf>,
+) -> std::result::Result<PathBuf, Vec<PathBuf>> {
+    locate_binary(bin, false, explicit, env, current_exe)
+}
+
+/// The search every locator shares: the named path (explicit, else the environment variable),
 /// which must exist; else, when `may_be_self`, the running executable if it is `bin`; else `bin`
 /// next to the running executable or in its parent directory. `Err` lists where it looked.
 fn locate_binary(
