@@ -2,7 +2,6 @@
 //! over the dataplane's admin socket. The rack's demo applies its whole service configuration
 //! this way and prints `tandemctl -L -n` at the end.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ pub fn locate_ctl(explicit: Option<&Path>) -> Result<PathBuf> {
     crate::process::locate_named(
         CTL_BIN,
         explicit,
-        std::env::var_os(CTL_ENV).map(OsString::from),
+        std::env::var_os(CTL_ENV),
         std::env::current_exe().ok(),
     )
     .map_err(|looked_at| Error::BinaryNotFound {
