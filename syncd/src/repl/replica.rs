@@ -168,6 +168,20 @@ impl ConnTableReplica {
         }
     }
 
+    /// Marks every entry the table holds now (a restarted syncd adopting its dataplane's
+    /// table), so that the next completed snapshot sweeps those the peer no longer has.
+    pub fn adopt_existing(&mut self) {
+        let generation = self.generation;
+        for (_, c) in self.table.iter() {
+            let key = ConnKey {
+                proto: c.proto(),
+                client: c.client(),
+                vip: c.vip(),
+            };
+            self.marks.insert(key, generation);
+        }
+    }
+
     /// The locality entries, sorted by key.
     pub fn locality(&self) -> Vec<LocalityEntry> {
         let mut v: Vec<_> = self.locality.values().map(|(e, _)| *e).collect();
