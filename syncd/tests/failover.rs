@@ -288,17 +288,15 @@ impl Rack {
             && !self.sync_cut
             && let Some(a) = self.active()
         {
-            {
-                let b = 1 - a;
-                if self.d[b].is_some() {
-                    self.conn_seq += 1;
-                    self.link = Some((self.conn_seq, a));
-                    if let Some(s) = self.d[a].as_mut().and_then(|d| d.sender.as_mut()) {
-                        s.connected(now);
-                    }
-                    if let Some(d) = self.d[b].as_mut() {
-                        d.receiver.connected(now);
-                    }
+            let b = 1 - a;
+            if self.d[b].is_some() {
+                self.conn_seq += 1;
+                self.link = Some((self.conn_seq, a));
+                if let Some(s) = self.d[a].as_mut().and_then(|d| d.sender.as_mut()) {
+                    s.connected(now);
+                }
+                if let Some(d) = self.d[b].as_mut() {
+                    d.receiver.connected(now);
                 }
             }
         }
