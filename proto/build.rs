@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["proto/tandem/admin/v1/admin.proto"];
+const PROTOS: &[&str] = &[
+    "proto/tandem/admin/v1/admin.proto",
+    "proto/tandem/sync/v1/sync.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {

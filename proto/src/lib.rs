@@ -20,6 +20,13 @@ pub mod admin {
     tonic::include_proto!("tandem.admin.v1");
 }
 
+/// `tandem.sync.v1`: the director↔director replication and heartbeat link (`Peer`) and the
+/// syncd↔dataplane link (`Local`). The state machines that speak it are in `tandem-syncd`.
+pub mod sync {
+    #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("tandem.sync.v1");
+}
+
 /// The encoded `FileDescriptorSet` of every `.proto` file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tandem_descriptor");
 

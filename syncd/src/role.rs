@@ -1,0 +1,487 @@
+//! The active/standby role machine (VRRP-like), as a pure state machine.
+//!
+//! Each director sends a [`Heartbeat`] every `interval` on **two paths**: the sync link and
+//! the service network (through the dataplanes, as VRRP adverts would go). The caller feeds
+//! the peer's heartbeats in with [`RoleMachine::handle_heartbeat`], tells it about its own
+//! health ([`RoleMachine::set_dataplane_ok`]) and copy ([`RoleMachine::set_sync_complete`]),
+//! calls [`RoleMachine::tick`] at least every few milliseconds, and executes the
+//! [`Action`]s it puts out (announce the VIPs and the inside gateway by gratuitous ARP and
+//! answer ARP for them, or stop). States and transitions are documented in
+//! docs/failover.md; the rules that keep the pair safe:
+//!
+//! - **Takeover only on silence on both paths.** A standby becomes active when it has heard
+//!   nothing from the peer on either path for `dead_interval`, or when the peer says it is
+//!   faulty. A cut sync link alone never does it: the service-path heartbeats keep the
+//!   directors apart.
+//! - **One active at a time, by handshake.** A backup becomes active while the peer is alive
+//!   only after the peer's newest heartbeat says it is *not* active and the backup outranks
+//!   it (priority, then node id). Preemption is a request (a flag in the heartbeat) the active
+//!   grants by stepping down first; the requester takes over when it hears that.
+//! - **Sync-complete gate.** A director asks to preempt only with a complete copy of the
+//!   table; the active grants only a request that says so.
+//! - **Split brain heals deterministically.** If both are active (only possible after both
+//!   paths were silent at once), the lower-ranked one steps down as soon as it hears the
+//!   other.
+
+use std::time::Duration;
+
+/// A director's role, as it advertises it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RoleState {
+    /// Just started: listening for the peer for `init_hold` before deciding.
+    Init,
+    /// Standby without a complete copy of the active's table.
+    Syncing,
+    /// Standby with a complete copy ("sync complete").
+    Standby,
+    /// Owns the VIPs and the inside gateway address; forwards; streams its table.
+    Active,
+    /// Its own dataplane is down (process gone, ports down): never active, tells the peer.
+    Fault,
+}
+
+impl RoleState {
+    /// Whether the director owns the addresses in this state.
+    pub fn is_active(self) -> bool {
+        self == RoleState::Active
+    }
+
+    /// Whether it is a standby (syncing or complete).
+    pub fn is_backup(self) -> bool {
+        matches!(self, RoleState::Syncing | RoleState::Standby)
+    }
+}
+
+/// Which path a heartbeat came by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// The dedicated sync link (the `Peer.Heartbeat` gRPC stream).
+    SyncLink,
+    /// The service network, through the two dataplanes.
+    Service,
+}
+
+/// One heartbeat (the same one is sent on both paths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Heartbeat {
+    /// The sender's node id (unique in the pair; the last tie-break).
+    pub node_id: u32,
+    /// The sender's priority (higher wins).
+    pub priority: u8,
+    /// The sender's process incarnation (e.g. boot time); a higher one is a restart.
+    pub incarnation: u64,
+    /// Increases by one per heartbeat within an incarnation.
+    pub seq: u64,
+    /// The sender's role.
+    pub state: RoleState,
+    /// The sender holds a complete copy of the peer's table.
+    pub sync_complete: bool,
+    /// The sender asks the active peer to step down for it (preemption).
+    pub preempt_request: bool,
+    /// The receiver's state as the sender last heard it (`None`: not heard). An election
+    /// needs the peer to have seen us as a standby: a peer that saw us active or faulty
+    /// may be taking over at this very moment.
+    pub sees_peer: Option<RoleState>,
+}
+
+impl Heartbeat {
+    fn rank(&self) -> (u8, u32) {
+        (self.priority, self.node_id)
+    }
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Become the active director: tell the dataplane to send gratuitous ARPs for the VIPs and
+    /// the inside gateway address, answer ARP for them and forward; stream the table to the
+    /// peer.
+    Activate,
+    /// Stop answering ARP for the VIPs and the gateway; receive the peer's table.
+    Deactivate,
+}
+
+/// Why the last transition happened (for logs and `tandemctl status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The initial state.
+    Start,
+    /// The peer was heard as active.
+    PeerActive,
+    /// Nothing heard from the peer on either path for the dead interval.
+    PeerDead,
+    /// The peer says its dataplane is down.
+    PeerFault,
+    /// No active director and this one outranks the peer.
+    Elected,
+    /// Nobody heard during the initial hold.
+    Alone,
+    /// Own dataplane down.
+    LocalFault,
+    /// Own dataplane back.
+    Recovered,
+    /// The copy became complete or stopped being complete.
+    SyncChanged,
+    /// Stepped down for a higher-ranked, sync-complete peer that asked to preempt.
+    Yielded,
+    /// Both active: the lower-ranked one steps down.
+    SplitBrain,
+}
+
+/// How a [`RoleMachine`] behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleConfig {
+    /// This director's node id (unique in the pair).
+    pub node_id: u32,
+    /// Its priority, 1..=255 (higher is preferred).
+    pub priority: u8,
+    /// Heartbeat interval. Default 50 ms.
+    pub interval: Duration,
+    /// Silence on both paths for this long means the peer is dead. Default: 3 intervals plus
+    /// VRRP's skew, `(256 - priority) / 256` of an interval.
+    pub dead_interval: Option<Duration>,
+    /// Listen this long after start before deciding alone. Default: the dead interval plus an
+    /// interval.
+    pub init_hold: Option<Duration>,
+    /// Ask an active, lower-ranked peer to step down once sync is complete.
+    pub preempt: bool,
+}
+
+impl RoleConfig {
+    /// Defaults for everything but the identity.
+    pub fn new(node_id: u32, priority: u8) -> RoleConfig {
+        RoleConfig {
+            node_id,
+            priority,
+            interval: Duration::from_millis(50),
+            dead_interval: None,
+            init_hold: None,
+            preempt: true,
+        }
+    }
+
+    /// The dead interval in effect.
+    pub fn dead_interval(&self) -> Duration {
+        self.dead_interval.unwrap_or_else(|| {
+            let skew = self.interval * (256 - u32::from(self.priority)) / 256;
+            self.interval * 3 + skew
+        })
+    }
+
+    /// The initial hold in effect.
+    pub fn init_hold(&self) -> Duration {
+        self.init_hold
+            .unwrap_or_else(|| self.dead_interval() + self.interval)
+    }
+}
+
+/// The newest word from the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerView {
+    /// Its newest heartbeat.
+    pub last: Heartbeat,
+    /// When each path last brought a new heartbeat (`[sync link, service]`).
+    pub heard: [Option<u64>; 2],
+}
+
+/// Counters for the status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RoleMetrics {
+    /// Transitions made.
+    pub transitions: u64,
+    /// Takeovers (to active because the peer died or failed).
+    pub takeovers: u64,
+    /// Heartbeats ignored (own node id, older incarnation or sequence).
+    pub ignored: u64,
+}
+
+/// The role machine. See the module documentation.
+#[derive(Debug)]
+pub struct RoleMachine {
+    cfg: RoleConfig,
+    incarnation: u64,
+    state: RoleState,
+    reason: Reason,
+    since: u64,
+    started: u64,
+    seq: u64,
+    next_heartbeat: u64,
+    peer: Option<PeerView>,
+    /// Per path, the newest (incarnation, seq) that path brought.
+    path_newest: [(u64, u64); 2],
+    sync_complete: bool,
+    dataplane_ok: bool,
+    /// The activeness last ordered (None: nothing ordered yet).
+    ordered: Option<bool>,
+    actions: Vec<Action>,
+    m: RoleMetrics,
+}
+
+impl RoleMachine {
+    /// A machine in [`RoleState::Init`] at `now`. `incarnation` must grow across restarts of
+    /// this director.
+    pub fn new(cfg: RoleConfig, incarnation: u64, now: u64) -> RoleMachine {
+        RoleMachine {
+            cfg,
+            incarnation,
+            state: RoleState::Init,
+            reason: Reason::Start,
+            since: now,
+            started: now,
+            seq: 0,
+            next_heartbeat: now,
+            peer: None,
+            path_newest: [(0, 0); 2],
+            sync_complete: false,
+            dataplane_ok: true,
+            ordered: None,
+            actions: Vec::new(),
+            m: RoleMetrics::default(),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> RoleState {
+        self.state
+    }
+
+    /// Why it is in this state, and since when.
+    pub fn reason(&self) -> (Reason, u64) {
+        (self.reason, self.since)
+    }
+
+    /// The newest word from the peer.
+    pub fn peer(&self) -> Option<PeerView> {
+        self.peer
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RoleConfig {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> RoleMetrics {
+        self.m
+    }
+
+    /// Whether the peer was heard on any path within the dead interval.
+    pub fn peer_alive(&self, now: u64) -> bool {
+        let dead = nanos(self.cfg.dead_interval());
+        self.peer.is_some_and(|p| {
+            p.heard
+                .iter()
+                .flatten()
+                .any(|t| now.saturating_sub(*t) < dead)
+        })
+    }
+
+    /// A heartbeat from the peer on `path`.
+    pub fn handle_heartbeat(&mut self, path: Path, hb: &Heartbeat, now: u64) {
+        if hb.node_id == self.cfg.node_id {
+            self.m.ignored += 1;
+            return;
+        }
+        let p = match path {
+            Path::SyncLink => 0,
+            Path::Service => 1,
+        };
+        let id = (hb.incarnation, hb.seq);
+        let fresh_on_path = self.path_newest.get(p).is_some_and(|n| id > *n);
+        if !fresh_on_path {
+            self.m.ignored += 1;
+            return;
+        }
+        if let Some(n) = self.path_newest.get_mut(p) {
+            *n = id;
+        }
+        let mut view = self.peer.unwrap_or(PeerView {
+            last: *hb,
+            heard: [None; 2],
+        });
+        if id >= (view.last.incarnation, view.last.seq) {
+            view.last = *hb;
+        }
+        if let Some(h) = view.heard.get_mut(p) {
+            *h = Some(now);
+        }
+        self.peer = Some(view);
+        self.evaluate(now);
+    }
+
+    /// Whether the local receiver holds a complete copy of the peer's table.
+    pub fn set_sync_complete(&mut self, complete: bool, now: u64) {
+        self.sync_complete = complete;
+        self.evaluate(now);
+    }
+
+    /// Whether the local dataplane is up and its service ports are up.
+    pub fn set_dataplane_ok(&mut self, ok: bool, now: u64) {
+        self.dataplane_ok = ok;
+        self.evaluate(now);
+    }
+
+    /// Lets time pass: the dead interval and the initial hold are checked here.
+    pub fn tick(&mut self, now: u64) {
+        self.evaluate(now);
+    }
+
+    /// The next action to execute, oldest first.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if self.actions.is_empty() {
+            None
+        } else {
+            Some(self.actions.remove(0))
+        }
+    }
+
+    /// The heartbeat to send now on both paths, once per interval.
+    pub fn poll_heartbeat(&mut self, now: u64) -> Option<Heartbeat> {
+        if now < self.next_heartbeat {
+            return None;
+        }
+        self.seq += 1;
+        self.next_heartbeat = now.saturating_add(nanos(self.cfg.interval));
+        Some(Heartbeat {
+            node_id: self.cfg.node_id,
+            priority: self.cfg.priority,
+            incarnation: self.incarnation,
+            seq: self.seq,
+            state: self.state,
+            sync_complete: self.sync_complete,
+            preempt_request: self.cfg.preempt
+                && self.sync_complete
+                && self.state == RoleState::Standby
+                && self
+                    .peer
+                    .is_some_and(|p| p.last.state.is_active() && self.outranks(&p.last)),
+            sees_peer: self.peer.map(|p| p.last.state),
+        })
+    }
+
+    /// When [`RoleMachine::tick`] or [`RoleMachine::poll_heartbeat`] next has something to
+    /// do (an upper bound; calling earlier is harmless).
+    pub fn next_timeout(&self) -> u64 {
+        let dead = nanos(self.cfg.dead_interval());
+        let mut t = self.next_heartbeat;
+        if let Some(p) = self.peer {
+            for h in p.heard.iter().flatten() {
+                let d = h.saturating_add(dead);
+                if d > self.since {
+                    t = t.min(d);
+                }
+            }
+        }
+        if self.state == RoleState::Init {
+            t = t.min(self.started.saturating_add(nanos(self.cfg.init_hold())));
+        }
+        t
+    }
+
+    fn outranks(&self, peer: &Heartbeat) -> bool {
+        (self.cfg.priority, self.cfg.node_id) > peer.rank()
+    }
+
+    /// Whether this director may make itself active while the peer is alive and not
+    /// active: it outranks the peer, and the peer's newest heartbeat shows it saw this
+    /// director as a standby (so the peer is not taking over from us right now).
+    fn may_elect(&self, p: &Heartbeat) -> bool {
+        !p.state.is_active()
+            && p.state != RoleState::Fault
+            && self.outranks(p)
+            && matches!(
+                p.sees_peer,
+                Some(RoleState::Init | RoleState::Syncing | RoleState::Standby)
+            )
+    }
+
+    fn backup_state(&self) -> RoleState {
+        if self.sync_complete {
+            RoleState::Standby
+        } else {
+            RoleState::Syncing
+        }
+    }
+
+    fn evaluate(&mut self, now: u64) {
+        let alive = self.peer_alive(now);
+        let peer = self.peer.map(|p| p.last).filter(|_| alive);
+        let next = match self.state {
+            RoleState::Fault => self
+                .dataplane_ok
+                .then_some((RoleState::Init, Reason::Recovered)),
+            _ if !self.dataplane_ok => Some((RoleState::Fault, Reason::LocalFault)),
+            RoleState::Init => match peer {
+                Some(p) if p.state.is_active() => Some((self.backup_state(), Reason::PeerActive)),
+                Some(p) if p.state == RoleState::Fault => {
+                    Some((RoleState::Active, Reason::PeerFault))
+                }
+                Some(p) if self.may_elect(&p) => Some((RoleState::Active, Reason::Elected)),
+                Some(p) if !self.outranks(&p) => Some((self.backup_state(), Reason::Elected)),
+                Some(_) => None,
+                None if now.saturating_sub(self.started) >= nanos(self.cfg.init_hold()) => {
+                    Some((RoleState::Active, Reason::Alone))
+                }
+                None => None,
+            },
+            RoleState::Syncing | RoleState::Standby => match peer {
+                None => {
+                    // Silent on both paths (or never heard since we entered this state).
+                    let waited = now.saturating_sub(self.since) >= nanos(self.cfg.dead_interval());
+                    (self.peer.is_some() || waited).then_some((RoleState::Active, Reason::PeerDead))
+                }
+                Some(p) if p.state == RoleState::Fault => {
+                    Some((RoleState::Active, Reason::PeerFault))
+                }
+                Some(p) if self.may_elect(&p) => Some((RoleState::Active, Reason::Elected)),
+                Some(_) if self.state != self.backup_state() => {
+                    Some((self.backup_state(), Reason::SyncChanged))
+                }
+                Some(_) => None,
+            },
+            RoleState::Active => match peer {
+                Some(p) if p.state.is_active() && !self.outranks(&p) => {
+                    Some((self.backup_state(), Reason::SplitBrain))
+                }
+                Some(p) if p.preempt_request && p.sync_complete && !self.outranks(&p) => {
+                    Some((self.backup_state(), Reason::Yielded))
+                }
+                _ => None,
+            },
+        };
+        if let Some((state, reason)) = next {
+            self.transition(state, reason, now);
+            // One more round: e.g. Fault → Init → Syncing at once when the peer is known.
+            if state == RoleState::Init {
+                self.started = now;
+            }
+        }
+    }
+
+    fn transition(&mut self, state: RoleState, reason: Reason, now: u64) {
+        if state == self.state {
+            return;
+        }
+        tracing::info!(from = ?self.state, to = ?state, ?reason, "role transition");
+        if state == RoleState::Active && matches!(reason, Reason::PeerDead | Reason::PeerFault) {
+            self.m.takeovers += 1;
+        }
+        self.state = state;
+        self.reason = reason;
+        self.since = now;
+        self.m.transitions += 1;
+        let active = state.is_active();
+        if state != RoleState::Init && self.ordered != Some(active) {
+            self.ordered = Some(active);
+            self.actions.push(if active {
+                Action::Activate
+            } else {
+                Action::Deactivate
+            });
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,378 @@
+//! Role machine pair tests: two directors, two heartbeat paths each way (sync link, service
+//! network), virtual time, seeded faults. The invariant "never two actives" is checked after
+//! every millisecond unless a test cuts both paths at once.
+#![allow(clippy::cast_possible_truncation, clippy::unwrap_used)]
+
+mod common;
+
+use common::{MS, Rng};
+use proptest::prelude::*;
+use tandem_syncd::role::{Action, Heartbeat, Path, RoleConfig, RoleMachine, RoleState};
+
+/// One path, both directions: per-direction delay and a cut flag.
+#[derive(Debug, Default, Clone)]
+struct PathSim {
+    cut: bool,
+    loss: u64,
+    delay_ms: u64,
+    jitter_ms: u64,
+    /// (deliver_at, to, hb)
+    in_flight: Vec<(u64, usize, Heartbeat)>,
+}
+
+#[derive(Debug)]
+struct Node {
+    m: Option<RoleMachine>,
+    cfg: RoleConfig,
+    incarnation: u64,
+    /// Activeness per the last action executed (what the dataplane does).
+    answering: bool,
+    sync_complete: bool,
+}
+
+struct RolePair {
+    now: u64,
+    rng: Rng,
+    nodes: [Node; 2],
+    paths: [PathSim; 2],
+    check_invariant: bool,
+}
+
+impl RolePair {
+    fn new(seed: u64, a: RoleConfig, b: RoleConfig) -> RolePair {
+        let node = |cfg: RoleConfig| Node {
+            m: Some(RoleMachine::new(cfg.clone(), 1, 0)),
+            cfg,
+            incarnation: 1,
+            answering: false,
+            sync_complete: false,
+        };
+        RolePair {
+            now: 0,
+            rng: Rng::new(seed),
+            nodes: [node(a), node(b)],
+            paths: [PathSim::default(), PathSim::default()],
+            check_invariant: true,
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.nodes[i].m = None;
+        self.nodes[i].answering = false;
+        self.nodes[i].sync_complete = false;
+    }
+
+    fn restart(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.incarnation += 1;
+        n.m = Some(RoleMachine::new(n.cfg.clone(), n.incarnation, self.now));
+    }
+
+    fn state(&self, i: usize) -> Option<RoleState> {
+        self.nodes[i].m.as_ref().map(|m| m.state())
+    }
+
+    fn actives(&self) -> usize {
+        (0..2)
+            .filter(|i| self.state(*i) == Some(RoleState::Active))
+            .count()
+    }
+
+    fn step(&mut self) {
+        self.now += MS;
+        let now = self.now;
+        for i in 0..2 {
+            let sc = self.nodes[i].sync_complete;
+            if let Some(m) = self.nodes[i].m.as_mut() {
+                m.set_sync_complete(sc, now);
+                m.tick(now);
+                if let Some(hb) = m.poll_heartbeat(now) {
+                    for p in self.paths.iter_mut() {
+                        if !p.cut && !self.rng.chance(p.loss) {
+                            let d = p.delay_ms + self.rng.below(p.jitter_ms + 1);
+                            p.in_flight.push((now + d * MS, 1 - i, hb));
+                        }
+                    }
+                }
+            }
+        }
+        for (pi, p) in self.paths.iter_mut().enumerate() {
+            let path = if pi == 0 {
+                Path::SyncLink
+            } else {
+                Path::Service
+            };
+            let mut due = Vec::new();
+            p.in_flight.retain(|m| {
+                if m.0 <= now {
+                    due.push(*m);
+                    false
+                } else {
+                    true
+                }
+            });
+            due.sort_by_key(|m| m.0);
+            for (_, to, hb) in due {
+                if let Some(m) = self.nodes[to].m.as_mut() {
+                    m.handle_heartbeat(path, &hb, now);
+                }
+            }
+        }
+        for n in self.nodes.iter_mut() {
+            if let Some(m) = n.m.as_mut() {
+                while let Some(a) = m.poll_action() {
+                    n.answering = a == Action::Activate;
+                }
+            }
+        }
+        if self.check_invariant {
+            assert!(
+                self.actives() <= 1,
+                "two actives at {} ms: {:?} {:?}",
+                now / MS,
+                self.state(0),
+                self.state(1)
+            );
+            assert!(
+                !(self.nodes[0].answering && self.nodes[1].answering),
+                "both answering ARP at {} ms",
+                now / MS
+            );
+        }
+    }
+
+    fn run_ms(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.step();
+        }
+    }
+
+    /// Runs until `cond` or `limit` ms; returns the ms it took.
+    fn run_until(&mut self, limit: u64, cond: impl Fn(&RolePair) -> bool) -> Option<u64> {
+        for t in 0..limit {
+            if cond(self) {
+                return Some(t);
+            }
+            self.step();
+        }
+        cond(self).then_some(limit)
+    }
+}
+
+fn cfgs() -> (RoleConfig, RoleConfig) {
+    (RoleConfig::new(1, 200), RoleConfig::new(2, 100))
+}
+
+/// Both started: the higher priority is active, the other standby.
+fn started(seed: u64) -> RolePair {
+    let (a, b) = cfgs();
+    let mut p = RolePair::new(seed, a, b);
+    p.paths[0].delay_ms = 1;
+    p.paths[1].delay_ms = 1;
+    p.run_ms(500);
+    assert_eq!(p.state(0), Some(RoleState::Active));
+    assert_eq!(p.state(1), Some(RoleState::Syncing));
+    p.nodes[1].sync_complete = true;
+    p.run_ms(10);
+    assert_eq!(p.state(1), Some(RoleState::Standby));
+    p
+}
+
+#[test]
+fn cold_start_elects_the_higher_priority() {
+    let p = started(1);
+    assert!(p.nodes[0].answering && !p.nodes[1].answering);
+}
+
+#[test]
+fn equal_priorities_tie_break_on_node_id() {
+    let mut p = RolePair::new(2, RoleConfig::new(7, 100), RoleConfig::new(9, 100));
+    p.run_ms(500);
+    assert_eq!(p.state(1), Some(RoleState::Active));
+    assert_eq!(p.state(0), Some(RoleState::Syncing));
+}
+
+#[test]
+fn cut_sync_link_with_both_alive_keeps_one_active() {
+    let mut p = started(3);
+    p.paths[0].cut = true;
+    p.run_ms(10_000);
+    assert_eq!(p.state(0), Some(RoleState::Active));
+    assert_eq!(
+        p.nodes[1].m.as_ref().map(|m| m.metrics().takeovers),
+        Some(0)
+    );
+    // And the other way round: the service path cut, the sync link up.
+    p.paths[0].cut = false;
+    p.paths[1].cut = true;
+    p.run_ms(10_000);
+    assert_eq!(p.state(0), Some(RoleState::Active));
+    assert_eq!(p.actives(), 1);
+}
+
+#[test]
+fn active_crash_is_taken_over_within_the_dead_interval() {
+    let mut p = started(4);
+    let dead = p.nodes[1].cfg.dead_interval().as_millis() as u64;
+    p.crash(0);
+    let took = p
+        .run_until(2000, |p| p.nodes[1].answering)
+        .expect("no takeover");
+    // The last heartbeat may have been sent up to one interval before the crash.
+    assert!(
+        took <= dead + 2,
+        "takeover after {took} ms, dead interval {dead} ms"
+    );
+    assert!(took >= dead - 50, "takeover too early: {took} ms");
+    assert_eq!(p.state(1), Some(RoleState::Active));
+}
+
+#[test]
+fn local_fault_hands_over_at_once() {
+    let mut p = started(5);
+    let now = p.now;
+    if let Some(m) = p.nodes[0].m.as_mut() {
+        m.set_dataplane_ok(false, now);
+    }
+    let took = p
+        .run_until(500, |p| p.nodes[1].answering)
+        .expect("no takeover");
+    assert!(took <= 60, "took {took} ms");
+    assert_eq!(p.state(0), Some(RoleState::Fault));
+    // Recovery: back as a standby, not active.
+    let now = p.now;
+    if let Some(m) = p.nodes[0].m.as_mut() {
+        m.set_dataplane_ok(true, now);
+    }
+    p.run_ms(500);
+    assert_eq!(p.state(1), Some(RoleState::Active));
+    assert!(p.state(0).is_some_and(|s| s.is_backup()));
+}
+
+fn failback(preempt: bool) -> RolePair {
+    let (mut a, b) = cfgs();
+    a.preempt = preempt;
+    let mut p = RolePair::new(6, a, b);
+    p.paths[0].delay_ms = 1;
+    p.paths[1].delay_ms = 1;
+    p.run_ms(500);
+    p.nodes[1].sync_complete = true;
+    p.crash(0);
+    p.run_ms(500);
+    assert_eq!(p.state(1), Some(RoleState::Active));
+    p.restart(0);
+    // Without a complete copy it never preempts, however long.
+    p.run_ms(3000);
+    assert_eq!(p.state(0), Some(RoleState::Syncing));
+    assert_eq!(p.state(1), Some(RoleState::Active));
+    p.nodes[0].sync_complete = true;
+    p
+}
+
+#[test]
+fn failback_with_preemption_waits_for_sync_complete() {
+    let mut p = failback(true);
+    let took = p
+        .run_until(1000, |p| p.nodes[0].answering)
+        .expect("no failback");
+    assert!(took < 200, "failback took {took} ms");
+    assert!(p.state(1).is_some_and(|s| s.is_backup()));
+}
+
+#[test]
+fn failback_without_preemption_stays_standby() {
+    let mut p = failback(false);
+    p.run_ms(3000);
+    assert_eq!(p.state(0), Some(RoleState::Standby));
+    assert_eq!(p.state(1), Some(RoleState::Active));
+}
+
+#[test]
+fn split_brain_heals_to_the_higher_rank() {
+    let mut p = started(7);
+    p.check_invariant = false;
+    p.paths[0].cut = true;
+    p.paths[1].cut = true;
+    p.run_ms(1000);
+    assert_eq!(
+        p.actives(),
+        2,
+        "both paths silent: both take over (as VRRP)"
+    );
+    p.paths[0].cut = false;
+    p.paths[1].cut = false;
+    p.run_ms(200);
+    p.check_invariant = true;
+    p.run_ms(1000);
+    assert_eq!(p.state(0), Some(RoleState::Active));
+    assert_eq!(p.actives(), 1);
+}
+
+#[test]
+fn hostile_heartbeats_are_harmless() {
+    let mut p = started(8);
+    let now = p.now;
+    let m = p.nodes[1].m.as_mut().expect("node");
+    // Its own node id (a misconfiguration or a reflection) and an older incarnation.
+    let mut hb = Heartbeat {
+        node_id: 2,
+        priority: 255,
+        incarnation: 0,
+        seq: u64::MAX,
+        state: RoleState::Fault,
+        sync_complete: true,
+        preempt_request: true,
+        sees_peer: None,
+    };
+    m.handle_heartbeat(Path::Service, &hb, now);
+    hb.node_id = 1;
+    m.handle_heartbeat(Path::Service, &hb, now);
+    p.run_ms(1000);
+    assert_eq!(p.state(0), Some(RoleState::Active));
+    assert_eq!(p.actives(), 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random cuts of one path at a time, loss, delay jitter, crashes and restarts: never
+    /// two actives, and one active once things settle.
+    #[test]
+    fn never_two_actives(
+        seed in any::<u64>(),
+        // Per mille. Silence on both paths for a dead interval while both are alive is the
+        // one case where VRRP-like protocols (this one too) make two actives; keep it
+        // improbable (0.03^4 per dead interval with one path cut).
+        loss in 0u64..30,
+        jitter in 0u64..20,
+        events in proptest::collection::vec((0u64..8000, 0u8..6), 0..12),
+        preempt in any::<bool>(),
+    ) {
+        let (mut a, b) = cfgs();
+        a.preempt = preempt;
+        let mut p = RolePair::new(seed, a, b);
+        for path in p.paths.iter_mut() {
+            path.loss = loss;
+            path.delay_ms = 1;
+            path.jitter_ms = jitter;
+        }
+        for t in 0..8000u64 {
+            for (_, what) in events.iter().filter(|(at, _)| *at == t) {
+                match what {
+                    // Cut one path (heal the other first: never both at once).
+                    0 => { p.paths[1].cut = false; p.paths[0].cut = true; }
+                    1 => { p.paths[0].cut = false; p.paths[1].cut = true; }
+                    2 => { p.paths[0].cut = false; p.paths[1].cut = false; }
+                    3 => { let i = (t % 2) as usize; if p.nodes[i].m.is_some() { p.crash(i) } else { p.restart(i) } }
+                    4 => { let i = (t % 2) as usize; p.nodes[i].sync_complete = !p.nodes[i].sync_complete; }
+                    _ => { for i in 0..2 { if p.nodes[i].m.is_none() { p.restart(i) } } }
+                }
+            }
+            p.step();
+        }
+        for i in 0..2 { if p.nodes[i].m.is_none() { p.restart(i) } }
+        for path in p.paths.iter_mut() { path.cut = false; path.loss = 0; }
+        p.run_ms(2000);
+        prop_assert_eq!(p.actives(), 1);
+    }
+}
