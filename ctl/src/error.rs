@@ -50,6 +50,14 @@ impl CtlError {
             | Code::AlreadyExists
             | Code::FailedPrecondition
             | Code::OutOfRange => CtlError::Rejected(message),
+            // A status made from a transport failure (a TLS alert, a reset) carries its
+            // cause; say what it was rather than "Unknown error: transport error".
+            Code::Unavailable | Code::Unknown if status.source().is_some() => {
+                CtlError::Unreachable {
+                    target: target.to_string(),
+                    reason: innermost(status).unwrap_or(message),
+                }
+            }
             Code::Unavailable => CtlError::Unreachable {
                 target: target.to_string(),
                 reason: innermost(status).unwrap_or(message),

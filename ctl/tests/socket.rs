@@ -180,12 +180,31 @@ impl admin_server::Admin for Fake {
     }
 }
 
-/// Serves a fresh fake on a socket in a temporary directory, from a thread of its own.
-fn serve(name: &str) -> PathBuf {
+fn fake() -> admin_server::AdminServer<Fake> {
+    admin_server::AdminServer::new(Fake {
+        state: Mutex::new((
+            Vec::new(),
+            0,
+            admin::Timeouts {
+                tcp_s: 900,
+                tcp_fin_s: 60,
+                udp_s: 300,
+                tcp_syn_s: 60,
+            },
+        )),
+    })
+}
+
+fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tandemctl-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("admin.sock");
+    dir
+}
+
+/// Serves a fresh fake on a socket in a temporary directory, from a thread of its own.
+fn serve(name: &str) -> PathBuf {
+    let path = temp_dir(name).join("admin.sock");
     let p = path.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -196,20 +215,8 @@ fn serve(name: &str) -> PathBuf {
         rt.block_on(async move {
             let listener = tokio::net::UnixListener::bind(&p).unwrap();
             ready_tx.send(()).unwrap();
-            let fake = Fake {
-                state: Mutex::new((
-                    Vec::new(),
-                    0,
-                    admin::Timeouts {
-                        tcp_s: 900,
-                        tcp_fin_s: 60,
-                        udp_s: 300,
-                        tcp_syn_s: 60,
-                    },
-                )),
-            };
             tonic::transport::Server::builder()
-                .add_service(admin_server::AdminServer::new(fake))
+                .add_service(fake())
                 .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
                 .await
                 .unwrap();
@@ -434,4 +441,180 @@ fn save_restore_is_an_identity_over_the_wire() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("tandemctl: line 1: unknown scheduler"));
     assert_eq!(ok(&sock, &["save"]), saved);
+}
+
+/// Runs openssl; false when it is not installed.
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    match Command::new("openssl").current_dir(dir).args(args).output() {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(_) => false,
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+fn certificates(dir: &Path) -> bool {
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tandemctl test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    if !openssl(dir, &ca) {
+        return false;
+    }
+    for who in ["server", "client"] {
+        let key = format!("{who}.key");
+        let csr = format!("{who}.csr");
+        let pem = format!("{who}.pem");
+        let ext = format!("{who}.ext");
+        let subj = format!("/CN={who}");
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+    true
+}
+
+#[test]
+fn mutual_tls_over_tcp() {
+    let dir = temp_dir("tls");
+    if !certificates(&dir) {
+        eprintln!("skipped: openssl is not installed, so no test certificates can be made");
+        return;
+    }
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            read("server.pem"),
+            read("server.key"),
+        ))
+        .client_ca_root(tonic::transport::Certificate::from_pem(read("ca.pem")));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            tonic::transport::Server::builder()
+                .tls_config(tls)
+                .unwrap()
+                .add_service(fake())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+    });
+    let addr = addr_rx.recv().unwrap();
+    let url = format!("https://{addr}");
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    let tandemctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tandemctl"))
+            .args(["--server", &url])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = tandemctl(&[
+        "--ca",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "-A",
+        "-t",
+        "203.0.113.10:80",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = tandemctl(&["--ca", &ca, "--cert", &cert, "--key", &key, "-Ln"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("TCP  203.0.113.10:80 wlc"));
+    // Without a client certificate the server refuses the connection.
+    let o = tandemctl(&["--ca", &ca, "-Ln"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.stdout.is_empty());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("tandemctl: cannot reach the dataplane at {url}: ")),
+        "{err}"
+    );
+    // A CA that did not sign the server's certificate: refused too.
+    let o = tandemctl(&["--ca", &cert, "--cert", &cert, "--key", &key, "-Ln"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("UnknownIssuer"));
 }
