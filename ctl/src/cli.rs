@@ -35,7 +35,7 @@ pub struct Cli {
     /// The dataplane's admin Unix socket.
     #[arg(
         long,
-        global = true,
+        global = true, help_heading = "Global options",
         env = "TANDEM_SOCKET",
         default_value = DEFAULT_SOCKET,
         value_name = "PATH"
@@ -43,35 +43,67 @@ pub struct Cli {
     pub socket: PathBuf,
 
     /// Talk to the dataplane over TCP instead: https://HOST:PORT (TLS) or http://HOST:PORT.
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "URL"
+    )]
     pub server: Option<String>,
 
     /// CA certificate (PEM) that signed the dataplane's certificate (with --server https://).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE"
+    )]
     pub ca: Option<PathBuf>,
 
     /// Client certificate (PEM) for mutual TLS (with --key).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE"
+    )]
     pub cert: Option<PathBuf>,
 
     /// Client private key (PEM) for mutual TLS (with --cert).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE"
+    )]
     pub key: Option<PathBuf>,
 
     /// Seconds to wait for the connection.
-    #[arg(long, global = true, default_value_t = 3, value_name = "SECONDS")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        default_value_t = 3,
+        value_name = "SECONDS"
+    )]
     pub connect_timeout: u64,
 
     /// Seconds to wait for each call.
-    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
     pub rpc_timeout: u64,
 
     /// Output format.
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    #[arg(short = 'o', long, global = true, help_heading = "Global options", value_enum, default_value_t = Output::Table)]
     pub output: Output,
 
     /// Print the changes a command made.
-    #[arg(short = 'v', long, global = true)]
+    #[arg(short = 'v', long, global = true, help_heading = "Global options")]
     pub verbose: bool,
 
     #[command(subcommand)]
@@ -83,7 +115,7 @@ pub struct Cli {
 pub enum Output {
     /// What an ipvsadm user expects to read.
     Table,
-    /// A stable JSON document (see the crate documentation for the schema).
+    /// A stable JSON document, snake_case fields (schema in the `tandemctl::view` docs).
     Json,
 }
 
