@@ -423,7 +423,7 @@ mod tests {
         let c = Config::parse(EXAMPLE, "syncd.toml").expect("example parses");
         assert_eq!(c.heartbeat.interval_ms, 50);
         // Priority 200: 3 × 50 ms + (256 - 200) / 256 × 50 ms.
-        assert_eq!(c.role().dead_interval(), Duration::from_micros(160_937));
+        assert_eq!(c.role().dead_interval(), Duration::from_nanos(160_937_500));
     }
 
     #[test]
