@@ -1,10 +1,18 @@
 //! `tandem-syncd`: the peer link between the two directors — connection-table replication
-//! ([`repl`]) and the active/standby role machine ([`role`]) — as sans-IO state machines. The
-//! gRPC glue (the `tandem.sync.v1` services over mTLS, the dataplane's local socket) drives
-//! them: it passes `now` and the incoming messages in, and sends what they put out. Nothing
-//! here reads a clock, spawns a thread or touches a socket, so the pair tests run two of them
-//! against a simulated network in virtual time. See docs/failover.md.
+//! ([`repl`]) and the active/standby role machine ([`role`]) — as sans-IO state machines, and
+//! the daemon that drives them ([`daemon`]): the `tandem.sync.v1.Peer` service over gRPC with
+//! mutual TLS ([`tls`]) on the sync link, the local dataplane's `Local` service ([`local`]),
+//! and the conversions between the wire and the machines ([`wire`]). The machines read no
+//! clock, spawn no thread and touch no socket, so the pair tests run two of them against a
+//! simulated network in virtual time; [`localref`] is an in-process `Local` server on the
+//! core's `ConnTable` that the daemon's tests run against. See docs/failover.md.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod daemon;
+pub mod local;
+pub mod localref;
 pub mod repl;
 pub mod role;
+pub mod tls;
+pub mod wire;

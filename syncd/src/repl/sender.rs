@@ -209,6 +209,19 @@ impl Sender {
         self.resync(now);
     }
 
+    /// The local event stream was reopened *on purpose* to read a fresh snapshot for the
+    /// snapshot in progress: forget the lcores' sequence numbers (the new stream starts
+    /// wherever the lcores are now) without starting yet another snapshot.
+    pub fn forget_lcores(&mut self) {
+        self.lcore_next.iter_mut().for_each(|n| *n = None);
+    }
+
+    /// The snapshot whose records the caller should be feeding now (whether or not the
+    /// log has room for them yet, unlike [`Sender::wants_snapshot`]).
+    pub fn feeding_snapshot(&self) -> Option<u64> {
+        self.snapshot.filter(|s| s.feeding).map(|s| s.id)
+    }
+
     /// One change without a lcore sequence number (locality entries). Never blocks.
     pub fn push_change(&mut self, change: Change, now: u64) {
         self.append(Item::Change(change), now);

@@ -1,0 +1,121 @@
+//! `tandem-syncd`: one director's sync daemon — the peer link (replication and heartbeats
+//! over gRPC with mutual TLS) and the active/standby role, driving the local dataplane over
+//! its `Local` service. See docs/failover.md.
+//!
+//! Exit codes: 0 after a clean stop (SIGTERM/SIGINT); 2 for a bad config file or unusable
+//! certificates (one error line names the problem); 1 for any other failure.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tandem_syncd::config::Config;
+use tandem_syncd::daemon;
+use tandem_syncd::local::GrpcLocal;
+use tandem_syncd::tls::TlsMaterial;
+use tracing::error;
+
+/// Tandem's sync daemon (connection-table replication and failover).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The daemon's TOML configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Check the configuration file and the certificates it names, and exit (0 if valid,
+    /// 2 if not), starting nothing.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tandem-syncd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let tls = match TlsMaterial::load(&cfg.tls) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tandem-syncd: {}: {e}", cli.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        eprintln!("tandem-syncd: {} is valid", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cfg.daemon.log_level);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("syncd")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(cfg.sync_link.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!(listen = %cfg.sync_link.listen, error = %e, "cannot listen on the sync link");
+                return ExitCode::FAILURE;
+            }
+        };
+        let local = match GrpcLocal::new(cfg.dataplane.socket.clone()) {
+            Ok(l) => l,
+            Err(e) => {
+                error!(error = %daemon::chain(&e), "dataplane.socket");
+                return ExitCode::FAILURE;
+            }
+        };
+        match daemon::run(cfg, tls, listener, local, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!(error = %e, "tandem-syncd failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Completes at the first SIGTERM or SIGINT (or at once if they cannot be watched, which
+/// is logged: better stop than run unstoppable).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (term, int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            error!(error = %e, "cannot watch SIGTERM/SIGINT");
+            return;
+        }
+    };
+    let (mut term, mut int) = (term, int);
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,508 @@
+//! The real `tandem-syncd` binary, two (or three) processes on loopback with mutual TLS, each
+//! pointed at its own reference dataplane (`localref`: the `Local` service on the core's
+//! `ConnTable`) served by this test process on a Unix socket in a temp dir.
+//!
+//! Every wait is bounded; processes are killed and temp files removed on drop, so a failing
+//! assertion cleans up too.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tandem_core::lb::{Endpoint, Protocol};
+use tandem_proto::sync as pb;
+use tandem_syncd::localref::{RefDataplane, RefServer, ServiceNet};
+
+fn ep(a: [u8; 4], port: u16) -> Endpoint {
+    Endpoint {
+        addr: Ipv4Addr::from(a),
+        port,
+    }
+}
+
+fn reals() -> Vec<Endpoint> {
+    vec![ep([172, 16, 0, 2], 80), ep([172, 16, 0, 3], 8000)]
+}
+
+const VIP: [u8; 4] = [192, 0, 2, 1];
+
+/// A CA that writes its certificate and signs leaves into a folder.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    dir: PathBuf,
+    name: String,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> Ca {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, format!("Tandem test CA {name}"));
+        let issuer = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join(format!("{name}-ca.pem")), issuer.pem()).unwrap();
+        Ca {
+            issuer,
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+        }
+    }
+
+    fn ca_path(&self) -> PathBuf {
+        self.dir.join(format!("{}-ca.pem", self.name))
+    }
+
+    /// A leaf certificate for `dns`; returns (cert, key) paths.
+    fn leaf(&self, file: &str, dns: &str) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![dns.to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, dns);
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        let c = self.dir.join(format!("{file}.pem"));
+        let k = self.dir.join(format!("{file}.key"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct NodeCfg<'a> {
+    name: &'a str,
+    id: u32,
+    priority: u8,
+    listen: u16,
+    peer: u16,
+    ca: PathBuf,
+    cert: (PathBuf, PathBuf),
+    peer_name: &'a str,
+}
+
+/// A running `tandem-syncd`; killed on drop.
+struct Syncd {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+    status: PathBuf,
+}
+
+impl Syncd {
+    fn start(dir: &Path, c: &NodeCfg) -> Syncd {
+        let status = dir.join(format!("{}-status.json", c.name));
+        let log = dir.join(format!("{}.log", c.name));
+        let cfg = format!(
+            r#"
+[node]
+id = {id}
+priority = {priority}
+preempt = true
+
+[heartbeat]
+interval_ms = 50
+
+[sync_link]
+listen = "127.0.0.1:{listen}"
+peer = "127.0.0.1:{peer}"
+reconnect_min_ms = 20
+reconnect_max_ms = 200
+
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+peer_name = "{peer_name}"
+
+[dataplane]
+socket = "{name}.sock"
+
+[daemon]
+log_level = "info"
+status_file = "{name}-status.json"
+status_interval_ms = 20
+"#,
+            id = c.id,
+            priority = c.priority,
+            listen = c.listen,
+            peer = c.peer,
+            ca = c.ca.display(),
+            cert = c.cert.0.display(),
+            key = c.cert.1.display(),
+            peer_name = c.peer_name,
+            name = c.name,
+        );
+        let path = dir.join(format!("{}.toml", c.name));
+        std::fs::write(&path, cfg).unwrap();
+        let check = Command::new(env!("CARGO_BIN_EXE_tandem-syncd"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check")
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "--check: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let child = Command::new(env!("CARGO_BIN_EXE_tandem-syncd"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Syncd {
+            name: c.name.to_string(),
+            child: Some(child),
+            log,
+            status,
+        }
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        let t = std::fs::read(&self.status).ok()?;
+        serde_json::from_slice(&t).ok()
+    }
+
+    fn role(&self) -> String {
+        self.status()
+            .and_then(|s| s["role"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Syncd {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- {} log ----\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// Polls `f` every 5 ms for at most `limit`; the time it took, or `None`.
+async fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    f().then(|| t0.elapsed())
+}
+
+fn dataplane(id: u64, net: &ServiceNet, dir: &Path, name: &str) -> (RefDataplane, RefServer) {
+    let dp = RefDataplane::new(id, reals(), 1 << 12, net.clone()).unwrap();
+    let srv = dp.serve(&dir.join(format!("{name}.sock"))).unwrap();
+    (dp, srv)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_elects_replicates_and_takes_over_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new(d, "pair");
+    let net = ServiceNet::new();
+    let (dp_a, _srv_a) = dataplane(1, &net, d, "a");
+    let (dp_b, _srv_b) = dataplane(2, &net, d, "b");
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Syncd::start(
+        d,
+        &NodeCfg {
+            name: "a",
+            id: 1,
+            priority: 200,
+            listen: pa,
+            peer: pb,
+            ca: ca.ca_path(),
+            cert: ca.leaf("director-a", "director-a.tandem"),
+            peer_name: "director-b.tandem",
+        },
+    );
+    let b = Syncd::start(
+        d,
+        &NodeCfg {
+            name: "b",
+            id: 2,
+            priority: 100,
+            listen: pb,
+            peer: pa,
+            ca: ca.ca_path(),
+            cert: ca.leaf("director-b", "director-b.tandem"),
+            peer_name: "director-a.tandem",
+        },
+    );
+
+    // Exactly one active: the higher priority; the other a sync-complete standby.
+    let elected = wait_for(Duration::from_secs(10), || {
+        a.role() == "Active"
+            && b.role() == "Standby"
+            && dp_a.role() == pb::Role::Active
+            && dp_b.role() == pb::Role::Standby
+    })
+    .await;
+    assert!(
+        elected.is_some(),
+        "no election: a {} / {:?}, b {} / {:?}",
+        a.role(),
+        dp_a.role(),
+        b.role(),
+        dp_b.role()
+    );
+    eprintln!("elected after {:?}", elected.unwrap());
+
+    // Connections on the active appear identically on the standby.
+    for i in 0..300u32 {
+        let client = ep([10, 1, (i >> 8) as u8, i as u8], 20_000 + i as u16);
+        assert!(dp_a.open_tcp(client, ep(VIP, 80), (i % 2) as usize));
+    }
+    for i in (0..300u32).step_by(10) {
+        let client = ep([10, 1, (i >> 8) as u8, i as u8], 20_000 + i as u16);
+        assert!(dp_a.close(Protocol::Tcp, client, ep(VIP, 80)));
+    }
+    let synced = wait_for(Duration::from_secs(10), || dp_b.rows() == dp_a.rows()).await;
+    let rows = dp_a.rows();
+    assert_eq!(rows.len(), 270);
+    assert!(
+        synced.is_some(),
+        "standby has {} entries, active {}",
+        dp_b.rows().len(),
+        rows.len()
+    );
+    eprintln!(
+        "replicated 300 creates + 30 deletes in {:?}",
+        synced.unwrap()
+    );
+    // The status file (rewritten every 20 ms) shows the stream fully acked.
+    let acked = wait_for(Duration::from_secs(2), || {
+        a.status().is_some_and(|s| {
+            s["sender"]["lag_events"] == 0
+                && s["sender"]["last_acked"].as_u64().unwrap_or(0) > 0
+                && s["links"]["replication"] == "sending"
+        })
+    })
+    .await;
+    assert!(acked.is_some(), "{:#?}", a.status());
+
+    // kill -9 the active: the standby takes over within the dead interval (+ slack).
+    let dead = tandem_syncd::role::RoleConfig::new(2, 100).dead_interval();
+    let t0 = Instant::now();
+    a.kill9();
+    let took = wait_for(Duration::from_secs(3), || dp_b.role() == pb::Role::Active).await;
+    let took = took.expect("the standby never took over");
+    eprintln!(
+        "takeover: dataplane B ordered ACTIVE {:?} after kill -9 (dead interval {:?})",
+        took, dead
+    );
+    assert!(
+        took <= dead + Duration::from_millis(250),
+        "takeover after {took:?} (dead interval {dead:?})"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    // The killed director's dataplane lost its syncd and stood down.
+    assert_eq!(dp_a.role(), pb::Role::Standby);
+    // The new active has the old active's table, identically.
+    assert_eq!(dp_b.rows(), rows);
+    assert!(
+        wait_for(Duration::from_secs(2), || b.status().is_some_and(
+            |s| s["role"] == "Active" && s["role_reason"] == "PeerDead"
+        ))
+        .await
+        .is_some(),
+        "{:?}",
+        b.status()
+    );
+    let log = b.log();
+    assert!(log.contains("role changed"), "{log}");
+    assert!(log.contains("activating"), "{log}");
+    drop(b);
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_with_a_foreign_ca_or_the_wrong_name_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new(d, "good");
+    let other = Ca::new(d, "other");
+    let net_a = ServiceNet::new();
+    let (_dp_a, _srv_a) = dataplane(1, &net_a, d, "a");
+    let (_dp_c, _srv_c) = dataplane(3, &ServiceNet::new(), d, "c");
+    let (_dp_x, _srv_x) = dataplane(4, &ServiceNet::new(), d, "x");
+    let (pa, pc, px) = (free_port(), free_port(), free_port());
+    let a = Syncd::start(
+        d,
+        &NodeCfg {
+            name: "a",
+            id: 1,
+            priority: 200,
+            listen: pa,
+            peer: pc,
+            ca: ca.ca_path(),
+            cert: ca.leaf("director-a", "director-a.tandem"),
+            peer_name: "director-b.tandem",
+        },
+    );
+    // The right name, signed by another CA. It trusts both CAs, so that the refusal is a's
+    // (of its certificate), not its own refusal of a's certificate.
+    let both = d.join("both-ca.pem");
+    let mut bundle = std::fs::read(other.ca_path()).unwrap();
+    bundle.extend(std::fs::read(ca.ca_path()).unwrap());
+    std::fs::write(&both, bundle).unwrap();
+    let mut c = Syncd::start(
+        d,
+        &NodeCfg {
+            name: "c",
+            id: 2,
+            priority: 100,
+            listen: pc,
+            peer: pa,
+            ca: both.clone(),
+            cert: other.leaf("intruder-c", "director-b.tandem"),
+            peer_name: "director-a.tandem",
+        },
+    );
+    // The right CA, the wrong name.
+    let mut x = Syncd::start(
+        d,
+        &NodeCfg {
+            name: "x",
+            id: 3,
+            priority: 100,
+            listen: px,
+            peer: pa,
+            ca: ca.ca_path(),
+            cert: ca.leaf("intruder-x", "intruder.tandem"),
+            peer_name: "director-a.tandem",
+        },
+    );
+    let refused = wait_for(Duration::from_secs(10), || {
+        let log = a.log();
+        log.contains("connection refused: TLS authentication failed")
+            && log.contains("UnknownIssuer")
+            && log.contains("NotValidForName")
+    })
+    .await;
+    assert!(refused.is_some(), "a's log:\n{}", a.log());
+    // Neither intruder was ever heard as a peer, and neither got a link up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = a.status().unwrap();
+    assert!(st["peer"]["node_id"].is_null(), "{st:#}");
+    assert_eq!(st["links"]["sync_link"], "down", "{st:#}");
+    assert!(c.alive() && x.alive());
+    assert!(!c.log().contains("sync link up"), "{}", c.log());
+    assert!(!x.log().contains("sync link up"), "{}", x.log());
+    // Alone, a becomes active (after its initial hold).
+    assert!(
+        wait_for(Duration::from_secs(5), || a.role() == "Active")
+            .await
+            .is_some()
+    );
+}
+
+/// A client with the right certificate sends malformed messages: they are counted and
+/// dropped, and the daemon stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_peer_messages_are_counted_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new(d, "good");
+    let (_dp_a, _srv_a) = dataplane(1, &ServiceNet::new(), d, "a");
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Syncd::start(
+        d,
+        &NodeCfg {
+            name: "a",
+            id: 1,
+            priority: 200,
+            listen: pa,
+            peer: pb,
+            ca: ca.ca_path(),
+            cert: ca.leaf("director-a", "director-a.tandem"),
+            peer_name: "director-b.tandem",
+        },
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || a.role() == "Active")
+            .await
+            .is_some()
+    );
+    let (cert, key) = ca.leaf("director-b", "director-b.tandem");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read(ca.ca_path()).unwrap(),
+        ))
+        .identity(tonic::transport::Identity::from_pem(
+            std::fs::read(cert).unwrap(),
+            std::fs::read(key).unwrap(),
+        ))
+        .domain_name("director-a.tandem");
+    let ch = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{pa}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::peer_client::PeerClient::new(ch);
+    let bad_hb = vec![
+        pb::HeartbeatMessage {
+            node_id: 2,
+            priority: 0, // out of range
+            role: pb::Role::Standby as i32,
+            seq: 1,
+            ..Default::default()
+        },
+        pb::HeartbeatMessage {
+            node_id: 2,
+            priority: 100,
+            role: 99, // no such role
+            seq: 2,
+            ..Default::default()
+        },
+    ];
+    let _ = client.heartbeat(tokio_stream::iter(bad_hb)).await;
+    let bad_fb = vec![
+        pb::ReceiverMessage { msg: None },
+        pb::ReceiverMessage { msg: None },
+    ];
+    let _ = client.replicate(tokio_stream::iter(bad_fb)).await;
+    let counted = wait_for(Duration::from_secs(5), || {
+        a.status().is_some_and(|s| {
+            s["daemon"]["malformed_heartbeats"] == 2 && s["daemon"]["malformed_feedback"] == 2
+        })
+    })
+    .await;
+    assert!(counted.is_some(), "{:#?}", a.status());
+    assert!(a.alive());
+    assert_eq!(a.role(), "Active");
+}
