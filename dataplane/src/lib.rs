@@ -5,4 +5,5 @@
 
 pub mod build;
 pub mod config;
+pub mod control;
 pub mod stats;
