@@ -228,7 +228,10 @@ fn refusals_change_nothing() {
             now,
         )
         .unwrap_err();
-    assert!(e.to_string().contains("sh-port"), "{e}");
+    assert!(
+        e.to_string().contains("only to the sh and mh schedulers"),
+        "{e}"
+    );
     assert_eq!(same(&s), before);
 }
 
