@@ -531,7 +531,10 @@ mod tests {
         ));
     }
 
-    fn ids(set: &ServiceSet) -> Vec<(u16, u32, Vec<(Endpoint, u32)>)> {
+    /// (virtual port, service id, [(server, dest id)]) per service.
+    type Ids = Vec<(u16, u32, Vec<(Endpoint, u32)>)>;
+
+    fn ids(set: &ServiceSet) -> Ids {
         set.services()
             .iter()
             .map(|s| {

@@ -95,8 +95,8 @@ fn worker(set: Arc<ServiceSet>) -> Worker {
     let n = w.neighbours_mut();
     n.learn(CLIENT, CLIENT_MAC, OUTSIDE, 0);
     n.learn(CLIENT2, CLIENT_MAC, OUTSIDE, 0);
-    for (i, ip) in RS.iter().enumerate() {
-        n.learn(*ip, [2, 0, 0, 0, 0, 0xa0 + i as u8], INSIDE, 0);
+    for (i, ip) in (0u8..).zip(RS.iter()) {
+        n.learn(*ip, [2, 0, 0, 0, 0, 0xa0 + i], INSIDE, 0);
     }
     w
 }
@@ -177,7 +177,7 @@ fn an_unchanged_service_keeps_its_scheduler_and_a_changed_one_starts_afresh() {
         SchedulerKind::Wrr,
         vec![dest(0, 1), dest(1, 2), dest(2, 3)],
     );
-    let v1 = Arc::new(ServiceSet::new(&[web.clone()], MAX_DESTS).expect("valid"));
+    let v1 = Arc::new(ServiceSet::new(std::slice::from_ref(&web), MAX_DESTS).expect("valid"));
     let whole = open(&mut worker(Arc::clone(&v1)), 80, 1000, 12);
 
     // Same sequence across a swap that only adds another service.
@@ -206,7 +206,7 @@ fn an_unchanged_service_keeps_its_scheduler_and_a_changed_one_starts_afresh() {
 #[test]
 fn connections_keep_their_server_after_it_is_deleted_until_flushed() {
     let web = service(80, SchedulerKind::Rr, vec![dest(0, 1), dest(1, 1)]);
-    let v1 = Arc::new(ServiceSet::new(&[web.clone()], MAX_DESTS).expect("valid"));
+    let v1 = Arc::new(ServiceSet::new(std::slice::from_ref(&web), MAX_DESTS).expect("valid"));
     let mut w = worker(Arc::clone(&v1));
     assert_eq!(open(&mut w, 80, 1000, 2), [RS[0], RS[1]]);
     let only_second = service(80, SchedulerKind::Rr, vec![dest(1, 1)]);
@@ -317,8 +317,10 @@ fn timeouts_apply_to_the_next_transition() {
     balancer(&mut w).list_conns(&ConnFilter::default(), 10, 1_200, &mut out);
     assert_eq!(out[0].state, ConnState::Established);
     assert_eq!(out[0].timeout_ms, 7_000);
-    let mut bad = Timeouts::default();
-    bad.udp = Duration::from_secs(u64::from(u32::MAX));
+    let bad = Timeouts {
+        udp: Duration::from_secs(u64::from(u32::MAX)),
+        ..Timeouts::default()
+    };
     assert!(balancer(&mut w).set_timeouts(bad).is_err());
     assert_eq!(
         balancer(&mut w).conns().timeouts().established,

@@ -460,6 +460,8 @@ fn stats_pb(t: &tandem_core::balance::DestTraffic) -> pb::Stats {
 }
 
 fn rates_pb(r: &Rates) -> pb::Rates {
+    // Saturating float-to-int conversion (NaN -> 0) is what a rate display wants.
+    #[allow(clippy::cast_possible_truncation)]
     let u = |v: f64| v.round().max(0.0) as u64;
     pb::Rates {
         connections_per_s: u(r.conns),
