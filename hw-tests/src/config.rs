@@ -235,7 +235,7 @@ pub fn director_config(
         // Next to the stats file: two directors on one machine need two sockets.
         control: tandem_dataplane::config::ControlSection {
             socket: stats_file
-                .with_file_name("admin.sock")
+                .with_file_name(format!("{}.admin.sock", director.id.lower()))
                 .display()
                 .to_string(),
             ..Default::default()
