@@ -6,14 +6,14 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use tandem_core::conn::ConnConfig;
+use tandem_core::conn::{ConnConfig, Timeouts};
 use tandem_core::director::{self, Director, Route, Vip};
 use tandem_core::lb::{Endpoint, ForwardMethod, Protocol};
 use tandem_core::sched::{PersistOptions, Persistence, SchedulerKind, SchedulerOptions};
 use tandem_core::service::{DestSpec, ServiceSet, ServiceSpec};
 use tandem_core::wire::MacAddr;
 
-use crate::config::{Config, MethodName, ProtocolName};
+use crate::config::{Config, ConnectionsSection, MethodName, ProtocolName};
 
 /// Most real servers a director holds (sizes the per-destination counters of every lcore).
 pub const MAX_DESTS: usize = 4096;
@@ -80,6 +80,18 @@ pub fn service_specs(cfg: &Config) -> Result<Vec<ServiceSpec>, String> {
         .collect()
 }
 
+/// The connection timeouts `[connections]` sets (the rest are the defaults).
+pub fn timeouts(c: &ConnectionsSection) -> Timeouts {
+    let mut t = Timeouts::default();
+    t.set_ipvsadm(
+        Duration::from_secs(c.tcp_established_s.into()),
+        Duration::from_secs(c.tcp_fin_s.into()),
+        Duration::from_secs(c.udp_s.into()),
+    );
+    t.syn_recv = Duration::from_secs(c.tcp_syn_s.into());
+    t
+}
+
 /// Builds the core state; `macs[i]` is the MAC of `cfg.ports[i]`.
 pub fn build(cfg: &Config, macs: &[MacAddr]) -> Result<Built, String> {
     let ports = cfg
@@ -125,12 +137,7 @@ pub fn build(cfg: &Config, macs: &[MacAddr]) -> Result<Built, String> {
     let services = ServiceSet::new(&service_specs(cfg)?, MAX_DESTS).map_err(|e| e.to_string())?;
     let c = &cfg.connections;
     let mut conn = ConnConfig::new(c.max_per_lcore as usize, MAX_DESTS);
-    conn.timeouts.set_ipvsadm(
-        Duration::from_secs(c.tcp_established_s.into()),
-        Duration::from_secs(c.tcp_fin_s.into()),
-        Duration::from_secs(c.udp_s.into()),
-    );
-    conn.timeouts.syn_recv = Duration::from_secs(c.tcp_syn_s.into());
+    conn.timeouts = timeouts(c);
     Ok(Built {
         director,
         services,

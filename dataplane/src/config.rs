@@ -63,6 +63,44 @@ pub struct Config {
     /// Virtual services and their real servers.
     #[serde(rename = "service", default)]
     pub services: Vec<ServiceSection>,
+    /// The administration API (gRPC).
+    #[serde(default)]
+    pub control: ControlSection,
+}
+
+/// The default path of the admin API's Unix socket.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/tandem/admin.sock";
+
+/// `[control]`: where the admin API (`tandem.admin.v1`, used by `tandemctl`) is served.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSection {
+    /// The Unix socket (mode 0600; its directory is created; a stale socket is replaced).
+    pub socket: String,
+    /// Also serve on this TCP address (`ip:port`), TLS only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain for the TCP listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// PEM private key for the TCP listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
+    /// PEM CA bundle: if set, TCP clients must present a certificate it signed (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<String>,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        ControlSection {
+            socket: DEFAULT_CONTROL_SOCKET.into(),
+            tcp_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+        }
+    }
 }
 
 /// `[connections]`
@@ -455,6 +493,27 @@ impl Config {
         if d.neighbour_capacity == 0 {
             return Err("dataplane.neighbour_capacity must be at least 1".into());
         }
+        let c = &self.control;
+        if c.socket.is_empty() {
+            return Err("control.socket is empty".into());
+        }
+        match (&c.tcp_listen, &c.tls_cert, &c.tls_key) {
+            (Some(addr), None, _) | (Some(addr), _, None) => {
+                return Err(format!(
+                    "control.tcp_listen = {addr} needs control.tls_cert and control.tls_key: \
+                     the admin API is not served on TCP without TLS"
+                ));
+            }
+            (None, Some(_), _) | (None, _, Some(_)) => {
+                return Err(
+                    "control.tls_cert / control.tls_key are set without control.tcp_listen".into(),
+                );
+            }
+            _ => {}
+        }
+        if c.tls_client_ca.is_some() && c.tcp_listen.is_none() {
+            return Err("control.tls_client_ca is set without control.tcp_listen".into());
+        }
         Ok(())
     }
 
@@ -542,7 +601,17 @@ fn one_line(e: &toml::de::Error, text: &str) -> String {
                     .rfind('\n')
                     .map_or(0, |i| i + 1)
                 + 1;
-            format!("line {line}, column {col}: {msg}")
+            // Name the key when toml's message does not (type errors).
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && !msg.contains(k));
+            match key {
+                Some(k) => format!("line {line}, column {col}: {msg} (key `{k}`)"),
+                None => format!("line {line}, column {col}: {msg}"),
+            }
         }
         None => msg,
     }
@@ -777,6 +846,28 @@ mod tests {
         let c = Config::parse(EXAMPLE, "example").expect("valid");
         let text = c.to_toml().expect("serializes");
         assert_eq!(Config::parse(&text, "round trip").expect("parses back"), c);
+    }
+
+    #[test]
+    fn control_section_defaults_and_refuses_tcp_without_tls() {
+        let c = Config::parse(EXAMPLE, "example").expect("valid");
+        assert_eq!(c.control.socket, "/run/tandem/a/admin.sock");
+        let t = EXAMPLE.replace(
+            "[control]\n",
+            "[control]\ntcp_listen = \"127.0.0.1:50051\"\n",
+        );
+        assert_ne!(t, EXAMPLE);
+        assert_eq!(
+            err(&t),
+            "config file t.toml: control.tcp_listen = 127.0.0.1:50051 needs control.tls_cert and \
+             control.tls_key: the admin API is not served on TCP without TLS"
+        );
+        let minimal =
+            "[eal]\nargs = []\n[[port]]\nname = \"p\"\ndevice = \"d\"\naddress = \"10.0.0.1/8\"\n";
+        let c = Config::parse(minimal, "t").expect("valid");
+        assert_eq!(c.control.socket, DEFAULT_CONTROL_SOCKET);
+        let t = format!("{minimal}[control]\nsockett = \"/x\"\n");
+        assert!(err(&t).contains("sockett"), "{}", err(&t));
     }
 
     #[test]

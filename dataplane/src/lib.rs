@@ -5,5 +5,6 @@
 
 pub mod build;
 pub mod config;
+pub mod control;
 pub mod metrics;
 pub mod stats;

@@ -1,9 +1,12 @@
 //! `tandem-dataplane`: one director's DPDK process.
 //!
 //! Startup order matters: the config is read and checked, logging and signal handling are set
-//! up and the reporting thread is spawned *before* `rte_eal_init`, because after it every new
-//! thread inherits the main lcore's CPU pinning. Then the EAL, the packet pool and the ports
-//! come up, and one worker poll loop runs on every EAL lcore until SIGTERM/SIGINT.
+//! up, the admin API's sockets are bound, and the reporting thread, the control thread and the
+//! tokio runtime of the admin API are spawned *before* `rte_eal_init`, because after it every
+//! new thread inherits the main lcore's CPU pinning. Then the EAL, the packet pool and the
+//! ports come up, the control thread learns the workers' inboxes, the admin API starts
+//! serving, and one worker poll loop runs on every EAL lcore until SIGTERM/SIGINT. SIGHUP
+//! re-reads the configuration file (services and timeouts).
 //!
 //! Exit codes: 0 after a clean stop; 2 for a bad config file or bad EAL arguments (one error
 //! line names the problem); 1 for any other failure.
@@ -11,6 +14,10 @@
 mod buf;
 mod worker;
 
+use tandem_dataplane::control::board::StatsBoard;
+use tandem_dataplane::control::command::{Command, INBOX_CAPACITY};
+use tandem_dataplane::control::server::{self as admin, ControlHandle, Running};
+use tandem_dataplane::control::state::ControlState;
 use tandem_dataplane::{build, config, stats};
 
 use std::path::PathBuf;
@@ -69,7 +76,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&cfg.dataplane.log_level);
-    match run(&cfg) {
+    match run(&cli.config, &cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Input(msg)) => {
             error!("{msg}");
@@ -102,13 +109,65 @@ struct ReportSetup {
     lcores: Vec<u32>,
 }
 
-fn run(cfg: &Config) -> Result<(), Failure> {
+/// What the EAL side hands to the admin API once the workers exist.
+struct ControlSetup {
+    handle: ControlHandle,
+    services: Arc<tandem_core::service::ServiceSet>,
+    generation: u64,
+    ready: tokio::sync::oneshot::Sender<()>,
+}
+
+fn run(config_path: &std::path::Path, cfg: &Config) -> Result<(), Failure> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| {
             Failure::Runtime(format!("cannot install handler for signal {sig}: {e}"))
         })?;
     }
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))
+        .map_err(|e| Failure::Runtime(format!("cannot install handler for SIGHUP: {e}")))?;
+
+    // The control plane, before EAL init (its threads must not inherit the lcore pinning).
+    let state = ControlState::new(
+        config_path,
+        cfg.clone(),
+        build::timeouts(&cfg.connections),
+        build::MAX_DESTS,
+    )
+    .map_err(|e| Failure::Input(format!("configuration refused: {e}")))?;
+    let services = Arc::clone(state.set());
+    let generation = state.generation();
+    let listeners = admin::bind(&cfg.control).map_err(|e| Failure::Input(e.to_string()))?;
+    let socket = listeners.path().to_path_buf();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .thread_name("tandem-admin")
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(format!("cannot start the admin API runtime: {e}")))?;
+    let (handle, control_thread) = admin::spawn(state, Arc::clone(&stop), hangup)
+        .map_err(|e| Failure::Runtime(format!("cannot spawn the control thread: {e}")))?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_handle = handle.clone();
+    let server = runtime.spawn(async move {
+        // Serve once the workers exist; if the EAL side fails first, just remove the socket.
+        if ready_rx.await.is_ok() {
+            if let Err(e) = admin::serve(listeners, server_handle, shutdown_rx).await {
+                error!("{e}");
+            }
+        } else {
+            let _ = std::fs::remove_file(listeners.path());
+        }
+    });
+    let control = ControlSetup {
+        handle,
+        services,
+        generation,
+        ready: ready_tx,
+    };
 
     // One counter slot per possible lcore, allocated before any worker runs.
     let slots: Arc<Vec<CounterSlot>> = Arc::new(
@@ -119,8 +178,20 @@ fn run(cfg: &Config) -> Result<(), Failure> {
     let (setup_tx, setup_rx) = mpsc::channel::<ReportSetup>();
     let reporter = spawn_reporter(cfg, Arc::clone(&slots), Arc::clone(&stop), setup_rx)?;
 
-    let result = run_eal(cfg, &slots, &stop, setup_tx);
+    let result = run_eal(cfg, &slots, &stop, setup_tx, control);
     stop.store(true, Ordering::Relaxed);
+    let _ = shutdown_tx.send(true);
+    if runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), server).await })
+        .is_err()
+    {
+        warn!("the admin API did not stop within 5 s");
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let _ = std::fs::remove_file(&socket);
+    if control_thread.join().is_err() {
+        warn!("the control thread panicked");
+    }
     if let Some(r) = reporter
         && r.join().is_err()
     {
@@ -173,9 +244,10 @@ fn spawn_reporter(
 
 fn run_eal(
     cfg: &Config,
-    slots: &[CounterSlot],
+    slots: &Arc<Vec<CounterSlot>>,
     stop: &AtomicBool,
     setup_tx: mpsc::Sender<ReportSetup>,
+    control: ControlSetup,
 ) -> Result<(), Failure> {
     info!(args = ?cfg.eal.args, "starting DPDK EAL");
     let eal = Eal::init("tandem-dataplane", &cfg.eal.args).map_err(|e| {
@@ -233,7 +305,8 @@ fn run_eal(
     let built = build::build(cfg, &macs)
         .map_err(|e| Failure::Input(format!("configuration refused: {e}")))?;
     let director = Arc::new(built.director);
-    let services = Arc::new(built.services);
+    // The control plane's snapshot (same services, numbered by it) so ids agree.
+    let services = control.services;
     info!(
         services = services.services().len(),
         real_servers = services.dests().len(),
@@ -249,7 +322,11 @@ fn run_eal(
                 .map_err(|e| Failure::Runtime(e.to_string()))?,
         );
     }
-    let board = worker::DestBoard::new(lcores.len(), services.dests().len());
+    let board = worker::DestBoard::new(lcores.len(), build::MAX_DESTS);
+    let stats_board = Arc::new(StatsBoard::new(lcores.len(), build::MAX_DESTS));
+    let (inbox_tx, inboxes): (Vec<_>, Vec<_>) = (0..lcores.len())
+        .map(|_| crossbeam_channel::bounded::<Command>(INBOX_CAPACITY))
+        .unzip();
     let neighbour_bus: Vec<_> = (0..lcores.len())
         .map(|_| crossbeam_channel::bounded(worker::NEIGHBOUR_BUS_CAPACITY))
         .collect();
@@ -259,6 +336,17 @@ fn run_eal(
         ports: reports.clone(),
         lcores: lcores.clone(),
     });
+    control
+        .handle
+        .set_running(Running {
+            workers: inbox_tx,
+            lcores: lcores.clone(),
+            ports: reports.clone(),
+            board: Arc::clone(&stats_board),
+            slots: Arc::clone(slots),
+        })
+        .map_err(Failure::Runtime)?;
+    let _ = control.ready.send(());
 
     let shared = worker::Shared {
         ports: &ports,
@@ -269,6 +357,9 @@ fn run_eal(
         persist: &built.persist,
         rings: &rings,
         board: &board,
+        inboxes: &inboxes,
+        stats_board: &stats_board,
+        generation: control.generation,
         neighbour_bus: &neighbour_bus,
         stop,
         origin: Instant::now(),

@@ -1,8 +1,10 @@
 //! The poll loop of one worker lcore: rx bursts from every port and from its redirect ring,
 //! the sans-IO engine on each frame, then per verdict: tx bursts out of the chosen port, a
 //! small queue of frames waiting for ARP, or the ring of the worker that owns the connection.
-//! Between bursts: counters and per-destination connection counts are published, and the
-//! connection table is expired a bounded amount at a time.
+//! Between bursts: counters and per-destination connection counts are published, the
+//! connection table is expired a bounded amount at a time, and every millisecond the
+//! control plane's inbox is read (new service snapshots, timeouts, listings, flushes) and
+//! the per-destination figures it reads are published.
 //!
 //! Per packet this allocates nothing, takes no lock and logs nothing: the bursts are stack
 //! arrays, the engine and counters belong to this lcore alone, and every queue is bounded and
@@ -24,6 +26,8 @@ use tandem_core::service::ServiceSet;
 use tandem_dpdk::{Burst, Mbuf, MbufRing, Mempool, Port, TxQueue};
 
 use crate::buf::MbufPacket;
+use tandem_dataplane::control::board::{LcoreFigures, StatsBoard};
+use tandem_dataplane::control::command::{Command, ConnListing, PortFigures};
 use tandem_dataplane::stats::{CounterSlot, PUBLISH_EVERY_NS};
 
 /// Most ports a director drives; keeps the per-lcore tx bursts on the stack.
@@ -46,6 +50,8 @@ const EXPIRE_BUDGET: usize = 4096;
 /// Connection events held for the sync daemon (it drains them in a later issue; until then
 /// they overflow, counted, once this many are queued).
 const EVENT_CAPACITY: usize = 16_384;
+/// Control-plane commands one worker handles per millisecond at most.
+const COMMANDS_PER_TICK: usize = 8;
 
 /// The per-destination connection counts of every worker, exchanged without locks: each
 /// worker writes its own row (relaxed stores of `active << 32 | inactive`), reads the others.
@@ -110,6 +116,12 @@ pub struct Shared<'a, 'm> {
     pub rings: &'a [MbufRing<'m>],
     /// Connection counts per destination, per worker.
     pub board: &'a DestBoard,
+    /// One control-plane inbox per worker.
+    pub inboxes: &'a [Receiver<Command>],
+    /// What the workers publish for the control plane.
+    pub stats_board: &'a StatsBoard,
+    /// The configuration generation of `services`.
+    pub generation: u64,
     /// One inbox per worker for neighbours another worker learned from ARP (RSS hands an ARP
     /// reply to one queue only; every worker needs the MAC).
     pub neighbour_bus: &'a [(Sender<NeighbourUpdate>, Receiver<NeighbourUpdate>)],
@@ -152,6 +164,10 @@ struct Lcore<'q, 'm> {
     redirect: Vec<Burst<'m>>,
     pending: Vec<PendingFrame<'m>>,
     asked: Vec<(Ipv4Addr, u64)>,
+    /// The configuration generation this worker runs.
+    generation: u64,
+    /// One more than the highest destination id this worker has seen: its published rows.
+    dest_rows: usize,
 }
 
 /// Runs the poll loop of worker `index` (which uses queue `index` of every port) until
@@ -207,6 +223,8 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
         redirect: (0..shared.rings.len()).map(|_| Burst::new()).collect(),
         pending: Vec::with_capacity(PENDING_MAX),
         asked: Vec::with_capacity(PENDING_MAX),
+        generation: shared.generation,
+        dest_rows: shared.services.dest_slots(),
     };
     let mut idle = Backoff::new(shared.idle_sleep_max);
     let (mut last_publish, mut last_counts, mut last_expire) = (0u64, 0u64, 0u64);
@@ -238,6 +256,7 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
         lc.flush_all();
         if now.saturating_sub(last_counts) >= DEST_COUNTS_EVERY_NS {
             lc.exchange_dest_counts();
+            lc.control(now);
             last_counts = now;
         }
         if now.saturating_sub(last_expire) >= EXPIRE_EVERY_NS {
@@ -417,12 +436,117 @@ impl<'m> Lcore<'_, 'm> {
         let Some(b) = self.engine.balancer_mut() else {
             return;
         };
+        let counts = b.conns().dest_counts();
         self.shared
             .board
-            .publish(self.index, b.conns().dest_counts());
+            .publish(self.index, &counts[..self.dest_rows.min(counts.len())]);
         self.shared
             .board
             .sum_others(self.index, b.remote_counts_mut());
+    }
+}
+
+impl Lcore<'_, '_> {
+    /// The control plane's part of housekeeping (every millisecond, between bursts): a few
+    /// commands from the inbox, then the figures the control plane reads.
+    fn control(&mut self, now: u64) {
+        if let Some(inbox) = self.shared.inboxes.get(self.index) {
+            for _ in 0..COMMANDS_PER_TICK {
+                match inbox.try_recv() {
+                    Ok(cmd) => self.command(cmd, now),
+                    Err(_) => break,
+                }
+            }
+        }
+        let Some(b) = self.engine.balancer_mut() else {
+            return;
+        };
+        let figures = LcoreFigures {
+            connections: b.conns().len() as u64,
+            capacity: b.conns().capacity() as u64,
+            events_queued: b.events_mut().len() as u64,
+            events_overflow: b.conns().stats().event_overflow,
+            generation: self.generation,
+        };
+        let board = self.shared.stats_board;
+        board.publish_dests(
+            self.index,
+            b.conns().dest_counts(),
+            b.dest_traffic(),
+            self.dest_rows,
+        );
+        board.publish_lcore(self.index, &figures);
+    }
+
+    fn command(&mut self, cmd: Command, now: u64) {
+        let index = self.index;
+        if let Command::PortStats { reply } = cmd {
+            let figures = self
+                .shared
+                .ports
+                .iter()
+                .map(|p| {
+                    let s = p.stats().unwrap_or_default();
+                    let l = p.link().ok();
+                    PortFigures {
+                        link_up: l.is_some_and(|l| l.up),
+                        speed_mbps: l.map_or(0, |l| l.speed_mbps),
+                        rx_packets: s.ipackets,
+                        tx_packets: s.opackets,
+                        rx_bytes: s.ibytes,
+                        tx_bytes: s.obytes,
+                        rx_missed: s.imissed,
+                        rx_errors: s.ierrors,
+                        tx_errors: s.oerrors,
+                    }
+                })
+                .collect();
+            let _ = reply.try_send(figures);
+            return;
+        }
+        let Some(b) = self.engine.balancer_mut() else {
+            return;
+        };
+        match cmd {
+            Command::SetServices {
+                services,
+                generation,
+            } => {
+                let rows = services.dest_slots();
+                match b.set_services(services) {
+                    Ok(()) => {
+                        self.generation = generation;
+                        // Retired ids keep their rows: connections may still count there.
+                        self.dest_rows = self.dest_rows.max(rows);
+                    }
+                    Err(e) => {
+                        tracing::error!(worker = index, generation, "new services refused: {e}")
+                    }
+                }
+            }
+            Command::SetTimeouts(t) => {
+                if let Err(e) = b.set_timeouts(t) {
+                    tracing::error!(worker = index, "new timeouts refused: {e}");
+                }
+            }
+            Command::Flush(target) => {
+                b.flush(&target, now);
+            }
+            Command::ListConns {
+                filter,
+                limit,
+                reply,
+            } => {
+                let mut records = Vec::with_capacity(limit.min(b.conns().len()));
+                let matched = b.list_conns(&filter, limit, now, &mut records);
+                let _ = reply.try_send(ConnListing {
+                    worker: index,
+                    records,
+                    matched,
+                });
+            }
+            Command::PortStats { .. } => {}
+        }
     }
 }
 

@@ -23,6 +23,8 @@ args = ["-l", "0", "--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{pref
 stats_file = "{stats}"
 stats_interval_ms = 100
 idle_sleep_max_us = 100
+[control]
+socket = "{socket}"
 [[port]]
 name = "outside"
 device = "{device}"
@@ -31,7 +33,8 @@ address = "203.0.113.11/24"
 address = "203.0.113.10"
 port = "outside"
 "#,
-        stats = dir.join("stats.json").display()
+        stats = dir.join("stats.json").display(),
+        socket = dir.join("admin.sock").display()
     );
     std::fs::write(&p, text).expect("write config");
     p

@@ -566,6 +566,13 @@ pub fn director_config(
                 })
                 .collect(),
         }],
+        control: tandem_dataplane::config::ControlSection {
+            socket: stats_file
+                .with_file_name("admin.sock")
+                .display()
+                .to_string(),
+            ..Default::default()
+        },
     })
 }
 

@@ -232,6 +232,14 @@ pub fn director_config(
         routes: director.routes.clone(),
         connections: Default::default(),
         services: director.services.clone(),
+        // Next to the stats file: two directors on one machine need two sockets.
+        control: tandem_dataplane::config::ControlSection {
+            socket: stats_file
+                .with_file_name(format!("{}.admin.sock", director.id.lower()))
+                .display()
+                .to_string(),
+            ..Default::default()
+        },
     }
 }
 

@@ -30,6 +30,9 @@
 
 use std::sync::Arc;
 
+mod control;
+pub use control::{ConnFilter, DestTraffic, FlushTarget};
+
 use crate::buf::PacketBuf;
 use crate::conn::{
     ConnConfig, ConnConfigError, ConnState, ConnTable, CreateError, DestCounts, Direction,
@@ -94,7 +97,10 @@ pub enum BalancerError {
 pub struct Balancer {
     services: Arc<ServiceSet>,
     conns: ConnTable,
-    schedulers: Vec<Scheduler>,
+    /// Indexed by `ServiceId` (ids may have gaps).
+    schedulers: Vec<Option<Scheduler>>,
+    /// Traffic per destination, indexed by `DestId`, sized for every possible id.
+    traffic: Vec<DestTraffic>,
     persist: PersistenceTable,
     events: EventQueue,
     /// The schedulers' view of one service's destinations, refilled per decision.
@@ -134,22 +140,20 @@ impl Balancer {
         let max_dests = config.conn.max_dests;
         let conns = ConnTable::new(config.conn)?;
         let persist = PersistenceTable::new(config.persist)?;
-        let mut schedulers = Vec::with_capacity(services.services().len());
+        let mut schedulers: Vec<Option<Scheduler>> =
+            (0..services.service_slots()).map(|_| None).collect();
         let mut widest = 0;
         for svc in services.services() {
-            let dests = services.dest_states(svc);
-            widest = widest.max(dests.len());
-            schedulers.push(Scheduler::new(svc.scheduler, svc.options, &dests).map_err(
-                |source| BalancerError::Scheduler {
-                    vip: svc.vip,
-                    source,
-                },
-            )?);
+            widest = widest.max(svc.dest_count as usize);
+            if let Some(slot) = schedulers.get_mut(svc.id.0 as usize) {
+                *slot = Some(control::fresh_scheduler(&services, svc)?);
+            }
         }
         Ok(Self {
             services,
             conns,
             schedulers,
+            traffic: vec![DestTraffic::default(); max_dests],
             persist,
             events: EventQueue::new(config.event_capacity),
             scratch: Vec::with_capacity(widest),
@@ -191,7 +195,7 @@ impl Balancer {
     /// schedulers' and persistence tables. Returns the connections removed.
     pub fn housekeeping(&mut self, now: u64, budget: usize) -> usize {
         let removed = self.conns.expire(now, budget, &mut self.events);
-        for s in &mut self.schedulers {
+        for s in self.schedulers.iter_mut().flatten() {
             s.housekeeping(now);
         }
         self.persist.expire(now);
@@ -260,7 +264,8 @@ impl Balancer {
                     &mut self.events,
                 );
                 let conn = self.conns.get(id)?;
-                let (vip, client) = (conn.vip(), conn.client());
+                let (vip, client, dest) = (conn.vip(), conn.client(), conn.dest());
+                self.count_out(dest, buf.data().len());
                 Some(self.emit(&ctx, client.addr, buf, counters, |frame, mac| {
                     fwd::nat_reply(frame, vip, mac)
                 }))
@@ -326,7 +331,8 @@ impl Balancer {
         let Some(conn) = self.conns.get(id) else {
             return Verdict::Drop(DropReason::ConnTableFull);
         };
-        let (real, method) = (conn.real(), conn.method());
+        let (real, method, dest) = (conn.real(), conn.method(), conn.dest());
+        self.count_in(dest, buf.data().len());
         self.forward_to_real(ctx, method, real, buf, counters)
     }
 
@@ -341,10 +347,7 @@ impl Balancer {
         // A plain borrow of the field (disjoint from the ones mutated below): no reference
         // count touched per new connection.
         let services: &ServiceSet = &self.services;
-        let svc = services
-            .services()
-            .get(svc_id.0 as usize)
-            .ok_or(DropReason::NoService)?;
+        let svc = services.service(svc_id).ok_or(DropReason::NoService)?;
         let local = self.conns.dest_counts();
         self.scratch.clear();
         for d in services.service_dests(svc) {
@@ -362,6 +365,7 @@ impl Balancer {
         let sched = self
             .schedulers
             .get_mut(svc_id.0 as usize)
+            .and_then(Option::as_mut)
             .ok_or(DropReason::NoService)?;
         let choice = sched::choose(
             sched,
@@ -386,7 +390,13 @@ impl Balancer {
             service: svc_id,
         };
         match self.conns.create(&new, flags, now, &mut self.events) {
-            Ok(id) | Err(CreateError::Exists(id)) => Ok(id),
+            Ok(id) => {
+                if let Some(t) = self.traffic.get_mut(dest.id.0 as usize) {
+                    t.conns += 1;
+                }
+                Ok(id)
+            }
+            Err(CreateError::Exists(id)) => Ok(id),
             Err(CreateError::Full) => Err(DropReason::ConnTableFull),
             Err(CreateError::KeyTaken | CreateError::BadDest(_)) => {
                 Err(DropReason::ConnKeyConflict)

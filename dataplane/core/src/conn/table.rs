@@ -508,6 +508,18 @@ impl ConnTable {
         &self.timeouts
     }
 
+    /// Replaces the timeouts (`ipvsadm --set`): they apply from each entry's next packet or
+    /// state change on; deadlines already armed are left as they are. Refuses (changing
+    /// nothing) a timeout longer than `u32::MAX` milliseconds.
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) -> Result<(), ConnConfigError> {
+        if let Some(state) = timeouts.too_long() {
+            return Err(ConnConfigError::Timeout(state));
+        }
+        self.timeouts = timeouts;
+        self.timeouts_ms = timeouts.millis();
+        Ok(())
+    }
+
     /// The counters.
     pub fn stats(&self) -> &ConnStats {
         &self.stats
