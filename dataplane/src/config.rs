@@ -89,6 +89,9 @@ pub struct ControlSection {
     /// PEM CA bundle: if set, TCP clients must present a certificate it signed (mTLS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<String>,
+    /// Serve Prometheus metrics (`GET /metrics`, plain HTTP) on this address (`ip:port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for ControlSection {
@@ -99,6 +102,7 @@ impl Default for ControlSection {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            metrics_listen: None,
         }
     }
 }

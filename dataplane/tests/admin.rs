@@ -16,7 +16,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 const BIN: &str = env!("CARGO_BIN_EXE_tandem-dataplane");
 const VIP: &str = "203.0.113.10";
 
-fn config_text(prefix: &str, socket: &Path, weight: &str) -> String {
+fn config_text(prefix: &str, socket: &Path, metrics: u16, weight: &str) -> String {
     format!(
         r#"[eal]
 args = ["-l", "0", "--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{prefix}",
@@ -25,6 +25,7 @@ args = ["-l", "0", "--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{pref
 idle_sleep_max_us = 100
 [control]
 socket = "{socket}"
+metrics_listen = "127.0.0.1:{metrics}"
 [[port]]
 name = "outside"
 device = "net_null0"
@@ -54,6 +55,7 @@ struct Director {
     prefix: String,
     socket: PathBuf,
     config: PathBuf,
+    metrics: u16,
 }
 
 impl Director {
@@ -65,7 +67,12 @@ impl Director {
         // The socket's directory does not exist yet: the director creates it.
         let socket = dir.join("run").join("admin.sock");
         let config = dir.join("dp.toml");
-        std::fs::write(&config, config_text(&prefix, &socket, "1")).expect("write config");
+        // A free loopback port for the metrics endpoint.
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        std::fs::write(&config, config_text(&prefix, &socket, metrics, "1")).expect("write config");
         let child = Command::new(BIN)
             .args(["--config", config.to_str().expect("utf8")])
             .stdout(Stdio::null())
@@ -78,6 +85,7 @@ impl Director {
             prefix,
             socket,
             config,
+            metrics,
         }
     }
 
@@ -221,6 +229,23 @@ async fn listing(c: &mut AdminClient<Channel>) -> (u64, Vec<(u32, String, Vec<(S
 fn changes(r: Result<tonic::Response<pb::ChangeResponse>, tonic::Status>) -> (u64, Vec<String>) {
     let r = r.expect("change accepted").into_inner();
     (r.generation, r.changes)
+}
+
+/// `GET /metrics` over a plain TCP connection: the whole HTTP response.
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: tandem\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut reply))
+        .await
+        .expect("an answer within 10 s")
+        .expect("reply");
+    reply
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,6 +522,19 @@ async fn admin_api_over_the_unix_socket() {
         .map(|d| d.count);
     assert!(not_for_us.is_some_and(|n| n > 0), "{:?}", s.drops);
 
+    // The Prometheus endpoint tells the same story.
+    let text = scrape(d.metrics).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.lines().any(|l| l == "tandem_config_generation 9"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(r#"tandem_dropped_packets_total{reason="not_for_us_mac"} "#)),
+        "{text}"
+    );
+
     // Reload the file: it brings back its service (and its timeouts, unchanged there).
     let r = c.reload(pb::ReloadRequest { dry_run: false }).await;
     let (generation, lines) = changes(r);
@@ -517,7 +555,7 @@ async fn admin_api_over_the_unix_socket() {
         .await
         .expect_err("broken file");
     assert!(
-        e.message().contains("line 24") && e.message().contains("(key `weight`)"),
+        e.message().contains("line 25") && e.message().contains("(key `weight`)"),
         "{}",
         e.message()
     );

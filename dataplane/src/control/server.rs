@@ -833,6 +833,9 @@ pub enum ListenError {
     /// The TCP listener or its TLS files.
     #[error("control TCP listener: {0}")]
     Tcp(String),
+    /// The metrics listener.
+    #[error("metrics endpoint: {0}")]
+    Metrics(String),
 }
 
 /// The bound listeners (bound before EAL init, served once the workers are up).
@@ -841,6 +844,7 @@ pub struct Listeners {
     unix: std::os::unix::net::UnixListener,
     path: PathBuf,
     tcp: Option<(std::net::TcpListener, tonic::transport::ServerTlsConfig)>,
+    metrics: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
@@ -897,7 +901,22 @@ pub fn bind(cfg: &crate::config::ControlSection) -> Result<Listeners, ListenErro
         }
         _ => None,
     };
-    Ok(Listeners { unix, path, tcp })
+    let metrics = match cfg.metrics_listen {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| ListenError::Metrics(format!("cannot listen on {addr}: {e}")))?;
+            l.set_nonblocking(true)
+                .map_err(|e| ListenError::Metrics(e.to_string()))?;
+            Some(l)
+        }
+        None => None,
+    };
+    Ok(Listeners {
+        unix,
+        path,
+        tcp,
+        metrics,
+    })
 }
 
 /// Serves the admin API (with gRPC reflection, v1 and v1alpha) on the listeners until
@@ -920,7 +939,40 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let Listeners { unix, path, tcp } = listeners;
+    let Listeners {
+        unix,
+        path,
+        tcp,
+        metrics,
+    } = listeners;
+    let metrics_server = match metrics {
+        Some(l) => {
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
+            let h = handle.clone();
+            let source: crate::metrics::Source = Arc::new(move || {
+                let h = h.clone();
+                Box::pin(async move {
+                    let status = h
+                        .call(|c| c.status())
+                        .await
+                        .map_err(|s| s.message().to_string())?;
+                    let services = h
+                        .call(|c| c.list_services(None))
+                        .await
+                        .map_err(|s| s.message().to_string())?;
+                    Ok((status, services))
+                })
+            });
+            info!(%addr, "Prometheus metrics on http://{addr}/metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                l,
+                source,
+                stopped(shutdown.clone()),
+            )))
+        }
+        None => None,
+    };
     let unix = tokio::net::UnixListener::from_std(unix).map_err(|e| e.to_string())?;
     let (v1, v1a) = reflection()?;
     let unix_server = tonic::transport::Server::builder()
@@ -954,5 +1006,12 @@ pub async fn serve(
         None => unix_server.await,
     };
     let _ = std::fs::remove_file(&path);
+    if let Some(m) = metrics_server {
+        match m.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("metrics endpoint: {e}")),
+            Err(e) => return Err(format!("metrics endpoint: {e}")),
+        }
+    }
     result.map_err(|e| format!("admin API server: {e}"))
 }
