@@ -1,199 +1,14 @@
-//! The built `tandemctl` against a small in-memory admin server on a Unix socket: the
-//! connection, the requests the ipvsadm forms send, the listing, the server's refusals passed
-//! on as is, and `save | restore` through the wire. The real dataplane is exercised by the
-//! integration tests; this server only keeps a list of services.
+//! The built `tandemctl` against the real `tandem-dataplane` (EAL on `net_null` vdevs, no
+//! NIC, no hugepages): the ipvsadm forms, the listing, the server's refusals passed on as is
+//! and leaving the listing unchanged, `save | restore` as an identity, timeouts, JSON, and the
+//! TCP listener with mutual TLS. Needs root (DPDK's runtime directory) and the dataplane
+//! binary built next to `tandemctl` (`cargo build -p tandem-dataplane`; `scripts/test.sh`
+//! builds every binary first) or named by `$TANDEM_DATAPLANE`.
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
-
-use tandem_proto::admin::{self, admin_server};
-use tonic::{Request, Response, Status};
-
-#[derive(Default)]
-struct Fake {
-    state: Mutex<(Vec<admin::ServiceDefinition>, u64, admin::Timeouts)>,
-}
-
-fn same_key(d: &admin::ServiceDefinition, k: &Option<admin::ServiceKey>) -> bool {
-    d.config.as_ref().and_then(|c| c.key.as_ref()) == k.as_ref()
-}
-
-fn describe(k: &Option<admin::ServiceKey>) -> String {
-    let k = k.clone().unwrap_or_default();
-    let p = if k.protocol == admin::Protocol::Udp as i32 {
-        "UDP"
-    } else {
-        "TCP"
-    };
-    format!("{p} {}:{}", k.address, k.port)
-}
-
-type R<T> = Result<Response<T>, Status>;
-
-#[tonic::async_trait]
-impl admin_server::Admin for Fake {
-    async fn add_service(&self, r: Request<admin::AddServiceRequest>) -> R<admin::ChangeResponse> {
-        let def = r.into_inner().service.unwrap_or_default();
-        let key = def.config.clone().unwrap_or_default().key;
-        let mut st = self.state.lock().unwrap();
-        if st.0.iter().any(|d| same_key(d, &key)) {
-            return Err(Status::already_exists(format!(
-                "service {} already exists",
-                describe(&key)
-            )));
-        }
-        st.0.push(def);
-        st.1 += 1;
-        Ok(Response::new(admin::ChangeResponse {
-            changes: vec![format!("added service {}", describe(&key))],
-            generation: st.1,
-        }))
-    }
-    async fn edit_service(
-        &self,
-        _: Request<admin::EditServiceRequest>,
-    ) -> R<admin::ChangeResponse> {
-        Err(Status::unimplemented("edit_service"))
-    }
-    async fn delete_service(
-        &self,
-        _: Request<admin::DeleteServiceRequest>,
-    ) -> R<admin::ChangeResponse> {
-        Err(Status::unimplemented("delete_service"))
-    }
-    async fn add_server(&self, r: Request<admin::AddServerRequest>) -> R<admin::ChangeResponse> {
-        let r = r.into_inner();
-        let mut st = self.state.lock().unwrap();
-        let Some(def) = st.0.iter_mut().find(|d| same_key(d, &r.service)) else {
-            return Err(Status::not_found(format!(
-                "no service {}",
-                describe(&r.service)
-            )));
-        };
-        def.servers.push(r.server.unwrap_or_default());
-        st.1 += 1;
-        Ok(Response::new(admin::ChangeResponse {
-            changes: vec!["added server".into()],
-            generation: st.1,
-        }))
-    }
-    async fn edit_server(&self, _: Request<admin::EditServerRequest>) -> R<admin::ChangeResponse> {
-        Err(Status::unimplemented("edit_server"))
-    }
-    async fn delete_server(
-        &self,
-        _: Request<admin::DeleteServerRequest>,
-    ) -> R<admin::ChangeResponse> {
-        Err(Status::unimplemented("delete_server"))
-    }
-    async fn replace_services(
-        &self,
-        r: Request<admin::ReplaceServicesRequest>,
-    ) -> R<admin::ChangeResponse> {
-        let r = r.into_inner();
-        let mut st = self.state.lock().unwrap();
-        let changes = vec![format!("{} services", r.services.len())];
-        if !r.dry_run {
-            st.0 = r.services;
-            st.1 += 1;
-        }
-        Ok(Response::new(admin::ChangeResponse {
-            changes,
-            generation: st.1,
-        }))
-    }
-    async fn reload(&self, _: Request<admin::ReloadRequest>) -> R<admin::ChangeResponse> {
-        Err(Status::failed_precondition("no configuration file"))
-    }
-    async fn list_services(
-        &self,
-        r: Request<admin::ListServicesRequest>,
-    ) -> R<admin::ListServicesResponse> {
-        let key = r.into_inner().key;
-        let st = self.state.lock().unwrap();
-        let services: Vec<admin::ServiceStatus> =
-            st.0.iter()
-                .filter(|d| key.is_none() || same_key(d, &key))
-                .map(|d| admin::ServiceStatus {
-                    config: d.config.clone(),
-                    servers: d
-                        .servers
-                        .iter()
-                        .map(|s| admin::ServerStatus {
-                            config: Some(s.clone()),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    stats: None,
-                    rates: None,
-                })
-                .collect();
-        if key.is_some() && services.is_empty() {
-            return Err(Status::not_found(format!("no service {}", describe(&key))));
-        }
-        Ok(Response::new(admin::ListServicesResponse {
-            services,
-            generation: st.1,
-            counts_staleness_ms: 0,
-        }))
-    }
-    async fn list_connections(
-        &self,
-        _: Request<admin::ListConnectionsRequest>,
-    ) -> R<admin::ListConnectionsResponse> {
-        Ok(Response::new(admin::ListConnectionsResponse::default()))
-    }
-    async fn zero_counters(
-        &self,
-        _: Request<admin::ZeroCountersRequest>,
-    ) -> R<admin::ZeroCountersResponse> {
-        Ok(Response::new(admin::ZeroCountersResponse {}))
-    }
-    async fn get_timeouts(&self, _: Request<admin::GetTimeoutsRequest>) -> R<admin::Timeouts> {
-        Ok(Response::new(self.state.lock().unwrap().2))
-    }
-    async fn set_timeouts(&self, r: Request<admin::Timeouts>) -> R<admin::Timeouts> {
-        let t = r.into_inner();
-        let mut st = self.state.lock().unwrap();
-        let cur = &mut st.2;
-        for (new, old) in [
-            (t.tcp_s, &mut cur.tcp_s),
-            (t.tcp_fin_s, &mut cur.tcp_fin_s),
-            (t.udp_s, &mut cur.udp_s),
-        ] {
-            if new != 0 {
-                *old = new;
-            }
-        }
-        Ok(Response::new(st.2))
-    }
-    async fn get_status(&self, _: Request<admin::GetStatusRequest>) -> R<admin::Status> {
-        let st = self.state.lock().unwrap();
-        Ok(Response::new(admin::Status {
-            role: "standalone".into(),
-            generation: st.1,
-            ..Default::default()
-        }))
-    }
-}
-
-fn fake() -> admin_server::AdminServer<Fake> {
-    admin_server::AdminServer::new(Fake {
-        state: Mutex::new((
-            Vec::new(),
-            0,
-            admin::Timeouts {
-                tcp_s: 900,
-                tcp_fin_s: 60,
-                udp_s: 300,
-                tcp_syn_s: 60,
-            },
-        )),
-    })
-}
+use std::process::{Child, Command, Output, Stdio};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tandemctl-{name}-{}", std::process::id()));
@@ -202,28 +17,119 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Serves a fresh fake on a socket in a temporary directory, from a thread of its own.
-fn serve(name: &str) -> PathBuf {
-    let path = temp_dir(name).join("admin.sock");
-    let p = path.clone();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::UnixListener::bind(&p).unwrap();
-            ready_tx.send(()).unwrap();
-            tonic::transport::Server::builder()
-                .add_service(fake())
-                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
-                .await
-                .unwrap();
+/// A real dataplane, killed and cleaned up on drop whatever happened.
+struct Dataplane {
+    child: Option<Child>,
+    dir: PathBuf,
+    prefix: String,
+    socket: PathBuf,
+}
+
+impl std::ops::Deref for Dataplane {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn dataplane_binary() -> PathBuf {
+    let p = std::env::var_os("TANDEM_DATAPLANE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_BIN_EXE_tandemctl")).with_file_name("tandem-dataplane")
         });
-    });
-    ready_rx.recv().unwrap();
-    path
+    assert!(
+        p.exists(),
+        "{} not found: build it with `cargo build -p tandem-dataplane` or set TANDEM_DATAPLANE",
+        p.display()
+    );
+    p
+}
+
+/// Starts a dataplane with no services (its VIPs 203.0.113.10 and .20 declared, an inside
+/// port on 172.16.0.0/24) and `control` as extra `[control]` lines; waits for its socket.
+fn start(name: &str, control: &str) -> Dataplane {
+    let dir = temp_dir(name);
+    let prefix = format!("tandemctl-{name}-{}", std::process::id());
+    let socket = dir.join("admin.sock");
+    let config = dir.join("dp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[eal]
+args = ["-l", "0", "--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{prefix}",
+        "--vdev", "net_null0", "--vdev", "net_null1", "--log-level", "lib.eal:warning"]
+[dataplane]
+idle_sleep_max_us = 200
+[control]
+socket = "{socket}"
+{control}
+[[port]]
+name = "outside"
+device = "net_null0"
+address = "203.0.113.11/24"
+[[port]]
+name = "inside"
+device = "net_null1"
+address = "172.16.0.251/24"
+[[vip]]
+address = "203.0.113.10"
+port = "outside"
+[[vip]]
+address = "203.0.113.20"
+port = "outside"
+"#,
+            socket = socket.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("dp.log")).unwrap();
+    let child = Command::new(dataplane_binary())
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut dp = Dataplane {
+        child: Some(child),
+        dir,
+        prefix,
+        socket,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(c) = dp.child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            let log = std::fs::read_to_string(dp.dir.join("dp.log")).unwrap_or_default();
+            panic!("the dataplane exited early ({status}):\n{log}");
+        }
+        if std::os::unix::net::UnixStream::connect(&dp.socket).is_ok() {
+            return dp;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no admin socket within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A real dataplane with the admin API on a socket in a temporary directory.
+fn serve(name: &str) -> Dataplane {
+    start(name, "")
 }
 
 fn run(sock: &Path, args: &[&str], stdin: Option<&str>) -> Output {
@@ -254,7 +160,7 @@ fn ok(sock: &Path, args: &[&str]) -> String {
 }
 
 const DEMO: &str = "\
-Tandem director (generation 5, standalone)
+Tandem director (generation 6, standalone)
 Prot LocalAddress:Port Scheduler Flags
   -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
 TCP  203.0.113.10:80 wrr
@@ -312,7 +218,7 @@ fn ipvsadm_forms_over_the_socket() {
     assert!(o.stdout.is_empty());
     assert_eq!(
         String::from_utf8_lossy(&o.stderr),
-        "tandemctl: no service TCP 203.0.113.10:81\n"
+        "tandemctl: no service TCP 203.0.113.10:81 (add it first)\n"
     );
     let o = run(&sock, &["-A", "-t", "203.0.113.10:80"], None);
     assert_eq!(o.status.code(), Some(2));
@@ -320,18 +226,38 @@ fn ipvsadm_forms_over_the_socket() {
         String::from_utf8_lossy(&o.stderr),
         "tandemctl: service TCP 203.0.113.10:80 already exists\n"
     );
-    // Anything else the server says is a failure (exit 1).
-    let o = run(&sock, &["-E", "-t", "203.0.113.10:80", "-s", "rr"], None);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(o.stdout.is_empty());
+    // Refusals by the dataplane itself (not checked by the client): a VIP the director does
+    // not hold, a DR server off the director's networks, a TUN server with a mapped port.
+    for (args, message) in [
+        (&["-A", "-t", "203.0.113.99:80"][..], "203.0.113.99"),
+        (
+            &["-a", "-t", "203.0.113.10:80", "-r", "198.51.100.7:80", "-g"][..],
+            "198.51.100.7",
+        ),
+        (
+            &["-a", "-t", "203.0.113.10:80", "-r", "172.16.0.4:8080", "-i"][..],
+            "172.16.0.4:8080",
+        ),
+    ] {
+        let o = run(&sock, args, None);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(o.stdout.is_empty());
+        assert!(
+            err.starts_with("tandemctl: ") && err.contains(message) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    // None of the refused commands changed anything.
+    assert_eq!(ok(&sock, &["-L", "-n"]), DEMO);
 
     // -v and -o json show the change.
     let out = ok(&sock, &["-v", "-A", "-u", "203.0.113.20:53"]);
-    assert_eq!(out, "added service UDP 203.0.113.20:53\ngeneration 6\n");
+    assert_eq!(out, "added service UDP 203.0.113.20:53 (wlc)\ngeneration 7\n");
     let out = ok(&sock, &["-o", "json", "-A", "-u", "203.0.113.20:54"]);
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(j["generation"], 7);
-    assert_eq!(j["changes"][0], "added service UDP 203.0.113.20:54");
+    assert_eq!(j["generation"], 8);
+    assert_eq!(j["changes"][0], "added service UDP 203.0.113.20:54 (wlc)");
 
     let j: serde_json::Value = serde_json::from_str(&ok(&sock, &["-Ln", "-o", "json"])).unwrap();
     assert_eq!(j["role"], "standalone");
@@ -421,7 +347,11 @@ fn save_restore_is_an_identity_over_the_wire() {
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "2 services\n(dry run: nothing was applied)\n"
+        "added service TCP 203.0.113.10:80 (sh)\n\
+         added server 172.16.0.2:80 to TCP 203.0.113.10:80 (tun weight 3)\n\
+         added service UDP 203.0.113.10:53 (rr)\n\
+         added server 172.16.0.9:5353 to UDP 203.0.113.10:53 (nat weight 1)\n\
+         (dry run: nothing was applied)\n"
     );
     assert_eq!(ok(&sock, &["save"]), "");
     let o = run(&sock, &["-R"], Some(&saved));
@@ -531,34 +461,22 @@ fn mutual_tls_over_tcp() {
         eprintln!("skipped: openssl is not installed, so no test certificates can be made");
         return;
     }
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let tls = tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(
-            read("server.pem"),
-            read("server.key"),
-        ))
-        .client_ca_root(tonic::transport::Certificate::from_pem(read("ca.pem")));
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addr_tx.send(listener.local_addr().unwrap()).unwrap();
-            tonic::transport::Server::builder()
-                .tls_config(tls)
-                .unwrap()
-                .add_service(fake())
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
-    });
-    let addr = addr_rx.recv().unwrap();
-    let url = format!("https://{addr}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
     let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let _dp = start(
+        "tls-dp",
+        &format!(
+            "tcp_listen = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{}\"",
+            path("server.pem"),
+            path("server.key"),
+            path("ca.pem")
+        ),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("https://{addr}");
     let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
     let tandemctl = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_tandemctl"))
