@@ -97,6 +97,9 @@ pub struct DemoReport {
     /// With several workers: director A's counter changes over the whole demo per lcore
     /// (non-zero counters only), keyed by lcore id.
     pub lcores: BTreeMap<String, Counters>,
+    /// Director A's `tandemctl -L -n` at the end of the demo (its services were applied with
+    /// `tandemctl`; the counts show the demo's connections that are still in the table).
+    pub listing: Option<String>,
 }
 
 impl DemoReport {
@@ -122,6 +125,11 @@ impl DemoReport {
                 if c.passed { "PASS" } else { "FAIL" },
                 c.detail
             ));
+        }
+        if let Some(listing) = &self.listing {
+            out.push_str("\ndirector A, `tandemctl -L -n`:\n");
+            out.push_str(listing);
+            out.push('\n');
         }
         let failed = self.checks.iter().filter(|c| !c.passed).count();
         if failed == 0 {
@@ -188,6 +196,9 @@ pub fn run_demo_with_modes(opts: &RackOptions, modes: &[Mode]) -> Result<DemoRep
     if outcome.is_ok() && rack.spec().workers(DirectorId::A) > 1 {
         outcome = a_first.and_then(|first| worker_checks(&rack, &first, &opts.cancel, &mut report));
     }
+    if outcome.is_ok() {
+        outcome = listing_check(&rack, &mut report);
+    }
     let down = rack.down();
     if let Err(Error::Interrupted) = outcome {
         return Err(Error::Interrupted);
@@ -208,6 +219,52 @@ pub fn run_demo_with_modes(opts: &RackOptions, modes: &[Mode]) -> Result<DemoRep
         Err(e) => report.push(Check::new("rack_down", false, e.to_string())),
     }
     Ok(finish(report))
+}
+
+/// Director A's `tandemctl -L -n`: every service of the rack's spec is listed (they were
+/// applied with `tandemctl` when the rack came up).
+fn listing_check(rack: &Rack, report: &mut DemoReport) -> Result<()> {
+    let Some(ctl) = rack.ctl(DirectorId::A) else {
+        report.push(Check::new(
+            "tandemctl_listing",
+            false,
+            "no tandemctl for director A",
+        ));
+        return Ok(());
+    };
+    let listing = ctl.listing()?;
+    let spec = rack.spec();
+    let services: Vec<String> = spec
+        .directors
+        .iter()
+        .filter(|d| d.id == DirectorId::A)
+        .flat_map(|d| d.services.iter())
+        .map(|s| {
+            let p = match s.protocol {
+                crate::rack::ProtocolName::Tcp => "TCP",
+                crate::rack::ProtocolName::Udp => "UDP",
+            };
+            format!("{p}  {}:{} {}", s.address, s.port, s.scheduler)
+        })
+        .collect();
+    let missing: Vec<&String> = services
+        .iter()
+        .filter(|l| !listing.lines().any(|x| x.starts_with(l.as_str())))
+        .collect();
+    report.push(Check::new(
+        "tandemctl_listing",
+        missing.is_empty(),
+        if missing.is_empty() {
+            format!(
+                "director A lists the {} services applied with tandemctl",
+                services.len()
+            )
+        } else {
+            format!("missing from `tandemctl -L -n`: {missing:?}")
+        },
+    ));
+    report.listing = Some(listing);
+    Ok(())
 }
 
 fn finish(mut report: DemoReport) -> DemoReport {

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::{ClientOptions, ClientReport};
 use crate::config::{Pmd, director_config, director_lcores, online_cpus};
+use crate::ctl::Ctl;
 use crate::error::{Error, Result};
 use crate::exec::{Cancel, Cmd, is_root};
 use crate::net::Ipv4Cidr;
@@ -830,6 +831,9 @@ pub struct RackOptions {
     pub start_services: bool,
     /// The `tandem-rack` binary run in the namespaces; else found by [`process::locate_tool`].
     pub tool: Option<PathBuf>,
+    /// The `tandemctl` binary that applies the services; else found by
+    /// [`crate::ctl::locate_ctl`].
+    pub ctl: Option<PathBuf>,
     /// Bound on each director's first stats file.
     pub ready_timeout: Duration,
     /// Set by SIGINT/SIGTERM handlers; `up` stops and tears down when it is set.
@@ -848,6 +852,7 @@ impl RackOptions {
             start_dataplanes: true,
             start_services: true,
             tool: None,
+            ctl: None,
             ready_timeout: READY_TIMEOUT,
             cancel: Cancel::new(),
         }
@@ -902,6 +907,7 @@ pub struct Rack {
     directors: Vec<RunningDirector>,
     helpers: Vec<RunningHelper>,
     tool: Option<PathBuf>,
+    ctls: Vec<(DirectorId, Ctl)>,
     armed: bool,
 }
 
@@ -944,6 +950,7 @@ impl Rack {
             directors: Vec::new(),
             helpers: Vec::new(),
             tool,
+            ctls: Vec::new(),
             armed: true,
         };
         let state = rack.state.path().to_path_buf();
@@ -1112,9 +1119,18 @@ impl Rack {
 
     fn start_dataplanes(&mut self, binary: &Path, opts: &RackOptions) -> Result<()> {
         let online = online_cpus();
+        // The services are not in the files: once a dataplane is up they are applied with
+        // `tandemctl`, as an operator would (ipvsadm forms over the admin socket).
+        let mut services = Vec::new();
         for d in &self.spec.directors {
             let lcores = director_lcores(&online, d.id, self.spec.workers(d.id));
-            let cfg = director_config(d, &self.prefix, opts.pmd, &lcores, &self.state.stats(d.id));
+            let mut cfg =
+                director_config(d, &self.prefix, opts.pmd, &lcores, &self.state.stats(d.id));
+            services.push((
+                d.id,
+                std::mem::take(&mut cfg.services),
+                cfg.control.socket.clone(),
+            ));
             write_file(&self.state.config(d.id), &crate::config::to_toml(&cfg)?)?;
         }
         for d in &self.spec.directors {
@@ -1139,7 +1155,24 @@ impl Rack {
         for i in 0..self.directors.len() {
             self.wait_ready(i, opts.ready_timeout, &opts.cancel)?;
         }
+        let binary = crate::ctl::locate_ctl(opts.ctl.as_deref())?;
+        for (id, list, socket) in services {
+            opts.cancel.check()?;
+            let ctl = Ctl::new(binary.clone(), PathBuf::from(socket));
+            let applied = ctl.apply(&list)?;
+            tracing::info!(
+                director = id.letter(),
+                commands = applied.len(),
+                "services applied with tandemctl"
+            );
+            self.ctls.push((id, ctl));
+        }
         Ok(())
+    }
+
+    /// `tandemctl` bound to director `id`'s admin socket (once its dataplane is up).
+    pub fn ctl(&self, id: DirectorId) -> Option<&Ctl> {
+        self.ctls.iter().find(|(d, _)| *d == id).map(|(_, c)| c)
     }
 
     fn wait_ready(&mut self, index: usize, timeout: Duration, cancel: &Cancel) -> Result<()> {

@@ -311,6 +311,15 @@ fn demo_json_all_checks_pass() {
         "{}",
         v["directors"]
     );
+    // The services were applied with tandemctl; its listing ends the demo.
+    let listing = v["listing"].as_str().unwrap_or_default();
+    assert!(
+        listing.contains("Prot LocalAddress:Port Scheduler Flags")
+            && listing.contains("TCP  203.0.113.10:80 ")
+            && listing.contains("TCP  203.0.113.20:80 ")
+            && listing.contains("TCP  203.0.113.30:80 "),
+        "{listing}"
+    );
     // By default real TCP/UDP traffic runs through all three forwarding modes.
     for mode in ["nat", "tun", "dr"] {
         assert_eq!(v["modes"][mode]["ok"], true, "{mode}: {}", v["modes"][mode]);
