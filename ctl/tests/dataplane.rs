@@ -253,7 +253,10 @@ fn ipvsadm_forms_over_the_socket() {
 
     // -v and -o json show the change.
     let out = ok(&sock, &["-v", "-A", "-u", "203.0.113.20:53"]);
-    assert_eq!(out, "added service UDP 203.0.113.20:53 (wlc)\ngeneration 7\n");
+    assert_eq!(
+        out,
+        "added service UDP 203.0.113.20:53 (wlc)\ngeneration 7\n"
+    );
     let out = ok(&sock, &["-o", "json", "-A", "-u", "203.0.113.20:54"]);
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["generation"], 8);
