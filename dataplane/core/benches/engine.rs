@@ -4,7 +4,7 @@
 //! entries. Prints numbers; asserts nothing about speed.
 //!
 //! `cargo bench -p tandem-core --bench engine` (add `-- --quick` for 100 k connections and
-//! no 10 M memory figure, or `-- --conns N`).
+//! no 10 M memory figure, or `-- --conns N`; `--no-memory` skips the memory figures).
 //!
 //! Every timed packet includes restoring its input bytes (a 60-byte copy into the buffer),
 //! since the transforms rewrite frames in place — a slight overestimate of the engine's cost.
@@ -321,7 +321,9 @@ fn main() {
     println!("  (connections in the table during the TUN/DR runs: {total})");
 
     // Memory per connection, index included.
-    let sizes: &[usize] = if quick {
+    let sizes: &[usize] = if std::env::args().any(|a| a == "--no-memory") {
+        &[]
+    } else if quick {
         &[1_000_000]
     } else {
         &[1_000_000, 10_000_000]

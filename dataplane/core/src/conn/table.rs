@@ -1210,11 +1210,20 @@ impl ConnTable {
     /// Sets the timeout and deadline (`now` + timeout) of entry `i`, already on the wheel, and
     /// makes sure the wheel visits it by then. Pushing the deadline later is only a store: the
     /// wheel re-files the entry when its old slot comes up.
+    ///
+    /// A deadline that did not move earlier needs no re-filing: the entry's filed tick is at
+    /// most the due tick of the deadline it was last checked against (and the first open slot
+    /// then), both of which only grow, so [`refile_if_earlier`](Self::refile_if_earlier) would
+    /// find nothing to do. This skips its division on the common path (the same state again).
     fn arm(&mut self, i: u32, timeout_ms: u32, now: u64) {
         let c = &mut self.conns[i as usize];
+        let deadline = now.saturating_add(u64::from(timeout_ms) * NS_PER_MS);
+        let earlier = deadline < c.deadline;
         c.timeout_ms = timeout_ms;
-        c.deadline = now.saturating_add(u64::from(timeout_ms) * NS_PER_MS);
-        self.refile_if_earlier(i);
+        c.deadline = deadline;
+        if earlier {
+            self.refile_if_earlier(i);
+        }
     }
 
     /// Sets the timeout and deadline of new entry `i` and puts it on the wheel.
