@@ -297,6 +297,7 @@ impl Balancer {
     }
 
     /// [`Verdict::Redirect`] if another worker owns connections of `client`.
+    #[inline]
     fn redirect(&self, client: Endpoint, counters: &mut Counters) -> Option<Verdict> {
         let w = owner(client, self.workers);
         (w != self.worker).then(|| {
@@ -307,6 +308,7 @@ impl Balancer {
 
     /// A datagram from a client to a virtual service; `found` is what the connection lookup
     /// of its flow gave.
+    #[inline]
     fn request<B: PacketBuf>(
         &mut self,
         ctx: &Ctx<'_>,
@@ -460,6 +462,7 @@ impl Balancer {
 
     /// Sends a request (or an ICMP error about one) to its real server by `method`; `pf` is
     /// what [`parse_flow`] found in the frame.
+    #[inline]
     fn forward_to_real<B: PacketBuf>(
         &mut self,
         ctx: &Ctx<'_>,
@@ -481,6 +484,7 @@ impl Balancer {
     }
 
     /// Applies `transform` with the MACs towards `dst` and picks the verdict.
+    #[inline]
     fn emit<B: PacketBuf>(
         &mut self,
         ctx: &Ctx<'_>,

@@ -26,6 +26,7 @@ pub fn direct_route(frame: &mut [u8], mac: MacRewrite) -> Result<(), FwdError> {
 /// [`direct_route`] for a frame [`parse_flow`](super::parse_flow) has just accepted (`parsed`
 /// is its result): the same outcome and bytes without parsing again. A `parsed` that does not
 /// fit the frame is refused with [`FwdError::MalformedIpv4`], never a panic.
+#[inline]
 pub fn direct_route_parsed(
     frame: &mut [u8],
     parsed: &ParsedFlow,

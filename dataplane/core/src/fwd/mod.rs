@@ -42,7 +42,7 @@ mod nat;
 mod tunnel;
 
 pub use dr::{direct_route, direct_route_parsed};
-pub use flow::{Fragment, IcmpErrorInfo, ParsedFlow, parse_flow};
+pub use flow::{Fragment, IcmpErrorInfo, ParsedFlow, parse_flow, parse_flow_general};
 pub use icmp_error::{ICMP_ERROR_MAX_FRAME, IcmpErrorSpec, icmp_error};
 pub use nat::{
     nat_icmp_to_client, nat_icmp_to_real, nat_reply, nat_reply_parsed, nat_request,

@@ -84,6 +84,7 @@ fn nat_transport(
 /// UDP (`parsed` is its result): the same outcome and bytes, without parsing the frame again.
 /// Only the TTL is left to check; a `parsed` that does not fit the frame is refused with
 /// [`FwdError::MalformedIpv4`], never a panic.
+#[inline]
 pub fn nat_request_parsed(
     frame: &mut [u8],
     parsed: &ParsedFlow,
@@ -95,6 +96,7 @@ pub fn nat_request_parsed(
 
 /// [`nat_reply`] for a frame [`parse_flow`](super::parse_flow) has just accepted, as
 /// [`nat_request_parsed`] is to [`nat_request`].
+#[inline]
 pub fn nat_reply_parsed(
     frame: &mut [u8],
     parsed: &ParsedFlow,
@@ -104,6 +106,7 @@ pub fn nat_reply_parsed(
     nat_transport_parsed(frame, parsed, Side::Src, virt, mac)
 }
 
+#[inline]
 fn nat_transport_parsed(
     frame: &mut [u8],
     parsed: &ParsedFlow,
@@ -123,6 +126,7 @@ fn nat_transport_parsed(
 
 /// Where the transport header and the datagram's end lie, per `parsed`, once checked against
 /// the frame (so the rewrite cannot index out of it).
+#[inline]
 fn parsed_bounds(frame: &[u8], parsed: &ParsedFlow) -> Result<(usize, usize), FwdError> {
     let (l4, end) = (parsed.l4_offset, L3 + usize::from(parsed.total_len));
     let header = match parsed.flow.proto {
@@ -140,6 +144,7 @@ fn parsed_bounds(frame: &[u8], parsed: &ParsedFlow) -> Result<(usize, usize), Fw
 }
 
 /// The rewrite of [`nat_transport`], once everything was checked.
+#[inline]
 fn rewrite_transport(
     frame: &mut [u8],
     l4: usize,
