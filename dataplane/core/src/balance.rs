@@ -201,7 +201,25 @@ impl Balancer {
 
     /// Handles a frame addressed to one of the director's MACs, if it is load-balanced
     /// traffic; `None` hands it back to the director's own handling.
+    #[inline(always)]
     pub(crate) fn handle<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        in_port: usize,
+        buf: &mut B,
+        counters: &mut Counters,
+    ) -> Option<Verdict> {
+        // The common shape is parsed inline, so its flow stays in registers on the way to the
+        // lookup and the rewrite; anything else takes the general parse.
+        match fwd::parse_common(buf.data()) {
+            Some(pf) => self.handle_flow(ctx, &pf, buf, counters),
+            None => self.handle_general(ctx, in_port, buf, counters),
+        }
+    }
+
+    /// [`handle`](Self::handle) for a frame of any shape.
+    #[inline(never)]
+    fn handle_general<B: PacketBuf>(
         &mut self,
         ctx: &Ctx<'_>,
         in_port: usize,
@@ -226,8 +244,20 @@ impl Balancer {
                 return Some(Verdict::Drop(e.drop_reason()));
             }
         };
+        self.handle_flow(ctx, &pf, buf, counters)
+    }
+
+    /// [`handle`](Self::handle) once [`parse_flow`] found the flow `pf`.
+    #[inline(always)]
+    fn handle_flow<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        pf: &ParsedFlow,
+        buf: &mut B,
+        counters: &mut Counters,
+    ) -> Option<Verdict> {
         if pf.icmp_error.is_some() {
-            return self.icmp_error(ctx, &pf, buf, counters);
+            return self.icmp_error(ctx, pf, buf, counters);
         }
         let flow = pf.flow;
         let flags = pf.tcp_flags;
@@ -249,7 +279,7 @@ impl Balancer {
             if let Some(v) = self.redirect(flow.src, counters) {
                 return Some(v);
             }
-            return Some(self.request(ctx, svc_id, &pf, found, buf, counters));
+            return Some(self.request(ctx, svc_id, pf, found, buf, counters));
         }
         if dst_is_vip {
             return Some(Verdict::Drop(DropReason::NoService));
@@ -260,6 +290,9 @@ impl Balancer {
         }
         match found {
             Some((id, Direction::Output)) => {
+                // Read before the update writes the entry (the update changes neither).
+                let conn = self.conns.get(id)?;
+                let (vip, client) = (conn.vip(), conn.client());
                 self.conns.update(
                     id,
                     Direction::Output,
@@ -267,10 +300,8 @@ impl Balancer {
                     ctx.now,
                     &mut self.events,
                 );
-                let conn = self.conns.get(id)?;
-                let (vip, client) = (conn.vip(), conn.client());
                 Some(self.emit(ctx, client.addr, buf, counters, |frame, mac| {
-                    fwd::nat_reply_parsed(frame, &pf, vip, mac)
+                    fwd::nat_reply_parsed(frame, pf, vip, mac)
                 }))
             }
             _ => None,
@@ -308,7 +339,7 @@ impl Balancer {
 
     /// A datagram from a client to a virtual service; `found` is what the connection lookup
     /// of its flow gave.
-    #[inline]
+    #[inline(always)]
     fn request<B: PacketBuf>(
         &mut self,
         ctx: &Ctx<'_>,
@@ -325,10 +356,14 @@ impl Balancer {
             && !flags.contains(tcp::Flags::ACK);
         let existing = match found {
             Some((id, Direction::Input)) => {
-                let closed = self
-                    .conns
-                    .get(id)
-                    .is_some_and(|c| matches!(c.state(), ConnState::TimeWait | ConnState::Close));
+                // What the update does not change is read before it writes the entry.
+                let (closed, target) = match self.conns.get(id) {
+                    Some(c) => (
+                        matches!(c.state(), ConnState::TimeWait | ConnState::Close),
+                        Some((c.real(), c.method())),
+                    ),
+                    None => (false, None),
+                };
                 if syn && closed {
                     // A new connection on the same ports after the old one closed.
                     self.conns.remove(id, ctx.now, &mut self.events);
@@ -336,6 +371,9 @@ impl Balancer {
                 } else {
                     self.conns
                         .update(id, Direction::Input, tcp_flags, ctx.now, &mut self.events);
+                    if let Some((real, method)) = target {
+                        return self.forward_to_real(ctx, method, real, pf, buf, counters);
+                    }
                     Some(id)
                 }
             }
@@ -462,7 +500,7 @@ impl Balancer {
 
     /// Sends a request (or an ICMP error about one) to its real server by `method`; `pf` is
     /// what [`parse_flow`] found in the frame.
-    #[inline]
+    #[inline(always)]
     fn forward_to_real<B: PacketBuf>(
         &mut self,
         ctx: &Ctx<'_>,
@@ -484,7 +522,7 @@ impl Balancer {
     }
 
     /// Applies `transform` with the MACs towards `dst` and picks the verdict.
-    #[inline]
+    #[inline(always)]
     fn emit<B: PacketBuf>(
         &mut self,
         ctx: &Ctx<'_>,

@@ -111,8 +111,8 @@ pub fn parse_flow(frame: &[u8]) -> Result<ParsedFlow, FwdError> {
 /// 20-byte IPv4 header, every length and the header checksum right — read at fixed offsets;
 /// `None` for anything else, which [`parse_flow_general`] then decides. Where it answers, it
 /// answers exactly what the general parse does (`tests/fwd_props.rs` checks it).
-#[inline]
-fn parse_common(frame: &[u8]) -> Option<ParsedFlow> {
+#[inline(always)]
+pub(crate) fn parse_common(frame: &[u8]) -> Option<ParsedFlow> {
     const L4: usize = L3 + ipv4::HEADER_LEN;
     let h: &[u8; L4] = frame.get(..L4)?.try_into().ok()?;
     if h[12..14] != [0x08, 0x00] || h[L3] != 0x45 {

@@ -42,6 +42,7 @@ mod nat;
 mod tunnel;
 
 pub use dr::{direct_route, direct_route_parsed};
+pub(crate) use flow::parse_common;
 pub use flow::{Fragment, IcmpErrorInfo, ParsedFlow, parse_flow, parse_flow_general};
 pub use icmp_error::{ICMP_ERROR_MAX_FRAME, IcmpErrorSpec, icmp_error};
 pub use nat::{
