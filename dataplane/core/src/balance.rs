@@ -259,21 +259,23 @@ impl Balancer {
         if pf.icmp_error.is_some() {
             return self.icmp_error(ctx, pf, buf, counters);
         }
-        let flow = pf.flow;
+        // Borrowed, not copied: a copy of the packed flow in wide words would wait for the
+        // narrow stores that built it.
+        let flow = &pf.flow;
         let flags = pf.tcp_flags;
         // The connection is looked up first (it changes nothing), so that an established
         // connection's frame finds its service without a hash lookup. The decisions are those
         // of the order in the module docs.
-        let found = self.conns.lookup(&flow);
+        let found = self.conns.lookup(flow);
         let (svc_id, dst_is_vip) = match found {
             // A request of a live connection: its service, if that still serves the key.
-            Some((id, Direction::Input)) => match self.conn_service(id, &flow) {
+            Some((id, Direction::Input)) => match self.conn_service(id, flow) {
                 Some(svc_id) => (Some(svc_id), true),
-                None => self.service_of(&flow),
+                None => self.service_of(flow),
             },
             // A NAT reply: no service can have the destination's address if no VIP has it.
             Some((_, Direction::Output)) if !self.services.is_vip(flow.dst.addr) => (None, false),
-            _ => self.service_of(&flow),
+            _ => self.service_of(flow),
         };
         if let Some(svc_id) = svc_id {
             if let Some(v) = self.redirect(flow.src, counters) {
@@ -349,7 +351,7 @@ impl Balancer {
         buf: &mut B,
         counters: &mut Counters,
     ) -> Verdict {
-        let (flow, flags) = (pf.flow, pf.tcp_flags);
+        let (flow, flags) = (&pf.flow, pf.tcp_flags);
         let tcp_flags = TcpFlags(flags.0);
         let syn = flow.proto == Protocol::Tcp
             && flags.contains(tcp::Flags::SYN)
@@ -386,7 +388,7 @@ impl Balancer {
                 if flow.proto == Protocol::Tcp && !syn {
                     return Verdict::Drop(DropReason::TcpNoConnection);
                 }
-                match self.schedule(svc_id, &flow, tcp_flags, ctx.now) {
+                match self.schedule(svc_id, flow, tcp_flags, ctx.now) {
                     Ok(id) => id,
                     Err(reason) => return Verdict::Drop(reason),
                 }

@@ -492,6 +492,7 @@ impl Worker {
 
     /// [`process`](Self::process) on a [`PacketBuf`](crate::buf::PacketBuf): the glue's entry
     /// point, so that verdicts which resize the packet (IPIP encapsulation) can grow it.
+    #[inline]
     pub fn process_buf<B: crate::buf::PacketBuf>(
         &mut self,
         port: usize,
@@ -524,6 +525,7 @@ impl Worker {
         self.process_buf(port, &mut SliceBuf(frame), now, counters)
     }
 
+    #[inline(always)]
     fn dispatch<B: crate::buf::PacketBuf>(
         &mut self,
         port: usize,
