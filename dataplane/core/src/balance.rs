@@ -401,7 +401,8 @@ impl Balancer {
         self.forward_to_real(ctx, method, real, pf, buf, counters)
     }
 
-    /// Picks a real server for a new connection and records it.
+    /// Picks a real server for a new connection and records it. Only for a flow whose
+    /// client→VIP key the caller has just found absent from the connection table.
     fn schedule(
         &mut self,
         svc_id: crate::lb::ServiceId,
@@ -456,7 +457,9 @@ impl Balancer {
             dest: dest.id,
             service: svc_id,
         };
-        match self.conns.create(&new, flags, now, &mut self.events) {
+        // request() looked the flow up and found nothing (or removed what it found); the
+        // scheduler does not touch the connection table.
+        match self.conns.create_absent(&new, flags, now, &mut self.events) {
             Ok(id) | Err(CreateError::Exists(id)) => Ok(id),
             Err(CreateError::Full) => Err(DropReason::ConnTableFull),
             Err(CreateError::KeyTaken | CreateError::BadDest(_)) => {

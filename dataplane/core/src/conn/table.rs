@@ -670,8 +670,31 @@ impl ConnTable {
         now: u64,
         sink: &mut impl ConnEventSink,
     ) -> Result<ConnId, CreateError> {
+        self.create_inner(new, tcp_flags, now, sink, false)
+    }
+
+    /// [`create`](Self::create) for a caller that has just looked up `new`'s client→VIP key
+    /// and found nothing (and changed nothing since): the same, without that lookup again.
+    pub(crate) fn create_absent(
+        &mut self,
+        new: &NewConn,
+        tcp_flags: TcpFlags,
+        now: u64,
+        sink: &mut impl ConnEventSink,
+    ) -> Result<ConnId, CreateError> {
+        self.create_inner(new, tcp_flags, now, sink, true)
+    }
+
+    fn create_inner(
+        &mut self,
+        new: &NewConn,
+        tcp_flags: TcpFlags,
+        now: u64,
+        sink: &mut impl ConnEventSink,
+        input_absent: bool,
+    ) -> Result<ConnId, CreateError> {
         self.start_clock(now);
-        let i = self.claim(new, false, now, sink)?;
+        let i = self.claim(new, false, input_absent, now, sink)?;
         let state = match new.proto {
             Protocol::Tcp => {
                 let dir = if new.method == ForwardMethod::Nat {
@@ -703,7 +726,7 @@ impl ConnTable {
         sink: &mut impl ConnEventSink,
     ) -> Result<ConnId, CreateError> {
         self.start_clock(now);
-        let i = self.claim(new, true, now, sink)?;
+        let i = self.claim(new, true, false, now, sink)?;
         self.occupy(i, new, ConnState::None, ConnFlags::TEMPLATE);
         self.arm_new(i, duration_ms(timeout), now);
         self.stats.created += 1;
@@ -1033,11 +1056,13 @@ impl ConnTable {
         }
     }
 
-    /// Checks a new entry's keys and destination and takes a free slot for it.
+    /// Checks a new entry's keys and destination and takes a free slot for it
+    /// (`input_absent`: the caller knows the client→VIP key is not in the index).
     fn claim(
         &mut self,
         new: &NewConn,
         template: bool,
+        input_absent: bool,
         now: u64,
         sink: &mut impl ConnEventSink,
     ) -> Result<u32, CreateError> {
@@ -1045,7 +1070,12 @@ impl ConnTable {
             self.stats.bad_dest += 1;
             return Err(CreateError::BadDest(new.dest));
         }
-        match self.lookup(&input_flow(new)) {
+        let input = if input_absent {
+            None
+        } else {
+            self.lookup(&input_flow(new))
+        };
+        match input {
             Some((id, Direction::Input)) => return Err(CreateError::Exists(id)),
             Some((_, Direction::Output)) => {
                 self.stats.key_conflicts += 1;
