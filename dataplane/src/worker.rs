@@ -213,6 +213,12 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
     .with_balancer(balancer);
     let mut engine = engine;
     engine.set_prefetcher(Some(tandem_dpdk::prefetch));
+    if let Some(b) = engine.balancer() {
+        // Lookups hit the slab and the index at random: huge pages spare a TLB miss each.
+        for (start, len) in b.conns().memory_regions() {
+            tandem_dpdk::advise_huge_pages(start, len);
+        }
+    }
     let mut lc = Lcore {
         shared,
         index,

@@ -44,6 +44,7 @@ use crate::fwd::{
     self, FwdError, ICMP_ERROR_MAX_FRAME, MacRewrite, ParsedFlow, TUNNEL_HEADROOM, TunnelOutcome,
     TunnelParams, parse_flow,
 };
+use crate::hop::{CachedHop, HopCache};
 use crate::lb::{Endpoint, Flow, ForwardMethod, Protocol};
 use crate::neigh::NeighbourTable;
 use crate::sched::{self, DestState, PersistError, PersistOptions, PersistenceTable, Scheduler};
@@ -204,15 +205,32 @@ impl Balancer {
 
     /// Handles a frame addressed to one of the director's MACs, if it is load-balanced
     /// traffic; `None` hands it back to the director's own handling.
+    #[inline(always)]
     pub(crate) fn handle<B: PacketBuf>(
         &mut self,
-        director: &Director,
-        neighbours: &NeighbourTable,
+        ctx: &Ctx<'_>,
         in_port: usize,
         buf: &mut B,
-        now: u64,
         counters: &mut Counters,
     ) -> Option<Verdict> {
+        // The common shape is parsed inline, so its flow stays in registers on the way to the
+        // lookup and the rewrite; anything else takes the general parse.
+        match fwd::parse_common(buf.data()) {
+            Some(pf) => self.handle_flow(ctx, &pf, buf, counters),
+            None => self.handle_general(ctx, in_port, buf, counters),
+        }
+    }
+
+    /// [`handle`](Self::handle) for a frame of any shape.
+    #[inline(never)]
+    fn handle_general<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        in_port: usize,
+        buf: &mut B,
+        counters: &mut Counters,
+    ) -> Option<Verdict> {
+        let director = ctx.director;
         let pf = match parse_flow(buf.data()) {
             Ok(pf) => pf,
             // Not a flow (ICMP echo, other protocols): the director's own business.
@@ -230,51 +248,94 @@ impl Balancer {
                 return Some(Verdict::Drop(e.drop_reason()));
             }
         };
-        let ctx = Ctx {
-            director,
-            neighbours,
-            now,
-        };
+        self.handle_flow(ctx, &pf, buf, counters)
+    }
+
+    /// [`handle`](Self::handle) once [`parse_flow`] found the flow `pf`.
+    #[inline(always)]
+    fn handle_flow<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        pf: &ParsedFlow,
+        buf: &mut B,
+        counters: &mut Counters,
+    ) -> Option<Verdict> {
         if pf.icmp_error.is_some() {
-            return self.icmp_error(&ctx, &pf, buf, counters);
+            return self.icmp_error(ctx, pf, buf, counters);
         }
-        let flow = pf.flow;
+        // Borrowed, not copied: a copy of the packed flow in wide words would wait for the
+        // narrow stores that built it.
+        let flow = &pf.flow;
         let flags = pf.tcp_flags;
-        if let Some(svc) = self.services.lookup(flow.proto, flow.dst) {
-            let svc_id = svc.id;
+        // The connection is looked up first (it changes nothing), so that an established
+        // connection's frame finds its service without a hash lookup. The decisions are those
+        // of the order in the module docs.
+        let found = self.conns.lookup(flow);
+        let (svc_id, dst_is_vip) = match found {
+            // A request of a live connection: its service, if that still serves the key.
+            Some((id, Direction::Input)) => match self.conn_service(id, flow) {
+                Some(svc_id) => (Some(svc_id), true),
+                None => self.service_of(flow),
+            },
+            // A NAT reply: no service can have the destination's address if no VIP has it.
+            Some((_, Direction::Output)) if !self.services.is_vip(flow.dst.addr) => (None, false),
+            _ => self.service_of(flow),
+        };
+        if let Some(svc_id) = svc_id {
             if let Some(v) = self.redirect(flow.src, counters) {
                 return Some(v);
             }
-            return Some(self.request(&ctx, svc_id, flow, flags, buf, counters));
+            return Some(self.request(ctx, svc_id, pf, found, buf, counters));
         }
-        if self.services.is_vip(flow.dst.addr) {
+        if dst_is_vip {
             return Some(Verdict::Drop(DropReason::NoService));
         }
         // A NAT reply: real server → client.
         if let Some(v) = self.redirect(flow.dst, counters) {
             return Some(v);
         }
-        match self.conns.lookup(&flow) {
+        match found {
             Some((id, Direction::Output)) => {
+                // Read before the update writes the entry (the update changes none of them).
+                let conn = self.conns.get(id)?;
+                let (vip, client, dest) = (conn.vip(), conn.client(), conn.dest());
                 self.conns.update(
                     id,
                     Direction::Output,
                     TcpFlags(flags.0),
-                    now,
+                    ctx.now,
                     &mut self.events,
                 );
-                let conn = self.conns.get(id)?;
-                let (vip, client, dest) = (conn.vip(), conn.client(), conn.dest());
                 self.count_out(dest, buf.data().len());
-                Some(self.emit(&ctx, client.addr, buf, counters, |frame, mac| {
-                    fwd::nat_reply(frame, vip, mac)
+                Some(self.emit(ctx, client.addr, buf, counters, |frame, mac| {
+                    fwd::nat_reply_parsed(frame, pf, vip, mac)
                 }))
             }
             _ => None,
         }
     }
 
+    /// The service of connection `id`, found by `flow`'s client→VIP key, if the service with
+    /// that id still has the connection's protocol and VIP: the one [`ServiceSet::lookup`]
+    /// would give for `flow` (VIPs are unique), without its hash lookup.
+    #[inline]
+    fn conn_service(&self, id: crate::conn::ConnId, flow: &Flow) -> Option<crate::lb::ServiceId> {
+        let conn = self.conns.get(id)?;
+        let svc = self.services.service(conn.service())?;
+        (svc.id == conn.service() && svc.proto == flow.proto && svc.vip == flow.dst)
+            .then_some(svc.id)
+    }
+
+    /// The service of `flow`'s destination, and whether that address is a VIP at all.
+    fn service_of(&self, flow: &Flow) -> (Option<crate::lb::ServiceId>, bool) {
+        match self.services.lookup(flow.proto, flow.dst) {
+            Some(svc) => (Some(svc.id), true),
+            None => (None, self.services.is_vip(flow.dst.addr)),
+        }
+    }
+
     /// [`Verdict::Redirect`] if another worker owns connections of `client`.
+    #[inline]
     fn redirect(&self, client: Endpoint, counters: &mut Counters) -> Option<Verdict> {
         let w = owner(client, self.workers);
         (w != self.worker).then(|| {
@@ -283,26 +344,33 @@ impl Balancer {
         })
     }
 
-    /// A datagram from a client to a virtual service.
+    /// A datagram from a client to a virtual service; `found` is what the connection lookup
+    /// of its flow gave.
+    #[inline(always)]
     fn request<B: PacketBuf>(
         &mut self,
         ctx: &Ctx<'_>,
         svc_id: crate::lb::ServiceId,
-        flow: Flow,
-        flags: tcp::Flags,
+        pf: &ParsedFlow,
+        found: Option<(crate::conn::ConnId, Direction)>,
         buf: &mut B,
         counters: &mut Counters,
     ) -> Verdict {
+        let (flow, flags) = (&pf.flow, pf.tcp_flags);
         let tcp_flags = TcpFlags(flags.0);
         let syn = flow.proto == Protocol::Tcp
             && flags.contains(tcp::Flags::SYN)
             && !flags.contains(tcp::Flags::ACK);
-        let existing = match self.conns.lookup(&flow) {
+        let existing = match found {
             Some((id, Direction::Input)) => {
-                let closed = self
-                    .conns
-                    .get(id)
-                    .is_some_and(|c| matches!(c.state(), ConnState::TimeWait | ConnState::Close));
+                // What the update does not change is read before it writes the entry.
+                let (closed, target) = match self.conns.get(id) {
+                    Some(c) => (
+                        matches!(c.state(), ConnState::TimeWait | ConnState::Close),
+                        Some((c.real(), c.method(), c.dest())),
+                    ),
+                    None => (false, None),
+                };
                 if syn && closed {
                     // A new connection on the same ports after the old one closed.
                     self.conns.remove(id, ctx.now, &mut self.events);
@@ -310,6 +378,10 @@ impl Balancer {
                 } else {
                     self.conns
                         .update(id, Direction::Input, tcp_flags, ctx.now, &mut self.events);
+                    if let Some((real, method, dest)) = target {
+                        self.count_in(dest, buf.data().len());
+                        return self.forward_to_real(ctx, method, real, pf, buf, counters);
+                    }
                     Some(id)
                 }
             }
@@ -322,7 +394,7 @@ impl Balancer {
                 if flow.proto == Protocol::Tcp && !syn {
                     return Verdict::Drop(DropReason::TcpNoConnection);
                 }
-                match self.schedule(svc_id, &flow, tcp_flags, ctx.now) {
+                match self.schedule(svc_id, flow, tcp_flags, ctx.now) {
                     Ok(id) => id,
                     Err(reason) => return Verdict::Drop(reason),
                 }
@@ -333,10 +405,11 @@ impl Balancer {
         };
         let (real, method, dest) = (conn.real(), conn.method(), conn.dest());
         self.count_in(dest, buf.data().len());
-        self.forward_to_real(ctx, method, real, buf, counters)
+        self.forward_to_real(ctx, method, real, pf, buf, counters)
     }
 
-    /// Picks a real server for a new connection and records it.
+    /// Picks a real server for a new connection and records it. Only for a flow whose
+    /// client→VIP key the caller has just found absent from the connection table.
     fn schedule(
         &mut self,
         svc_id: crate::lb::ServiceId,
@@ -389,7 +462,9 @@ impl Balancer {
             dest: dest.id,
             service: svc_id,
         };
-        match self.conns.create(&new, flags, now, &mut self.events) {
+        // request() looked the flow up and found nothing (or removed what it found); the
+        // scheduler does not touch the connection table.
+        match self.conns.create_absent(&new, flags, now, &mut self.events) {
             Ok(id) => {
                 if let Some(t) = self.traffic.get_mut(dest.id.0 as usize) {
                     t.conns += 1;
@@ -430,34 +505,40 @@ impl Balancer {
                     fwd::nat_icmp_to_real(frame, real, mac)
                 })
             }
-            (Direction::Input, method) => self.forward_to_real(ctx, method, real, buf, counters),
+            (Direction::Input, method) => {
+                self.forward_to_real(ctx, method, real, pf, buf, counters)
+            }
             (Direction::Output, _) => self.emit(ctx, client.addr, buf, counters, |frame, mac| {
                 fwd::nat_icmp_to_client(frame, vip, mac)
             }),
         })
     }
 
-    /// Sends a request (or an ICMP error about one) to its real server by `method`.
+    /// Sends a request (or an ICMP error about one) to its real server by `method`; `pf` is
+    /// what [`parse_flow`] found in the frame.
+    #[inline(always)]
     fn forward_to_real<B: PacketBuf>(
         &mut self,
         ctx: &Ctx<'_>,
         method: ForwardMethod,
         real: Endpoint,
+        pf: &ParsedFlow,
         buf: &mut B,
         counters: &mut Counters,
     ) -> Verdict {
         match method {
             ForwardMethod::Nat => self.emit(ctx, real.addr, buf, counters, |frame, mac| {
-                fwd::nat_request(frame, real, mac)
+                fwd::nat_request_parsed(frame, pf, real, mac)
             }),
-            ForwardMethod::DirectRoute => {
-                self.emit(ctx, real.addr, buf, counters, fwd::direct_route)
-            }
+            ForwardMethod::DirectRoute => self.emit(ctx, real.addr, buf, counters, |frame, mac| {
+                fwd::direct_route_parsed(frame, pf, mac)
+            }),
             ForwardMethod::Tunnel => self.tunnel(ctx, real, buf, counters),
         }
     }
 
     /// Applies `transform` with the MACs towards `dst` and picks the verdict.
+    #[inline(always)]
     fn emit<B: PacketBuf>(
         &mut self,
         ctx: &Ctx<'_>,
@@ -528,10 +609,11 @@ impl Balancer {
 }
 
 /// What a forwarding decision needs to know about the world.
-struct Ctx<'a> {
-    director: &'a Director,
-    neighbours: &'a NeighbourTable,
-    now: u64,
+pub(crate) struct Ctx<'a> {
+    pub(crate) director: &'a Director,
+    pub(crate) neighbours: &'a NeighbourTable,
+    pub(crate) hops: &'a HopCache,
+    pub(crate) now: u64,
 }
 
 /// Where a frame leaves: the port, the next hop, and the MACs (destination zero until known).
@@ -543,10 +625,34 @@ struct Hop {
 }
 
 impl Ctx<'_> {
+    /// The hop towards `dst`: from the [`HopCache`] when it has it, else by route and
+    /// neighbour lookups (and cached if resolved).
+    #[inline]
     fn hop(&self, dst: std::net::Ipv4Addr) -> Option<Hop> {
+        if let Some(h) = self.hops.get(dst, self.neighbours, self.now) {
+            return Some(Hop {
+                port: h.port,
+                next_hop: h.next_hop,
+                mac: h.mac,
+                resolved: true,
+            });
+        }
+        self.hop_slow(dst)
+    }
+
+    fn hop_slow(&self, dst: std::net::Ipv4Addr) -> Option<Hop> {
         let (port, next_hop) = self.director.next_hop(dst)?;
         let src = self.director.ports().get(port)?.mac;
-        let known = self.neighbours.lookup(next_hop, self.now).map(|n| n.mac);
+        let neighbour = self.neighbours.lookup(next_hop, self.now);
+        if let Some(n) = neighbour {
+            let hop = CachedHop {
+                port,
+                next_hop,
+                mac: MacRewrite { src, dst: n.mac },
+            };
+            self.hops.put(dst, self.neighbours, n.learned_at, hop);
+        }
+        let known = neighbour.map(|n| n.mac);
         Some(Hop {
             port,
             next_hop,

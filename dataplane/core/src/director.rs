@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::balance::Balancer;
 
 use crate::counters::{Counters, DropReason};
+use crate::hop::HopCache;
 use crate::neigh::{Learned, NeighbourTable};
 use crate::wire::arp::{self, Operation};
 use crate::wire::ethernet::{self, EtherType};
@@ -389,6 +390,8 @@ pub struct Worker {
     director: Arc<Director>,
     neighbours: NeighbourTable,
     balancer: Option<Balancer>,
+    /// Next hops recently used by the balancer (see [`crate::hop`]).
+    hops: HopCache,
 }
 
 impl Worker {
@@ -400,6 +403,7 @@ impl Worker {
             director,
             neighbours: NeighbourTable::new(neighbour_capacity, neighbour_max_age),
             balancer: None,
+            hops: HopCache::new(),
         }
     }
 
@@ -488,6 +492,7 @@ impl Worker {
 
     /// [`process`](Self::process) on a [`PacketBuf`](crate::buf::PacketBuf): the glue's entry
     /// point, so that verdicts which resize the packet (IPIP encapsulation) can grow it.
+    #[inline]
     pub fn process_buf<B: crate::buf::PacketBuf>(
         &mut self,
         port: usize,
@@ -520,6 +525,7 @@ impl Worker {
         self.process_buf(port, &mut SliceBuf(frame), now, counters)
     }
 
+    #[inline(always)]
     fn dispatch<B: crate::buf::PacketBuf>(
         &mut self,
         port: usize,
@@ -546,8 +552,17 @@ impl Worker {
         if ethertype == EtherType::IPV4
             && to_port
             && let Some(balancer) = self.balancer.as_mut()
-            && let Some(v) =
-                balancer.handle(&self.director, &self.neighbours, port, buf, now, counters)
+            && let Some(v) = balancer.handle(
+                &crate::balance::Ctx {
+                    director: &self.director,
+                    neighbours: &self.neighbours,
+                    hops: &self.hops,
+                    now,
+                },
+                port,
+                buf,
+                counters,
+            )
         {
             return v;
         }

@@ -23,6 +23,7 @@ pub mod counters;
 pub mod director;
 pub mod fwd;
 pub mod golden;
+mod hop;
 pub mod lb;
 pub mod neigh;
 pub mod sched;

@@ -61,6 +61,9 @@ pub struct NeighbourTable {
     /// own tables never see ARP frames that RSS gave to this one.
     journal: [(Ipv4Addr, MacAddr, usize); JOURNAL_LEN],
     journal_len: usize,
+    /// Moves on with every change to an entry (learned, refreshed, expired): what was looked
+    /// up under one generation is still the answer while it stays the same, but for ageing.
+    generation: u64,
 }
 
 /// Learned neighbours kept between two drains of the journal; more are not shared (the other
@@ -82,10 +85,20 @@ impl NeighbourTable {
             next_expiry: u64::MAX,
             journal: [(Ipv4Addr::UNSPECIFIED, [0; 6], 0); JOURNAL_LEN],
             journal_len: 0,
+            generation: 0,
         }
     }
 
+    /// Changes whenever an entry is learned, refreshed or removed, never otherwise: a caller
+    /// may keep what [`lookup`](Self::lookup) returned while the generation is the same, as long
+    /// as it ages it by the same `learned_at` and [`max_age`](Self::max_age).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Called for every entry written (learned or refreshed).
     fn record(&mut self, addr: Ipv4Addr, mac: MacAddr, port: usize) {
+        self.generation = self.generation.wrapping_add(1);
         if let Some(slot) = self.journal.get_mut(self.journal_len) {
             *slot = (addr, mac, port);
             self.journal_len += 1;
@@ -204,7 +217,11 @@ impl NeighbourTable {
             fresh
         });
         self.next_expiry = oldest.saturating_add(max_age);
-        before - self.entries.len()
+        let removed = before - self.entries.len();
+        if removed > 0 {
+            self.generation = self.generation.wrapping_add(1);
+        }
+        removed
     }
 }
 

@@ -18,6 +18,7 @@ mod burst;
 mod eal;
 mod error;
 mod mbuf;
+mod mem;
 mod mempool;
 mod port;
 mod ring;
@@ -26,6 +27,7 @@ pub use burst::{BURST_SIZE, Burst};
 pub use eal::{Eal, LcoreId};
 pub use error::{Error, Result, errno_text};
 pub use mbuf::Mbuf;
+pub use mem::advise_huge_pages;
 pub use mempool::Mempool;
 pub use port::{
     LinkStatus, Port, PortConfig, PortStats, RxQueue, TxQueue, device_names, port_id_by_name,

@@ -45,8 +45,9 @@ impl<'pool> Mbuf<'pool> {
 
     /// Length of the data in the first segment.
     pub fn len(&self) -> usize {
-        // SAFETY: we own a valid mbuf; the shim only reads data_len.
-        usize::from(unsafe { dpdk_sys::tandem_pktmbuf_data_len(self.ptr.as_ptr()) })
+        // SAFETY: we own a valid mbuf; reading a plain field (what rte_pktmbuf_data_len does,
+        // without a call per frame).
+        usize::from(unsafe { (*self.ptr.as_ptr()).data_len })
     }
 
     /// True when the first segment holds no data.
@@ -72,8 +73,13 @@ impl<'pool> Mbuf<'pool> {
     }
 
     fn data_ptr(&self) -> *mut u8 {
-        // SAFETY: we own a valid mbuf; the shim computes buf_addr + data_off.
-        unsafe { dpdk_sys::tandem_pktmbuf_mtod(self.ptr.as_ptr()) }.cast::<u8>()
+        // SAFETY: we own a valid mbuf; reading a plain field.
+        let m = unsafe { &*self.ptr.as_ptr() };
+        // buf_addr + data_off is rte_pktmbuf_mtod, computed here without a call per frame
+        // (not dereferenced here; DPDK keeps data_off within the buffer).
+        m.buf_addr
+            .cast::<u8>()
+            .wrapping_add(usize::from(m.data_off))
     }
 
     /// Appends `len` bytes at the end of the data and returns them (zeroed), or `None` if the

@@ -74,6 +74,11 @@ impl Index {
         self.buckets.capacity() * size_of::<Bucket>()
     }
 
+    /// Where the buckets lie: (start, bytes).
+    pub(crate) fn region(&self) -> (*const u8, usize) {
+        (self.buckets.as_ptr().cast(), self.allocation_size())
+    }
+
     /// The home bucket of `tag`.
     #[inline]
     fn home(&self, tag: u32) -> usize {

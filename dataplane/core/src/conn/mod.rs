@@ -2,8 +2,9 @@
 //! construction, and the source of the events the sync daemon streams to the standby.
 //!
 //! # Shape
-//! - **Slab.** Entries ([`Conn`], 56 bytes) live in a `Vec` sized at construction, with a free
-//!   list threaded through it. A [`ConnId`] is a slab index.
+//! - **Slab.** Entries ([`Conn`], 56 bytes of fields aligned to one 64-byte cache line) live
+//!   in a `Vec` sized at construction, with a free list threaded through it. A [`ConnId`] is a
+//!   slab index.
 //! - **Index.** Our own open-addressing table of 64-byte buckets (8 × `u32` hash tag +
 //!   `u32` value, see `index.rs`) stores slab indices only (`index << 1 | key`); it hashes and
 //!   compares against the keys stored in the entry. Unlike hashbrown it lets a burst of
@@ -27,9 +28,9 @@
 //!   indexed by [`crate::lb::DestId`] ([`ConnTable::dest_counts`]), kept exact on every
 //!   create, state change, install, expiry and removal.
 //!
-//! Memory per connection at 1M entries, measured by `tests/conn_memory.rs`: 56 bytes of slab,
+//! Memory per connection at 1M entries, measured by `tests/conn_memory.rs`: 64 bytes of slab,
 //! 32–34 bytes of index (4M slots of 8 bytes in 512K buckets) and the wheel's 64 KiB, about
-//! 90 bytes in all. The index is sized for two keys per entry at most half full; deletion
+//! 98 bytes in all. The index is sized for two keys per entry at most half full; deletion
 //! shifts values back (no tombstones), so it is never rebuilt and never grows.
 //!
 //! # IPVS semantics followed (`net/netfilter/ipvs/`)

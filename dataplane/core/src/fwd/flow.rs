@@ -99,7 +99,81 @@ impl ParsedFlow {
 ///
 /// IPv4 options are allowed: every offset follows IHL. Transport checksums are not verified
 /// (the transforms preserve them, right or wrong, per RFC 1624).
+#[inline]
 pub fn parse_flow(frame: &[u8]) -> Result<ParsedFlow, FwdError> {
+    match parse_common(frame) {
+        Some(parsed) => Ok(parsed),
+        None => parse_flow_general(frame),
+    }
+}
+
+/// [`parse_flow`] for the common shape only — an unfragmented TCP or UDP datagram with a
+/// 20-byte IPv4 header, every length and the header checksum right — read at fixed offsets;
+/// `None` for anything else, which [`parse_flow_general`] then decides. Where it answers, it
+/// answers exactly what the general parse does (`tests/fwd_props.rs` checks it).
+#[inline(always)]
+pub(crate) fn parse_common(frame: &[u8]) -> Option<ParsedFlow> {
+    const L4: usize = L3 + ipv4::HEADER_LEN;
+    let h: &[u8; L4] = frame.get(..L4)?.try_into().ok()?;
+    if h[12..14] != [0x08, 0x00] || h[L3] != 0x45 {
+        return None;
+    }
+    let be16 = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+    let total_len = be16(L3 + 2);
+    let end = L3 + usize::from(total_len);
+    let flags_offset = be16(L3 + 6);
+    // MF or a fragment offset: a fragment, for the general parse.
+    if end > frame.len() || end < L4 || flags_offset & 0x3fff != 0 {
+        return None;
+    }
+    if !crate::wire::checksum::verify(&h[L3..L4]) {
+        return None;
+    }
+    let payload = frame.get(L4..end)?;
+    let (proto, tcp_flags) = match h[L3 + 9] {
+        6 => {
+            let data_off = usize::from(*payload.get(12)? >> 4) * 4;
+            if data_off < tcp::HEADER_LEN || data_off > payload.len() {
+                return None;
+            }
+            (Protocol::Tcp, tcp::Flags(*payload.get(13)?))
+        }
+        17 => {
+            let claimed = usize::from(u16::from_be_bytes([*payload.get(4)?, *payload.get(5)?]));
+            if claimed < udp::HEADER_LEN || claimed > payload.len() {
+                return None;
+            }
+            (Protocol::Udp, tcp::Flags::NONE)
+        }
+        _ => return None,
+    };
+    let port = |i: usize| u16::from_be_bytes([payload[i], payload[i + 1]]);
+    let src_addr = Ipv4Addr::new(h[26], h[27], h[28], h[29]);
+    let dst_addr = Ipv4Addr::new(h[30], h[31], h[32], h[33]);
+    Some(ParsedFlow {
+        flow: Flow {
+            proto,
+            src: Endpoint::new(src_addr, port(0)),
+            dst: Endpoint::new(dst_addr, port(2)),
+        },
+        tcp_flags,
+        src_addr,
+        dst_addr,
+        l3_offset: L3,
+        l4_offset: L4,
+        ip_header_len: ipv4::HEADER_LEN,
+        total_len,
+        ttl: h[L3 + 8],
+        dont_frag: flags_offset & 0x4000 != 0,
+        fragment: Fragment::None,
+        icmp_error: None,
+    })
+}
+
+/// [`parse_flow`] without its fast path for the common shape: the reference the fast path is
+/// tested against.
+#[doc(hidden)]
+pub fn parse_flow_general(frame: &[u8]) -> Result<ParsedFlow, FwdError> {
     let layout = locate_ipv4(frame)?;
     let ip = ipv4::Packet::new_unchecked(&frame[L3..layout.end]);
     if !ip.verify_checksum() {

@@ -5,7 +5,7 @@ use super::edit::{
     L3, Layout, check_ttl, decrement_ttl, get_addr, get16, is_icmp_error, locate_ipv4, parse_quote,
     put_addr, put16, set_macs,
 };
-use super::{FwdError, MacRewrite};
+use super::{FwdError, MacRewrite, ParsedFlow};
 use crate::lb::{Endpoint, Protocol};
 use crate::wire::checksum::{update_addr, update16};
 use crate::wire::icmpv4;
@@ -76,9 +76,84 @@ fn nat_transport(
     }
     let proto = transport_checks(frame, &layout)?;
     check_ttl(&layout)?;
+    rewrite_transport(frame, layout.l4, layout.end, proto, side, to, mac);
+    Ok(())
+}
 
-    // Nothing can fail from here on.
-    let (l4, end) = (layout.l4, layout.end);
+/// [`nat_request`] for a frame [`parse_flow`](super::parse_flow) has just accepted as TCP or
+/// UDP (`parsed` is its result): the same outcome and bytes, without parsing the frame again.
+/// Only the TTL is left to check; a `parsed` that does not fit the frame is refused with
+/// [`FwdError::MalformedIpv4`], never a panic.
+#[inline]
+pub fn nat_request_parsed(
+    frame: &mut [u8],
+    parsed: &ParsedFlow,
+    real: Endpoint,
+    mac: MacRewrite,
+) -> Result<(), FwdError> {
+    nat_transport_parsed(frame, parsed, Side::Dst, real, mac)
+}
+
+/// [`nat_reply`] for a frame [`parse_flow`](super::parse_flow) has just accepted, as
+/// [`nat_request_parsed`] is to [`nat_request`].
+#[inline]
+pub fn nat_reply_parsed(
+    frame: &mut [u8],
+    parsed: &ParsedFlow,
+    virt: Endpoint,
+    mac: MacRewrite,
+) -> Result<(), FwdError> {
+    nat_transport_parsed(frame, parsed, Side::Src, virt, mac)
+}
+
+#[inline]
+fn nat_transport_parsed(
+    frame: &mut [u8],
+    parsed: &ParsedFlow,
+    side: Side,
+    to: Endpoint,
+    mac: MacRewrite,
+) -> Result<(), FwdError> {
+    let (l4, end) = parsed_bounds(frame, parsed)?;
+    // parse_flow checked the lengths, fragmentation and transport header that nat_transport
+    // checks before the TTL.
+    if parsed.ttl <= 1 {
+        return Err(FwdError::TtlExceeded);
+    }
+    rewrite_transport(frame, l4, end, parsed.flow.proto, side, to, mac);
+    Ok(())
+}
+
+/// Where the transport header and the datagram's end lie, per `parsed`, once checked against
+/// the frame (so the rewrite cannot index out of it).
+#[inline]
+fn parsed_bounds(frame: &[u8], parsed: &ParsedFlow) -> Result<(usize, usize), FwdError> {
+    let (l4, end) = (parsed.l4_offset, L3 + usize::from(parsed.total_len));
+    let header = match parsed.flow.proto {
+        Protocol::Tcp => tcp::HEADER_LEN,
+        Protocol::Udp => udp::HEADER_LEN,
+    };
+    if parsed.icmp_error.is_some()
+        || l4 < L3 + ipv4::HEADER_LEN
+        || l4 + header > end
+        || end > frame.len()
+    {
+        return Err(FwdError::MalformedIpv4);
+    }
+    Ok((l4, end))
+}
+
+/// The rewrite of [`nat_transport`], once everything was checked.
+#[inline]
+fn rewrite_transport(
+    frame: &mut [u8],
+    l4: usize,
+    end: usize,
+    proto: Protocol,
+    side: Side,
+    to: Endpoint,
+    mac: MacRewrite,
+) {
     let old_addr = get_addr(frame, L3 + side.addr_at());
     {
         let mut ip = ipv4::Packet::new_unchecked(&mut frame[L3..end]);
@@ -103,7 +178,6 @@ fn nat_transport(
         }
     }
     set_macs(frame, mac);
-    Ok(())
 }
 
 /// The transport protocol of a datagram whose TCP or UDP header is all there (the first
