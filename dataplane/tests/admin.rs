@@ -124,6 +124,11 @@ impl Director {
     }
 
     async fn connect(&mut self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel().await)
+    }
+
+    /// A channel to the admin socket, once the director serves it.
+    async fn channel(&mut self) -> Channel {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(c) = &mut self.child
@@ -146,7 +151,7 @@ impl Director {
                     }))
                     .await;
                 if let Ok(ch) = ch {
-                    return AdminClient::new(ch);
+                    return ch;
                 }
             }
             assert!(Instant::now() < deadline, "no admin socket within 30 s");
@@ -256,6 +261,39 @@ async fn admin_api_over_the_unix_socket() {
         &std::fs::metadata(&d.socket).expect("socket").permissions(),
     );
     assert_eq!(mode & 0o777, 0o600, "the socket is for root only");
+
+    // Server reflection (what grpcurl uses) lists the admin service.
+    {
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut r = ServerReflectionClient::new(d.channel().await);
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = r
+            .server_reflection_info(tokio_stream::iter([req]))
+            .await
+            .expect("reflection stream")
+            .into_inner();
+        let answer = answers
+            .message()
+            .await
+            .expect("reflection answer")
+            .expect("one answer");
+        let names: Vec<String> = match answer.message_response {
+            Some(MessageResponse::ListServicesResponse(l)) => {
+                l.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("unexpected reflection answer {other:?}"),
+        };
+        assert!(
+            names.iter().any(|n| n == "tandem.admin.v1.Admin"),
+            "{names:?}"
+        );
+    }
 
     let web = (
         80,
