@@ -445,12 +445,7 @@ async fn local_service_of_the_real_dataplane() {
     assert_eq!(seen2.len(), 100);
     assert!(seen2.iter().all(|r| r.real.addr == RS1));
     let old_end = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match w1.message().await {
-                Ok(Some(_)) => {}
-                _ => break,
-            }
-        }
+        while let Ok(Some(_)) = w1.message().await {}
     })
     .await;
     assert!(old_end.is_ok(), "the superseded watch ends");
