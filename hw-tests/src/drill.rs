@@ -60,6 +60,9 @@ pub struct ConnTrace {
     pub sent: u64,
     /// Correct answers, each at this unix ms.
     pub answers_ms: Vec<u64>,
+    /// When the line of each answer was sent (unix ms), parallel to `answers_ms`.
+    #[serde(default)]
+    pub sent_ms: Vec<u64>,
 }
 
 /// What the client reports.
@@ -128,6 +131,7 @@ fn one_conn(i: u32, target: SocketAddrV4, end: Instant) -> ConnTrace {
     let mut next = Instant::now();
     while Instant::now() < end {
         let line = format!("c{i} m{k}");
+        let sent_at = now_unix_ms();
         if let Err(e) = writer.write_all(format!("{line}\n").as_bytes()) {
             fail(&mut t, format!("write: {e}"));
             return t;
@@ -164,6 +168,7 @@ fn one_conn(i: u32, target: SocketAddrV4, end: Instant) -> ConnTrace {
             Some(_) => {}
         }
         t.answers_ms.push(now_unix_ms());
+        t.sent_ms.push(sent_at);
         k += 1;
         next += INTERVAL;
         let now = Instant::now();
@@ -189,7 +194,9 @@ pub struct DrillReport {
     pub survived: u32,
     /// Established connections that broke (reset, timeout, wrong server or answer).
     pub broken: u32,
-    /// From the fault to the first correct answer on a connection established before it.
+    /// From the fault to the first correct answer, on a connection established before it, to
+    /// a line sent after it (in TUN/DR an answer to a line sent before the fault may arrive
+    /// later without passing a director, so it proves nothing).
     pub takeover_ms: Option<u64>,
     /// From the fault until every surviving connection had answered again.
     pub all_answering_ms: Option<u64>,
@@ -215,6 +222,7 @@ impl DrillReport {
             ..DrillReport::default()
         };
         let mut first_after = Vec::new();
+        let mut takeover: Option<u64> = None;
         for c in &trace.conns {
             if !c.established {
                 continue;
@@ -230,6 +238,16 @@ impl DrillReport {
                 .unwrap_or(0);
             r.max_gap_ms = r.max_gap_ms.max(gap);
             let after = c.answers_ms.iter().find(|t| **t > fault_ms).copied();
+            if let Some(a) = c
+                .answers_ms
+                .iter()
+                .zip(&c.sent_ms)
+                .find(|(_, s)| **s > fault_ms)
+                .map(|(a, _)| *a)
+            {
+                let d = a.saturating_sub(fault_ms);
+                takeover = Some(takeover.map_or(d, |t| t.min(d)));
+            }
             if c.error.is_some() {
                 r.broken += 1;
                 if r.errors.len() < 5 {
@@ -242,7 +260,7 @@ impl DrillReport {
                 r.broken += 1;
             }
         }
-        r.takeover_ms = first_after.iter().min().copied();
+        r.takeover_ms = takeover;
         r.all_answering_ms = first_after.iter().max().copied();
         r
     }
@@ -359,10 +377,12 @@ mod tests {
             established: true,
             sent: 5,
             answers_ms: vec![100, 200, 300, 650, 750],
+            sent_ms: vec![99, 199, 299, 350, 700],
             ..ConnTrace::default()
         };
         let late = ConnTrace {
             answers_ms: vec![110, 210, 900],
+            sent_ms: vec![109, 209, 500],
             sent: 4,
             ..ok.clone()
         };
