@@ -400,7 +400,8 @@ mod tests {
             400,
         );
         assert_eq!((r.conns, r.established, r.survived, r.broken), (4, 3, 2, 1));
-        assert_eq!(r.takeover_ms, Some(250));
+        // Only answers to lines sent after the fault (at 700 and 500) count.
+        assert_eq!(r.takeover_ms, Some(350));
         assert_eq!(r.all_answering_ms, Some(500));
         assert_eq!(r.max_gap_ms, 690);
         assert_eq!(r.lost_messages, 2);
