@@ -66,6 +66,35 @@ pub struct Config {
     /// The administration API (gRPC).
     #[serde(default)]
     pub control: ControlSection,
+    /// The sync daemon's side (`tandem.sync.v1.Local`); absent: no peer, the director is
+    /// `standalone` and holds its VIPs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncSection>,
+}
+
+/// The UDP port of heartbeats between the two dataplanes when `[sync] heartbeat_port` is not
+/// given (VRRP has no port; this one is unassigned by IANA).
+pub const DEFAULT_HEARTBEAT_PORT: u16 = 7471;
+
+/// `[sync]`: where `tandem-syncd` reaches this dataplane, and the service-network path of the
+/// heartbeats to the peer director's dataplane.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    /// The Unix socket of the `Local` service (mode 0600; its directory is created; a stale
+    /// socket is replaced).
+    pub socket: String,
+    /// The peer director's own address on the port whose subnet holds it (normally the
+    /// outside port): heartbeats go there from this director's address on that port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_address: Option<Ipv4Addr>,
+    /// The UDP port heartbeats are sent to and from.
+    #[serde(default = "default_heartbeat_port")]
+    pub heartbeat_port: u16,
+}
+
+fn default_heartbeat_port() -> u16 {
+    DEFAULT_HEARTBEAT_PORT
 }
 
 /// The default path of the admin API's Unix socket.
@@ -431,6 +460,30 @@ impl Config {
             }
         }
         self.validate_services()?;
+        if let Some(sync) = &self.sync {
+            if sync.socket.is_empty() {
+                return Err("sync.socket is empty".into());
+            }
+            if sync.socket == self.control.socket {
+                return Err(format!(
+                    "sync.socket = {:?} is also control.socket",
+                    sync.socket
+                ));
+            }
+            if let Some(peer) = sync.peer_address {
+                if !self.ports.iter().any(|p| same_subnet(p.address, peer)) {
+                    return Err(format!("sync.peer_address = {peer} is on no port's subnet"));
+                }
+                if addrs.contains(&peer) {
+                    return Err(format!(
+                        "sync.peer_address = {peer} is this director's own address or a VIP"
+                    ));
+                }
+            }
+            if sync.heartbeat_port == 0 {
+                return Err("sync.heartbeat_port must not be 0".into());
+            }
+        }
         let c = &self.connections;
         if c.max_per_lcore == 0 {
             return Err("connections.max_per_lcore must be at least 1".into());

@@ -8,3 +8,4 @@ pub mod config;
 pub mod control;
 pub mod metrics;
 pub mod stats;
+pub mod sync;

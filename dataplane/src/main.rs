@@ -18,6 +18,8 @@ use tandem_dataplane::control::board::StatsBoard;
 use tandem_dataplane::control::command::{Command, INBOX_CAPACITY};
 use tandem_dataplane::control::server::{self as admin, ControlHandle, Running};
 use tandem_dataplane::control::state::ControlState;
+use tandem_dataplane::sync::service::{self as sync_service, LocalService, LocalSetup};
+use tandem_dataplane::sync::{SyncState, SyncWiring};
 use tandem_dataplane::{build, config, stats};
 
 use std::path::PathBuf;
@@ -115,6 +117,10 @@ struct ControlSetup {
     services: Arc<tandem_core::service::ServiceSet>,
     generation: u64,
     ready: tokio::sync::oneshot::Sender<()>,
+    /// The sync side's shared state.
+    sync: Arc<SyncState>,
+    /// Where the `Local` service learns the workers (`None`: no `[sync]`).
+    sync_ready: Option<tokio::sync::oneshot::Sender<LocalSetup>>,
 }
 
 fn run(config_path: &std::path::Path, cfg: &Config) -> Result<(), Failure> {
@@ -162,11 +168,38 @@ fn run(config_path: &std::path::Path, cfg: &Config) -> Result<(), Failure> {
             let _ = std::fs::remove_file(listeners.path());
         }
     });
+    // The sync daemon's Local service: bound now, served once the workers exist.
+    let sync_state = Arc::new(SyncState::new(cfg.sync.is_some()));
+    let (sync_ready, sync_server) = match &cfg.sync {
+        Some(s) => {
+            let listener = sync_service::bind(&s.socket).map_err(Failure::Input)?;
+            let path = PathBuf::from(&s.socket);
+            let (tx, rx) = tokio::sync::oneshot::channel::<LocalSetup>();
+            let shutdown = shutdown_tx.subscribe();
+            let server = runtime.spawn(async move {
+                match rx.await {
+                    Ok(setup) => {
+                        let svc = LocalService::new(setup);
+                        if let Err(e) = sync_service::serve(listener, &path, svc, shutdown).await {
+                            error!("{e}");
+                        }
+                    }
+                    Err(_) => {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            });
+            (Some(tx), Some(server))
+        }
+        None => (None, None),
+    };
     let control = ControlSetup {
         handle,
         services,
         generation,
         ready: ready_tx,
+        sync: sync_state,
+        sync_ready,
     };
 
     // One counter slot per possible lcore, allocated before any worker runs.
@@ -187,8 +220,18 @@ fn run(config_path: &std::path::Path, cfg: &Config) -> Result<(), Failure> {
     {
         warn!("the admin API did not stop within 5 s");
     }
+    if let Some(s) = sync_server
+        && runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), s).await })
+            .is_err()
+    {
+        warn!("the sync Local service did not stop within 5 s");
+    }
     runtime.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_file(&socket);
+    if let Some(s) = &cfg.sync {
+        let _ = std::fs::remove_file(&s.socket);
+    }
     if control_thread.join().is_err() {
         warn!("the control thread panicked");
     }
@@ -339,14 +382,30 @@ fn run_eal(
     control
         .handle
         .set_running(Running {
-            workers: inbox_tx,
+            workers: inbox_tx.clone(),
             lcores: lcores.clone(),
             ports: reports.clone(),
             board: Arc::clone(&stats_board),
             slots: Arc::clone(slots),
+            sync: Arc::clone(&control.sync),
         })
         .map_err(Failure::Runtime)?;
     let _ = control.ready.send(());
+    let wiring = cfg.sync.as_ref().map(|s| {
+        SyncWiring::new(
+            Arc::clone(&control.sync),
+            lcores.len(),
+            s.peer_address,
+            s.heartbeat_port,
+        )
+    });
+    if let (Some(w), Some(ready)) = (&wiring, control.sync_ready) {
+        let _ = ready.send(LocalSetup {
+            wiring: w.clone(),
+            workers: inbox_tx,
+            control: control.handle.clone(),
+        });
+    }
 
     let shared = worker::Shared {
         ports: &ports,
@@ -366,6 +425,7 @@ fn run_eal(
         neighbour_capacity: d.neighbour_capacity,
         neighbour_max_age: NEIGHBOUR_MAX_AGE_NS,
         idle_sleep_max: Duration::from_micros(d.idle_sleep_max_us),
+        sync: wiring.as_ref(),
     };
     let failed = AtomicBool::new(false);
     info!("forwarding");

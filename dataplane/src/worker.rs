@@ -29,6 +29,8 @@ use crate::buf::MbufPacket;
 use tandem_dataplane::control::board::{LcoreFigures, StatsBoard};
 use tandem_dataplane::control::command::{Command, ConnListing, PortFigures};
 use tandem_dataplane::stats::{CounterSlot, PUBLISH_EVERY_NS};
+use tandem_dataplane::sync::lcore::LcoreSync;
+use tandem_dataplane::sync::{HbFrame, SyncCounters, SyncWiring, heartbeat};
 
 /// Most ports a director drives; keeps the per-lcore tx bursts on the stack.
 pub const MAX_PORTS: usize = 8;
@@ -135,6 +137,8 @@ pub struct Shared<'a, 'm> {
     pub neighbour_max_age: u64,
     /// Longest idle sleep.
     pub idle_sleep_max: Duration,
+    /// The channels with the sync daemon's `Local` service (`None`: no `[sync]`).
+    pub sync: Option<&'a SyncWiring>,
 }
 
 /// A neighbour learned by one worker: address, MAC, port index.
@@ -168,6 +172,10 @@ struct Lcore<'q, 'm> {
     generation: u64,
     /// One more than the highest destination id this worker has seen: its published rows.
     dest_rows: usize,
+    /// The sync daemon's part of housekeeping.
+    sync: LcoreSync,
+    /// IPv4 identification of the heartbeats this worker sends.
+    hb_ident: u16,
 }
 
 /// Runs the poll loop of worker `index` (which uses queue `index` of every port) until
@@ -231,6 +239,8 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
         asked: Vec::with_capacity(PENDING_MAX),
         generation: shared.generation,
         dest_rows: shared.services.dest_slots(),
+        sync: LcoreSync::new(index, shared.sync),
+        hb_ident: 0,
     };
     let mut idle = Backoff::new(shared.idle_sleep_max);
     let (mut last_publish, mut last_counts, mut last_expire) = (0u64, 0u64, 0u64);
@@ -316,7 +326,124 @@ impl<'m> Lcore<'_, 'm> {
                     }
                 }
             }
+            // UDP to the director's own address is not load-balanced: a heartbeat of the
+            // peer director's dataplane lands here (the drop is counted, as unsupported).
+            Verdict::Drop(DropReason::UnsupportedIpProtocol) if self.shared.sync.is_some() => {
+                self.heartbeat_in(p, &m);
+                drop(m);
+            }
             Verdict::Consumed | Verdict::Drop(_) => drop(m),
+        }
+    }
+
+    /// Hands a heartbeat from the peer's dataplane to syncd, if `m` is one.
+    fn heartbeat_in(&self, p: usize, m: &Mbuf<'m>) {
+        let Some(w) = self.shared.sync else { return };
+        let (Some(peer), Some(own)) = (w.peer, self.engine.director().ports().get(p)) else {
+            return;
+        };
+        let Some(payload) = heartbeat::parse(m.data(), own.addr, peer, w.heartbeat_port) else {
+            return;
+        };
+        let c = &w.state.counters;
+        let taken = HbFrame::new(payload).is_some_and(|f| w.hb_in.0.try_send(f).is_ok());
+        let counter = if taken {
+            &c.heartbeats_received
+        } else {
+            &c.heartbeats_dropped
+        };
+        SyncCounters::add(counter, 1);
+    }
+
+    /// Sync housekeeping (every millisecond, between bursts): the role, the gratuitous ARPs
+    /// of a new active director, syncd's heartbeats out, the events and walks to the watch.
+    fn sync_tick(&mut self, now: u64) {
+        if let Some(role) = self.sync.role_change(now) {
+            self.engine.set_owns_vips(role.owns_vips());
+            tracing::info!(
+                worker = self.index,
+                role = role.name(),
+                "sync: role in force"
+            );
+        }
+        if self.sync.garp_due(now) {
+            self.announce_vips();
+        }
+        if self.index == 0 {
+            self.heartbeats_out(now);
+        }
+        if let Some(b) = self.engine.balancer_mut() {
+            self.sync.tick(b, now);
+        }
+    }
+
+    /// Gratuitous ARPs for every VIP (the inside gateway is a VIP of the inside port).
+    fn announce_vips(&mut self) {
+        let mut sent = 0;
+        for i in 0..self.engine.director().vips().len() {
+            let Some(v) = self.engine.director().vips().get(i).copied() else {
+                break;
+            };
+            let Some(mut m) = self.shared.pool.alloc() else {
+                break;
+            };
+            let Some(out) = m.append(60) else { continue };
+            if self.engine.gratuitous_arp(v.port, v.addr, out).is_some() {
+                self.send(v.port, m);
+                sent += 1;
+            }
+        }
+        if let Some(w) = self.shared.sync {
+            SyncCounters::add(&w.state.counters.garps_sent, sent);
+        }
+    }
+
+    /// Sends syncd's heartbeats to the peer's dataplane from this director's address on the
+    /// port whose subnet holds the peer.
+    fn heartbeats_out(&mut self, now: u64) {
+        let Some(w) = self.shared.sync else { return };
+        let c = &w.state.counters;
+        while let Ok(f) = w.hb_out.1.try_recv() {
+            let Some(peer) = w.peer else {
+                continue;
+            };
+            let director = self.engine.director();
+            let Some(port) = director.on_link(peer) else {
+                SyncCounters::add(&c.heartbeats_unsent, 1);
+                continue;
+            };
+            let Some(own) = director.ports().get(port).copied() else {
+                continue;
+            };
+            let Some(mac) = self.engine.neighbours().lookup(peer, now).map(|n| n.mac) else {
+                // Not resolved yet: ask, and let this one go (the next follows shortly).
+                self.ask(port, peer, now);
+                SyncCounters::add(&c.heartbeats_unsent, 1);
+                continue;
+            };
+            let a = heartbeat::Addressing {
+                src_mac: own.mac,
+                dst_mac: mac,
+                src: own.addr,
+                dst: peer,
+                port: w.heartbeat_port,
+            };
+            let len = (heartbeat::OVERHEAD + f.len).max(60);
+            let Some(mut m) = self.shared.pool.alloc() else {
+                SyncCounters::add(&c.heartbeats_unsent, 1);
+                continue;
+            };
+            self.hb_ident = self.hb_ident.wrapping_add(1);
+            let built = u16::try_from(len)
+                .ok()
+                .and_then(|len| m.append(len))
+                .and_then(|out| heartbeat::build(&a, self.hb_ident, f.data(), out));
+            if built.is_some() {
+                self.send(port, m);
+                SyncCounters::add(&c.heartbeats_sent, 1);
+            } else {
+                SyncCounters::add(&c.heartbeats_unsent, 1);
+            }
         }
     }
 
@@ -464,6 +591,7 @@ impl Lcore<'_, '_> {
                 }
             }
         }
+        self.sync_tick(now);
         let Some(b) = self.engine.balancer_mut() else {
             return;
         };
@@ -551,6 +679,7 @@ impl Lcore<'_, '_> {
                     matched,
                 });
             }
+            Command::Sync(c) => self.sync.command(c, b, now),
             Command::PortStats { .. } => {}
         }
     }

@@ -240,6 +240,7 @@ pub fn director_config(
                 .to_string(),
             ..Default::default()
         },
+        sync: None,
     }
 }
 

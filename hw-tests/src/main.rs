@@ -233,6 +233,44 @@ enum Command {
     /// Benchmark the whole dataplane on one lcore against dpdk-testpmd io forwarding: both
     /// replay the same capture from memory (net_pcap, infinite_rx) on the same lcore.
     BenchDataplane(Box<BenchArgs>),
+    /// A failover drill on a director pair: N long-lived connections through the mode's VIP,
+    /// the fault, and how many survived.
+    Drill {
+        #[command(flatten)]
+        up: UpArgs,
+        /// nat, tun or dr.
+        #[arg(long, default_value = "nat")]
+        mode: Mode,
+        /// kill (link-down, failback, standby-restart, sync-cut: not yet).
+        #[arg(long, default_value = "kill")]
+        fault: tandem_hw_tests::drill::Fault,
+        /// Long-lived connections.
+        #[arg(long, default_value_t = 1000)]
+        conns: u32,
+        /// Traffic before the fault, ms.
+        #[arg(long, default_value_t = 3000)]
+        warmup_ms: u64,
+        /// Traffic after the fault, ms.
+        #[arg(long, default_value_t = 4000)]
+        after_ms: u64,
+        /// One JSON object on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// (Rack helper) The drill's client: long-lived connections, a line every 100 ms each,
+    /// every answer's time as JSON. Run inside the client namespace.
+    #[command(hide = true)]
+    DrillClient {
+        /// VIP:port.
+        #[arg(long)]
+        target: std::net::SocketAddrV4,
+        /// Connections.
+        #[arg(long)]
+        conns: u32,
+        /// How long, ms.
+        #[arg(long)]
+        duration_ms: u64,
+    },
     /// What is up: namespaces, dataplane processes, their last counters.
     Status {
         #[command(flatten)]
@@ -387,6 +425,55 @@ fn run(command: Command) -> Result<ExitCode, Error> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Drill {
+            up,
+            mode,
+            fault,
+            conns,
+            warmup_ms,
+            after_ms,
+            json,
+        } => {
+            let cancel = cancel_on_signals()?;
+            let opts = options(up, cancel);
+            let drill = tandem_hw_tests::drill::DrillOptions {
+                mode,
+                fault,
+                conns,
+                warmup: std::time::Duration::from_millis(warmup_ms),
+                after: std::time::Duration::from_millis(after_ms),
+            };
+            let report = tandem_hw_tests::drill::run_drill(opts, &drill)?;
+            if json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| Error::parse("drill report", e.to_string()))?;
+                println!("{text}");
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(
+                if report.broken == 0 && report.survived == report.established {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                },
+            )
+        }
+        Command::DrillClient {
+            target,
+            conns,
+            duration_ms,
+        } => {
+            let trace = tandem_hw_tests::drill::run_client(
+                target,
+                conns,
+                std::time::Duration::from_millis(duration_ms),
+            )?;
+            let text = serde_json::to_string(&trace)
+                .map_err(|e| Error::parse("drill trace", e.to_string()))?;
+            println!("{text}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Serve(a) => {
             let cancel = cancel_on_signals()?;

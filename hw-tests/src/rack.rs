@@ -716,6 +716,26 @@ impl StateDir {
         self.dir.join(format!("{}.stats.json", id.lower()))
     }
 
+    /// Director `id`'s dataplane `Local` socket (failover pair).
+    pub fn sync_socket(&self, id: DirectorId) -> PathBuf {
+        self.dir.join(format!("{}.sync.sock", id.lower()))
+    }
+
+    /// Director `id`'s syncd configuration.
+    pub fn syncd_config(&self, id: DirectorId) -> PathBuf {
+        self.dir.join(format!("{}.syncd.toml", id.lower()))
+    }
+
+    /// Director `id`'s syncd log.
+    pub fn syncd_log(&self, id: DirectorId) -> PathBuf {
+        self.dir.join(format!("{}.syncd.log", id.lower()))
+    }
+
+    /// Director `id`'s syncd status file.
+    pub fn syncd_status(&self, id: DirectorId) -> PathBuf {
+        self.dir.join(format!("{}.syncd.json", id.lower()))
+    }
+
     /// `<state>/rack.json`: what `up` started, for `status`.
     pub fn meta(&self) -> PathBuf {
         self.dir.join("rack.json")
@@ -838,6 +858,9 @@ pub struct RackOptions {
     pub ready_timeout: Duration,
     /// Set by SIGINT/SIGTERM handlers; `up` stops and tears down when it is set.
     pub cancel: Cancel,
+    /// A failover pair: B gets A's VIPs and services, both dataplanes `[sync]`, and a
+    /// `tandem-syncd` runs in each director namespace ([`crate::pair`]).
+    pub pair: bool,
 }
 
 impl RackOptions {
@@ -855,6 +878,7 @@ impl RackOptions {
             ctl: None,
             ready_timeout: READY_TIMEOUT,
             cancel: Cancel::new(),
+            pair: false,
         }
     }
 }
@@ -909,6 +933,8 @@ pub struct Rack {
     tool: Option<PathBuf>,
     ctls: Vec<(DirectorId, Ctl)>,
     armed: bool,
+    /// The failover pair's `tandem-syncd`s.
+    syncds: Vec<(DirectorId, Option<Child>, u32)>,
 }
 
 impl Rack {
@@ -921,6 +947,9 @@ impl Rack {
             opts.pmd.check_workers(opts.workers)?;
         }
         let mut spec = opts.spec.clone();
+        if opts.pair {
+            crate::pair::make_pair(&mut spec)?;
+        }
         if opts.workers != spec.workers(DirectorId::A) {
             spec.set_workers(DirectorId::A, opts.workers)?;
         }
@@ -952,6 +981,7 @@ impl Rack {
             tool,
             ctls: Vec::new(),
             armed: true,
+            syncds: Vec::new(),
         };
         let state = rack.state.path().to_path_buf();
         if state.exists() {
@@ -1131,6 +1161,10 @@ impl Rack {
                 std::mem::take(&mut cfg.services),
                 cfg.control.socket.clone(),
             ));
+            if opts.pair {
+                cfg.sync =
+                    crate::pair::sync_section(&self.spec, d.id, &self.state.sync_socket(d.id));
+            }
             write_file(&self.state.config(d.id), &crate::config::to_toml(&cfg)?)?;
         }
         for d in &self.spec.directors {
@@ -1167,12 +1201,84 @@ impl Rack {
             );
             self.ctls.push((id, ctl));
         }
+        if opts.pair {
+            self.start_syncds()?;
+        }
         Ok(())
     }
 
     /// `tandemctl` bound to director `id`'s admin socket (once its dataplane is up).
     pub fn ctl(&self, id: DirectorId) -> Option<&Ctl> {
         self.ctls.iter().find(|(d, _)| *d == id).map(|(_, c)| c)
+    }
+
+    /// Certificates, configurations, and one `tandem-syncd` per director namespace.
+    fn start_syncds(&mut self) -> Result<()> {
+        let syncd = crate::pair::locate_syncd()?;
+        let certs = self.state.path().join("certs");
+        std::fs::create_dir_all(&certs)
+            .map_err(|e| Error::io(format!("creating {}", certs.display()), e))?;
+        crate::pair::write_certificates(&certs)?;
+        for id in DirectorId::ALL {
+            let Some(d) = self.spec.director(id) else {
+                continue;
+            };
+            let cfg = self.state.syncd_config(id);
+            write_file(
+                &cfg,
+                &crate::pair::syncd_config(
+                    id,
+                    &certs,
+                    &self.state.sync_socket(id),
+                    &self.state.syncd_status(id),
+                ),
+            )?;
+            let netns = self.prefix.netns(&d.host);
+            let child = process::spawn_in_netns(&netns, &syncd, &cfg, &self.state.syncd_log(id))?;
+            let pid = child.id();
+            tracing::info!(director = id.letter(), pid, netns = %netns, "tandem-syncd started");
+            self.syncds.push((id, Some(child), pid));
+        }
+        Ok(())
+    }
+
+    /// The role director `id`'s syncd reports in its status file (`Active`, `Standby`, ...).
+    pub fn syncd_role(&self, id: DirectorId) -> Option<String> {
+        crate::pair::SyncdStatus::read(&self.state.syncd_status(id))
+            .ok()
+            .map(|s| s.role)
+    }
+
+    /// The pid of director `id`'s syncd.
+    pub fn syncd_pid(&self, id: DirectorId) -> Option<u32> {
+        self.syncds.iter().find(|s| s.0 == id).map(|s| s.2)
+    }
+
+    /// SIGKILL of director `id`'s dataplane and syncd, as a crashed box. Their children are
+    /// reaped. Returns what was killed.
+    pub fn kill_director(&mut self, id: DirectorId) -> Vec<String> {
+        let mut killed = Vec::new();
+        for d in self.directors.iter_mut().filter(|d| d.id == id) {
+            if process::signal(d.pid, libc::SIGKILL) {
+                killed.push(format!("dataplane pid {}", d.pid));
+            }
+        }
+        for s in self.syncds.iter_mut().filter(|s| s.0 == id) {
+            if process::signal(s.2, libc::SIGKILL) {
+                killed.push(format!("syncd pid {}", s.2));
+            }
+        }
+        for d in self.directors.iter_mut().filter(|d| d.id == id) {
+            if let Some(mut c) = d.child.take() {
+                let _ = c.wait();
+            }
+        }
+        for s in self.syncds.iter_mut().filter(|s| s.0 == id) {
+            if let Some(mut c) = s.1.take() {
+                let _ = c.wait();
+            }
+        }
+        killed
     }
 
     fn wait_ready(&mut self, index: usize, timeout: Duration, cancel: &Cancel) -> Result<()> {
@@ -1361,6 +1467,16 @@ impl Rack {
     }
 
     fn teardown_now(&mut self) -> Result<Teardown> {
+        for (id, child, _) in &mut self.syncds {
+            if let Some(mut c) = child.take() {
+                match process::stop_child(&mut c, HELPER_GRACE) {
+                    Ok((how, status)) => {
+                        tracing::debug!(director = id.letter(), ?how, %status, "syncd stopped");
+                    }
+                    Err(e) => tracing::warn!(director = id.letter(), error = %e, "stopping syncd"),
+                }
+            }
+        }
         // Our own children first: they are reaped here, so they never linger as zombies.
         for h in &mut self.helpers {
             if let Some(mut child) = h.child.take() {

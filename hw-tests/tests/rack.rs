@@ -1051,3 +1051,54 @@ fn two_workers_forward_every_mode_without_loss() {
     assert_nothing_left(&cleanup.0);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The failover drill with real processes: a pair (A active, B standby, a `tandem-syncd`
+/// each), 30 long-lived connections through each mode's VIP, SIGKILL of A's dataplane and
+/// syncd: every connection survives, B takes over well within a second.
+#[test]
+fn failover_drill_kill_in_each_mode() {
+    let Some(_lock) = rack_tier("failover_drill_kill_in_each_mode") else {
+        return;
+    };
+    let cleanup = Cleanup::new("trkd");
+    for mode in ["nat", "tun", "dr"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tandem-rack"))
+            .args([
+                "drill",
+                "--prefix",
+                "trkd",
+                "--mode",
+                mode,
+                "--fault",
+                "kill",
+                "--conns",
+                "30",
+                "--warmup-ms",
+                "1500",
+                "--after-ms",
+                "2500",
+                "--json",
+            ])
+            .output()
+            .expect("run tandem-rack drill");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report: tandem_hw_tests::drill::DrillReport = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{mode}: no report ({e}): {stdout}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        println!("{mode}: {report:?}");
+        assert_eq!(report.established, 30, "{mode}: {report:?}");
+        assert_eq!(report.survived, 30, "{mode}: {report:?}");
+        assert_eq!(report.broken, 0, "{mode}: {report:?}");
+        assert_eq!(report.lost_messages, 0, "{mode}: {report:?}");
+        assert_eq!(report.b_role_after.as_deref(), Some("Active"));
+        let takeover = report.takeover_ms.expect("an answer after the fault");
+        assert!(takeover <= 1000, "{mode}: takeover {takeover} ms");
+        assert!(out.status.success(), "{mode}: exit {:?}", out.status);
+    }
+    drop(cleanup);
+    assert_nothing_left(&Prefix::new("trkd").expect("prefix"));
+}

@@ -176,6 +176,12 @@ impl Balancer {
         &self.conns
     }
 
+    /// This worker's connection table, for the sync daemon's installs and sweeps (standby
+    /// side: `ConnTable::install` / `uninstall`), between bursts.
+    pub fn conns_mut(&mut self) -> &mut ConnTable {
+        &mut self.conns
+    }
+
     /// Sets how the connection table prefetches (see [`ConnTable::set_prefetcher`]).
     pub fn set_prefetcher(&mut self, prefetcher: Option<crate::conn::Prefetcher>) {
         self.conns.set_prefetcher(prefetcher);

@@ -392,6 +392,9 @@ pub struct Worker {
     balancer: Option<Balancer>,
     /// Next hops recently used by the balancer (see [`crate::hop`]).
     hops: HopCache,
+    /// Whether ARP and ICMP echo for the VIPs are answered (an active or standalone
+    /// director) or only for the ports' own addresses (a standby).
+    owns_vips: bool,
 }
 
 impl Worker {
@@ -404,7 +407,34 @@ impl Worker {
             neighbours: NeighbourTable::new(neighbour_capacity, neighbour_max_age),
             balancer: None,
             hops: HopCache::new(),
+            owns_vips: true,
         }
+    }
+
+    /// Whether this director holds its VIPs (and the inside gateway address, a VIP of the
+    /// inside port): `true` (the default, a standalone or active director) answers ARP and
+    /// ICMP echo for them; `false` (a standby) answers only for the ports' own addresses, so
+    /// the peer can hold them. Set by the glue between bursts when syncd changes the role.
+    pub fn set_owns_vips(&mut self, owns: bool) {
+        self.owns_vips = owns;
+    }
+
+    /// Whether the VIPs are answered (see [`set_owns_vips`](Self::set_owns_vips)).
+    pub fn owns_vips(&self) -> bool {
+        self.owns_vips
+    }
+
+    /// Writes into `out` a gratuitous ARP (RFC 5227 §3, an ARP request whose sender and
+    /// target are both `addr`, broadcast) announcing that `addr` is at `port`'s MAC, and
+    /// returns its length (60), or `None` if `out` is too short or the port does not exist.
+    /// Neighbours that already have `addr` in their cache replace the MAC (Linux overrides
+    /// its lock time for a gratuitous ARP), which is how a new active director takes over.
+    pub fn gratuitous_arp(&self, port: usize, addr: Ipv4Addr, out: &mut [u8]) -> Option<usize> {
+        let len = self.arp_request(port, addr, out)?;
+        let frame = out.get_mut(ethernet::HEADER_LEN..len)?;
+        let mut a = arp::Packet::new_unchecked(frame);
+        a.set_sender_protocol_addr(addr);
+        Some(len)
     }
 
     /// The same engine, load-balancing the virtual services of `balancer`.
@@ -570,6 +600,8 @@ impl Worker {
             director: &self.director,
             port,
             mac,
+            own_addr: config.addr,
+            owns_vips: self.owns_vips,
         };
         let frame = buf.data_mut();
         match ethertype {
@@ -588,6 +620,18 @@ struct Ingress<'a> {
     director: &'a Director,
     port: usize,
     mac: MacAddr,
+    /// The port's own address (always answered).
+    own_addr: Ipv4Addr,
+    /// Whether the VIPs are answered too (see [`Worker::set_owns_vips`]).
+    owns_vips: bool,
+}
+
+impl Ingress<'_> {
+    /// Whether `addr` is answered on this port now: its own address, or a VIP of it while
+    /// the director holds its VIPs.
+    fn answers(&self, addr: Ipv4Addr) -> bool {
+        self.director.is_local(self.port, addr) && (self.owns_vips || addr == self.own_addr)
+    }
 }
 
 impl Ingress<'_> {
@@ -624,7 +668,7 @@ impl Ingress<'_> {
         // "Merge": a known sender is refreshed whoever the packet is for (RFC 826; this is
         // also how a gratuitous ARP, RFC 5227 §3, updates a neighbour that moved).
         let merged = learnable && neighbours.refresh(sender, sender_mac, self.port, now);
-        if !self.director.is_local(self.port, target) {
+        if !self.answers(target) {
             return Verdict::Drop(DropReason::ArpNotForUs);
         }
         if learnable && !merged {
@@ -663,7 +707,7 @@ impl Ingress<'_> {
             return Verdict::Drop(DropReason::BadIpv4Checksum);
         }
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        if !self.director.is_local(self.port, dst) {
+        if !self.answers(dst) {
             return Verdict::Drop(DropReason::Ipv4NotForUs);
         }
         if !is_host_address(src) {
@@ -820,5 +864,79 @@ mod tests {
             .to_string(),
             "port 1: MAC address [01, 00, 5e, 00, 00, 01] is not a unicast address"
         );
+    }
+
+    #[test]
+    fn a_standby_answers_arp_for_its_own_address_only() {
+        let director = Arc::new(
+            Director::new(vec![port([10, 0, 0, 1])], vec![vip([10, 0, 0, 100], 0)]).unwrap(),
+        );
+        let mut w = Worker::new(Arc::clone(&director), 16, u64::MAX);
+        let asker = Worker::new(
+            Arc::new(
+                Director::new(
+                    vec![Port {
+                        mac: [2, 0, 0, 0, 0, 9],
+                        ..port([10, 0, 0, 9])
+                    }],
+                    vec![],
+                )
+                .unwrap(),
+            ),
+            16,
+            u64::MAX,
+        );
+        let ask = |target: [u8; 4]| {
+            let mut f = [0u8; 60];
+            asker
+                .arp_request(0, Ipv4Addr::from(target), &mut f)
+                .unwrap();
+            f
+        };
+        let mut c = Counters::default();
+        assert_eq!(
+            w.process(0, &mut ask([10, 0, 0, 100]), 1, &mut c),
+            Verdict::Reply
+        );
+        w.set_owns_vips(false);
+        assert!(!w.owns_vips());
+        assert_eq!(
+            w.process(0, &mut ask([10, 0, 0, 100]), 2, &mut c),
+            Verdict::Drop(DropReason::ArpNotForUs)
+        );
+        assert_eq!(
+            w.process(0, &mut ask([10, 0, 0, 1]), 3, &mut c),
+            Verdict::Reply
+        );
+        w.set_owns_vips(true);
+        assert_eq!(
+            w.process(0, &mut ask([10, 0, 0, 100]), 4, &mut c),
+            Verdict::Reply
+        );
+    }
+
+    #[test]
+    fn gratuitous_arp_announces_the_address_at_the_port_mac() {
+        let director = Arc::new(
+            Director::new(vec![port([10, 0, 0, 1])], vec![vip([10, 0, 0, 100], 0)]).unwrap(),
+        );
+        let w = Worker::new(director, 16, u64::MAX);
+        let mut f = [0u8; 60];
+        assert_eq!(
+            w.gratuitous_arp(0, Ipv4Addr::new(10, 0, 0, 100), &mut f),
+            Some(60)
+        );
+        assert!(
+            w.gratuitous_arp(1, Ipv4Addr::new(10, 0, 0, 100), &mut f)
+                .is_none()
+        );
+        let eth = ethernet::Frame::new_checked(&f[..]).unwrap();
+        assert_eq!(eth.dst_addr(), BROADCAST_MAC);
+        assert_eq!(eth.src_addr(), MAC);
+        let a = arp::Packet::new_checked(&f[ethernet::HEADER_LEN..]).unwrap();
+        assert_eq!(a.operation(), Operation::REQUEST);
+        assert_eq!(a.sender_hardware_addr(), MAC);
+        assert_eq!(a.sender_protocol_addr(), Ipv4Addr::new(10, 0, 0, 100));
+        assert_eq!(a.target_protocol_addr(), Ipv4Addr::new(10, 0, 0, 100));
     }
 }

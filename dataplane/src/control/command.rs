@@ -75,4 +75,6 @@ pub enum Command {
         /// Where the answer goes, one entry per port in configuration order.
         reply: Sender<Vec<PortFigures>>,
     },
+    /// A sync daemon order (watch, apply; see `crate::sync`).
+    Sync(crate::sync::SyncCommand),
 }

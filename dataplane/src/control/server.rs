@@ -57,6 +57,8 @@ pub struct Running {
     pub board: Arc<StatsBoard>,
     /// Per-lcore counters, indexed by lcore id.
     pub slots: Arc<Vec<CounterSlot>>,
+    /// The sync side's role and counters.
+    pub sync: Arc<crate::sync::SyncState>,
 }
 
 /// The control thread's state.
@@ -108,6 +110,11 @@ impl ControlHandle {
         })?;
         rx.await
             .map_err(|_| Status::unavailable("the director is stopping"))?
+    }
+
+    /// The running services (the sync service maps the peer's records with them).
+    pub async fn services(&self) -> Result<Arc<tandem_core::service::ServiceSet>, Status> {
+        self.call(|c| Ok(Arc::clone(c.state.set()))).await
     }
 
     /// Tells the control thread the workers are up (from the main thread).
@@ -421,7 +428,7 @@ impl Controller {
         let set = self.state.set();
         Ok(pb::Status {
             version: env!("CARGO_PKG_VERSION").into(),
-            role: "standalone".into(),
+            role: r.sync.role().name().into(),
             uptime_s: self.started.elapsed().as_secs(),
             config_file: self.state.config_path().display().to_string(),
             generation: self.state.generation(),

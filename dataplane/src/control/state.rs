@@ -423,6 +423,7 @@ impl ControlState {
                 file.connections.max_per_lcore != c.connections.max_per_lcore,
             ),
             ("[control]", file.control != c.control),
+            ("[sync]", file.sync != c.sync),
         ] {
             if differs {
                 restart.push(format!("{what} changed: needs a restart, not applied"));

@@ -1,0 +1,459 @@
+//! The sync daemon's `Local` service of the real `tandem-dataplane` binary (EAL with two
+//! lcores on a `net_null` vdev), driven over its Unix socket by a gRPC client, every message
+//! decoded with `tandem-syncd`'s own wire conversions (`wire::local_from`, `wire::item_to`),
+//! so the two sides cannot drift apart:
+//! - roles: standby at start, `SetRole` changes what `GetStatus` shows, the end of syncd's
+//!   heartbeat stream stands an active director down at once;
+//! - apply: records installed on the lcore that owns the client (both lcores get some),
+//!   unknown real servers and services refused and counted, mark and sweep on a second
+//!   snapshot;
+//! - watch: snapshot begin, chunks of at most the asked size covering exactly the table,
+//!   snapshot end, then the lcores' events (flushes by the admin API) with consecutive
+//!   per-lcore sequence numbers; a new watch supersedes the old one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use tandem_core::conn::{ConnEventKind, ConnFlags, ConnRecord, ConnState, DeleteReason};
+use tandem_core::lb::{DestId, Endpoint, ForwardMethod, Protocol, ServiceId};
+use tandem_proto::admin::admin_client::AdminClient;
+use tandem_proto::admin::{self as apb};
+use tandem_proto::sync::local_client::LocalClient;
+use tandem_proto::sync::{self as pb};
+use tandem_syncd::repl::{Change, Item};
+use tandem_syncd::wire::{self, LocalMsg};
+use tonic::transport::{Channel, Endpoint as TonicEndpoint, Uri};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tandem-dataplane");
+const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const RS1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
+const RS2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 21);
+
+fn config_text(prefix: &str, admin: &Path, sync: &Path) -> String {
+    format!(
+        r#"[eal]
+args = ["-l", "0,1", "--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{prefix}",
+        "--vdev", "net_null0", "--log-level", "lib.eal:warning"]
+[dataplane]
+idle_sleep_max_us = 200
+[control]
+socket = "{admin}"
+[sync]
+socket = "{sync}"
+peer_address = "203.0.113.12"
+[[port]]
+name = "outside"
+device = "net_null0"
+address = "203.0.113.11/24"
+[[vip]]
+address = "{VIP}"
+port = "outside"
+[[service]]
+protocol = "tcp"
+address = "{VIP}"
+port = 80
+scheduler = "rr"
+[[service.server]]
+address = "{RS1}"
+port = 80
+method = "nat"
+[[service.server]]
+address = "{RS2}"
+port = 80
+method = "nat"
+"#,
+        admin = admin.display(),
+        sync = sync.display()
+    )
+}
+
+/// A running director, killed and cleaned up on drop whatever happened.
+struct Director {
+    child: Option<Child>,
+    dir: PathBuf,
+    prefix: String,
+    admin: PathBuf,
+    sync: PathBuf,
+}
+
+impl Director {
+    fn start(name: &str) -> Director {
+        let dir = std::env::temp_dir().join(format!("tandem-sync-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let prefix = format!("tandem-sync-{}-{name}", std::process::id());
+        let admin = dir.join("admin.sock");
+        let sync = dir.join("run").join("sync.sock");
+        let config = dir.join("dp.toml");
+        std::fs::write(&config, config_text(&prefix, &admin, &sync)).expect("write config");
+        let child = Command::new(BIN)
+            .args(["--config", config.to_str().expect("utf8")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tandem-dataplane");
+        Director {
+            child: Some(child),
+            dir,
+            prefix,
+            admin,
+            sync,
+        }
+    }
+
+    /// SIGTERM, then the exit code and stderr.
+    fn stop(&mut self) -> (Option<i32>, String) {
+        let Some(mut child) = self.child.take() else {
+            return (None, String::new());
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let code = loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                break s.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        (code, err)
+    }
+
+    async fn channel(&mut self, path: PathBuf) -> Channel {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = &mut self.child
+                && let Ok(Some(s)) = c.try_wait()
+            {
+                let (_, err) = self.stop();
+                panic!("the director exited early ({s}): {err}");
+            }
+            if path.exists() {
+                let p = path.clone();
+                let ch = TonicEndpoint::try_from("http://[::]:50051")
+                    .expect("uri")
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        let p = p.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(
+                                tokio::net::UnixStream::connect(p).await?,
+                            ))
+                        }
+                    }))
+                    .await;
+                if let Ok(ch) = ch {
+                    return ch;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no socket {} within 30 s",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Director {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn record(i: u32, real: Ipv4Addr, vip: Ipv4Addr) -> ConnRecord {
+    ConnRecord {
+        proto: Protocol::Tcp,
+        // Distinct client addresses, so the owner hash spreads them over both lcores.
+        client: Endpoint::new(Ipv4Addr::from(0x0a09_0000 + i), 40_000 + (i % 1000) as u16),
+        vip: Endpoint::new(vip, 80),
+        real: Endpoint::new(real, 80),
+        method: ForwardMethod::Nat,
+        dest: DestId(0),
+        service: ServiceId(0),
+        state: ConnState::Established,
+        flags: ConnFlags::EMPTY,
+        timeout_ms: 900_000,
+        remaining_ms: 600_000,
+    }
+}
+
+fn upsert(r: &ConnRecord) -> pb::Entry {
+    wire::item_to(&Item::Snapshot(Change::Conn {
+        kind: ConnEventKind::Refreshed,
+        record: *r,
+    }))
+}
+
+fn snapshot(records: &[ConnRecord], extra: &[ConnRecord]) -> Vec<pb::ApplyRequest> {
+    let mut entries = vec![wire::item_to(&Item::SnapshotBegin { id: 1 })];
+    entries.extend(records.iter().chain(extra).map(upsert));
+    entries.push(wire::item_to(&Item::SnapshotEnd { id: 1 }));
+    // Several requests, as syncd batches them.
+    entries
+        .chunks(97)
+        .map(|c| pb::ApplyRequest {
+            entries: c.to_vec(),
+        })
+        .collect()
+}
+
+async fn status(c: &mut AdminClient<Channel>) -> apb::Status {
+    c.get_status(apb::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+}
+
+/// The key of a record for comparisons.
+fn key(r: &ConnRecord) -> (Endpoint, Endpoint, Endpoint, u8) {
+    (r.client, r.vip, r.real, r.state as u8)
+}
+
+/// Reads one watch until its snapshot ends: the records (checked: begin first, chunks of at
+/// most `chunk`), and any events that arrived meanwhile.
+async fn read_snapshot(
+    s: &mut tonic::Streaming<pb::LocalEvents>,
+    chunk: usize,
+) -> (u64, Vec<ConnRecord>) {
+    let mut id = None;
+    let mut records = Vec::new();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), s.message())
+            .await
+            .expect("watch message within 10 s")
+            .expect("watch stream ok")
+            .expect("watch stream open");
+        match wire::local_from(&m).expect("syncd decodes what the dataplane sends") {
+            LocalMsg::SnapshotBegin(i) => {
+                assert!(id.is_none(), "one snapshot begin");
+                id = Some(i);
+            }
+            LocalMsg::SnapshotChunk(c) => {
+                assert!(id.is_some(), "chunks after the begin");
+                assert!(!c.is_empty() && c.len() <= chunk, "chunk of {}", c.len());
+                for ch in c {
+                    match ch {
+                        Change::Conn { record, .. } => records.push(record),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+            LocalMsg::SnapshotEnd(i) => {
+                assert_eq!(Some(i), id, "end of the same snapshot");
+                return (i, records);
+            }
+            LocalMsg::Events(e) => panic!("no event expected during this snapshot: {e:?}"),
+            LocalMsg::Locality(l) => panic!("no locality expected: {l:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_service_of_the_real_dataplane() {
+    let mut d = Director::start("local");
+    let mut admin = AdminClient::new(d.channel(d.admin.clone()).await);
+    let mut local = LocalClient::new(d.channel(d.sync.clone()).await);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&d.sync).expect("socket").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the sync socket is for root only");
+
+    // ---- roles -------------------------------------------------------------------------
+    assert_eq!(
+        status(&mut admin).await.role,
+        "standby",
+        "with [sync]: standby until told"
+    );
+    for (role, shown) in [
+        (pb::Role::Active, "active"),
+        (pb::Role::Standby, "standby"),
+        (pb::Role::Syncing, "standby"),
+        (pb::Role::Active, "active"),
+    ] {
+        let r = local
+            .set_role(pb::SetRoleRequest { role: role as i32 })
+            .await
+            .expect("set role")
+            .into_inner();
+        assert_eq!(r.role, role as i32);
+        assert_eq!(status(&mut admin).await.role, shown);
+    }
+    let bad = local
+        .set_role(pb::SetRoleRequest { role: 0 })
+        .await
+        .expect_err("unspecified role refused");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    // syncd's heartbeat stream ends: the director stands down at once.
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let out = local
+            .exchange_heartbeats(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("heartbeats");
+        tx.send(pb::HeartbeatMessage {
+            node_id: 1,
+            priority: 100,
+            incarnation: 1,
+            seq: 1,
+            role: pb::Role::Active as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("send heartbeat");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(status(&mut admin).await.role, "active");
+        drop(tx);
+        drop(out);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while status(&mut admin).await.role != "standby" {
+            assert!(
+                Instant::now() < deadline,
+                "still active 2 s after syncd went away"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    // ---- apply -------------------------------------------------------------------------
+    let records: Vec<ConnRecord> = (0..300)
+        .map(|i| record(i, if i % 2 == 0 { RS1 } else { RS2 }, VIP))
+        .collect();
+    let unknown = [
+        record(1000, Ipv4Addr::new(203, 0, 113, 99), VIP),
+        record(1001, RS1, Ipv4Addr::new(203, 0, 113, 98)),
+    ];
+    let sum = local
+        .apply_connections(tokio_stream::iter(snapshot(&records, &unknown)))
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!((sum.applied, sum.refused, sum.swept), (300, 2, 0));
+    let st = status(&mut admin).await;
+    assert_eq!(st.connections, 300);
+    assert!(
+        st.lcores.iter().all(|l| l.connections > 0),
+        "each lcore owns some clients: {:?}",
+        st.lcores.iter().map(|l| l.connections).collect::<Vec<_>>()
+    );
+
+    // ---- watch: the snapshot covers exactly the table -----------------------------------
+    let chunk = 64;
+    let mut w1 = local
+        .watch_connections(pb::WatchConnectionsRequest { chunk })
+        .await
+        .expect("watch")
+        .into_inner();
+    let (id1, seen) = read_snapshot(&mut w1, chunk as usize).await;
+    let want: BTreeSet<_> = records.iter().map(key).collect();
+    let got: BTreeSet<_> = seen.iter().map(key).collect();
+    assert_eq!(seen.len(), 300, "every record once");
+    assert_eq!(got, want);
+    assert!(
+        seen.iter()
+            .all(|r| r.remaining_ms > 500_000 && r.timeout_ms == 900_000)
+    );
+
+    // ---- a second snapshot of 200 sweeps the other 100 ----------------------------------
+    let sum = local
+        .apply_connections(tokio_stream::iter(snapshot(&records[..200], &[])))
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!((sum.applied, sum.refused, sum.swept), (200, 0, 100));
+    assert_eq!(status(&mut admin).await.connections, 200);
+
+    // ---- events: flushing RS2's connections ---------------------------------------------
+    let r = admin
+        .delete_server(apb::DeleteServerRequest {
+            service: Some(apb::ServiceKey {
+                protocol: apb::Protocol::Tcp.into(),
+                address: VIP.to_string(),
+                port: 80,
+            }),
+            server: Some(apb::ServerKey {
+                address: RS2.to_string(),
+                port: 80,
+            }),
+            flush: true,
+        })
+        .await;
+    assert!(r.is_ok(), "delete server: {r:?}");
+    let flushed_want: BTreeSet<_> = records[..200]
+        .iter()
+        .filter(|r| r.real.addr == RS2)
+        .map(|r| r.client)
+        .collect();
+    let mut flushed = BTreeSet::new();
+    let mut seqs: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+    while flushed.len() < flushed_want.len() {
+        let m = tokio::time::timeout(Duration::from_secs(10), w1.message())
+            .await
+            .expect("events within 10 s")
+            .expect("stream ok")
+            .expect("stream open");
+        match wire::local_from(&m).expect("decodes") {
+            LocalMsg::Events(evs) => {
+                for (lcore, ev) in evs {
+                    assert_eq!(ev.kind, ConnEventKind::Deleted(DeleteReason::Flushed));
+                    assert_eq!(ev.record.real.addr, RS2);
+                    assert!(flushed.insert(ev.record.client), "each once");
+                    seqs.entry(lcore).or_default().push(ev.seq);
+                }
+            }
+            other => panic!("only events after the snapshot: {other:?}"),
+        }
+    }
+    assert_eq!(flushed, flushed_want);
+    assert_eq!(seqs.len(), 2, "both lcores flushed some");
+    for (lcore, s) in &seqs {
+        assert!(
+            s.windows(2).all(|w| w[1] == w[0] + 1),
+            "lcore {lcore}: consecutive sequence numbers {s:?}"
+        );
+    }
+    assert_eq!(status(&mut admin).await.connections, 100);
+
+    // ---- a new watch supersedes the old one -----------------------------------------------
+    let mut w2 = local
+        .watch_connections(pb::WatchConnectionsRequest { chunk: 1000 })
+        .await
+        .expect("watch 2")
+        .into_inner();
+    let (id2, seen2) = read_snapshot(&mut w2, 1000).await;
+    assert!(id2 > id1);
+    assert_eq!(seen2.len(), 100);
+    assert!(seen2.iter().all(|r| r.real.addr == RS1));
+    let old_end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = w1.message().await {}
+    })
+    .await;
+    assert!(old_end.is_ok(), "the superseded watch ends");
+
+    // ---- SIGTERM removes both sockets ---------------------------------------------------
+    drop(w2);
+    let (code, err) = d.stop();
+    assert_eq!(code, Some(0), "clean stop; stderr:\n{err}");
+    assert!(!d.sync.exists(), "sync socket removed");
+    assert!(err.contains("sync: Local service listening"), "{err}");
+}
