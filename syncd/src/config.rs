@@ -90,7 +90,7 @@ pub struct HeartbeatSection {
     /// Heartbeat interval, ms (both paths). Default 50.
     pub interval_ms: u64,
     /// Silence on both paths for this long means the peer is dead, ms. Default: 3 intervals
-    /// plus VRRP's skew `(256 - priority) / 256` of an interval.
+    /// plus VRRP's skew `(256 - priority) / 256` of an interval, at least half an interval.
     pub dead_interval_ms: Option<u64>,
     /// How long to listen for the peer after start before deciding alone, ms. Default: the
     /// dead interval plus one interval.
@@ -422,8 +422,8 @@ mod tests {
     fn example_is_valid() {
         let c = Config::parse(EXAMPLE, "syncd.toml").expect("example parses");
         assert_eq!(c.heartbeat.interval_ms, 50);
-        // Priority 200: 3 × 50 ms + (256 - 200) / 256 × 50 ms.
-        assert_eq!(c.role().dead_interval(), Duration::from_nanos(160_937_500));
+        // Priority 200: 3 × 50 ms + max((256 - 200) / 256 × 50 ms, 25 ms).
+        assert_eq!(c.role().dead_interval(), Duration::from_millis(175));
     }
 
     #[test]

@@ -78,9 +78,10 @@ pub struct Heartbeat {
     pub sync_complete: bool,
     /// The sender asks the active peer to step down for it (preemption).
     pub preempt_request: bool,
-    /// The receiver's state as the sender last heard it (`None`: not heard). An election
-    /// needs the peer to have seen us as a standby: a peer that saw us active or faulty
-    /// may be taking over at this very moment.
+    /// The receiver's state as the sender last heard it (`None`: not heard on any path
+    /// for 1.5 intervals, or never). An election needs the peer to have seen us as a
+    /// standby: a peer that saw us active or faulty may be taking over at this very moment.
+    /// `None` also asks the receiver for a heartbeat at once (probe and answer).
     pub sees_peer: Option<RoleState>,
 }
 
@@ -138,7 +139,8 @@ pub struct RoleConfig {
     /// Heartbeat interval. Default 50 ms.
     pub interval: Duration,
     /// Silence on both paths for this long means the peer is dead. Default: 3 intervals plus
-    /// VRRP's skew, `(256 - priority) / 256` of an interval.
+    /// VRRP's skew, `(256 - priority) / 256` of an interval, but at least half an interval
+    /// (see [`RoleConfig::dead_interval`]).
     pub dead_interval: Option<Duration>,
     /// Listen this long after start before deciding alone. Default: the dead interval plus an
     /// interval.
@@ -160,11 +162,20 @@ impl RoleConfig {
         }
     }
 
-    /// The dead interval in effect.
+    /// The dead interval in effect: 3 intervals plus VRRP's skew, `(256 - priority) / 256`
+    /// of an interval, with the skew at least half an interval.
+    ///
+    /// The margin beyond 3 intervals is what a heartbeat may arrive later than the one
+    /// before it (jitter) without counting as missing. With VRRP's skew alone it shrinks
+    /// to 0.2 ms at priority 255 (11 ms at 200): a higher-priority standby (back after a
+    /// restart without preemption, or still syncing) then declared a live active dead after
+    /// only two lost heartbeats on the one path left and made two actives. The floor keeps
+    /// the rule for every priority: a takeover from a live peer needs three heartbeats in a
+    /// row lost on every path still up. Priorities up to 128 keep VRRP's value.
     pub fn dead_interval(&self) -> Duration {
         self.dead_interval.unwrap_or_else(|| {
             let skew = self.interval * (256 - u32::from(self.priority)) / 256;
-            self.interval * 3 + skew
+            self.interval * 3 + skew.max(self.interval / 2)
         })
     }
 
@@ -206,6 +217,13 @@ pub struct RoleMachine {
     started: u64,
     seq: u64,
     next_heartbeat: u64,
+    /// An extra heartbeat (a probe or an answer, outside the interval schedule) is due
+    /// since then.
+    extra_due: Option<u64>,
+    /// When the last answer to a probe was due (answers are rate-limited by it).
+    last_answer: Option<u64>,
+    /// The probe for the current silence of the peer has been sent.
+    probed: bool,
     peer: Option<PeerView>,
     /// Per path, the newest (incarnation, seq) that path brought.
     path_newest: [(u64, u64); 2],
@@ -230,6 +248,9 @@ impl RoleMachine {
             started: now,
             seq: 0,
             next_heartbeat: now,
+            extra_due: None,
+            last_answer: None,
+            probed: false,
             peer: None,
             path_newest: [(0, 0); 2],
             sync_complete: false,
@@ -306,6 +327,21 @@ impl RoleMachine {
             *h = Some(now);
         }
         self.peer = Some(view);
+        self.probed = false;
+        // Probe and answer: the peer has not heard us for 1.5 intervals (or never). If it is a
+        // standby it may be about to call us dead while this path works in this direction:
+        // send an extra heartbeat at once, on top of the schedule, for another chance in the
+        // other direction. At most one answer per quarter interval: a peer cannot make us
+        // flood.
+        let quarter = nanos(self.cfg.interval) / 4;
+        if hb.sees_peer.is_none()
+            && self
+                .last_answer
+                .is_none_or(|t| now.saturating_sub(t) >= quarter)
+        {
+            self.last_answer = Some(now);
+            self.extra_due.get_or_insert(now);
+        }
         self.evaluate(now);
     }
 
@@ -321,9 +357,29 @@ impl RoleMachine {
         self.evaluate(now);
     }
 
-    /// Lets time pass: the dead interval and the initial hold are checked here.
+    /// Lets time pass: the dead interval and the initial hold are checked here, and a probe
+    /// is due when the peer has been silent for 1.5 intervals.
     pub fn tick(&mut self, now: u64) {
+        if !self.probed && self.peer_suspect(now) {
+            // One heartbeat at once saying "not heard" (`sees_peer: None`): a live peer answers
+            // with one of its own, a second chance before the dead interval runs out.
+            self.probed = true;
+            self.extra_due.get_or_insert(now);
+        }
         self.evaluate(now);
+    }
+
+    /// When the peer was last heard on any path.
+    fn last_heard(&self) -> Option<u64> {
+        self.peer
+            .and_then(|p| p.heard.iter().flatten().max().copied())
+    }
+
+    /// A known peer silent on both paths for 1.5 intervals: at least one heartbeat missing.
+    fn peer_suspect(&self, now: u64) -> bool {
+        let limit = nanos(self.cfg.interval) * 3 / 2;
+        self.last_heard()
+            .is_some_and(|t| now.saturating_sub(t) >= limit)
     }
 
     /// The next action to execute, oldest first.
@@ -335,13 +391,20 @@ impl RoleMachine {
         }
     }
 
-    /// The heartbeat to send now on both paths, once per interval.
+    /// The heartbeat to send now on both paths: once per interval, plus a probe when the
+    /// peer has been silent for 1.5 intervals and an answer to a heartbeat that says the
+    /// peer does not hear us (`sees_peer: None`); the extra ones leave the schedule alone.
     pub fn poll_heartbeat(&mut self, now: u64) -> Option<Heartbeat> {
-        if now < self.next_heartbeat {
+        let scheduled = now >= self.next_heartbeat;
+        if !scheduled && self.extra_due.is_none_or(|t| now < t) {
             return None;
         }
+        self.extra_due = None;
         self.seq += 1;
-        self.next_heartbeat = now.saturating_add(nanos(self.cfg.interval));
+        if scheduled {
+            self.next_heartbeat = now.saturating_add(nanos(self.cfg.interval));
+        }
+        let suspect = self.peer_suspect(now);
         Some(Heartbeat {
             node_id: self.cfg.node_id,
             priority: self.cfg.priority,
@@ -355,7 +418,7 @@ impl RoleMachine {
                 && self
                     .peer
                     .is_some_and(|p| p.last.state.is_active() && self.outranks(&p.last)),
-            sees_peer: self.peer.map(|p| p.last.state),
+            sees_peer: self.peer.filter(|_| !suspect).map(|p| p.last.state),
         })
     }
 
@@ -363,7 +426,9 @@ impl RoleMachine {
     /// do (an upper bound; calling earlier is harmless).
     pub fn next_timeout(&self) -> u64 {
         let dead = nanos(self.cfg.dead_interval());
-        let mut t = self.next_heartbeat;
+        let mut t = self
+            .extra_due
+            .map_or(self.next_heartbeat, |e| e.min(self.next_heartbeat));
         if let Some(p) = self.peer {
             for h in p.heard.iter().flatten() {
                 let d = h.saturating_add(dead);
@@ -374,6 +439,9 @@ impl RoleMachine {
         }
         if self.state == RoleState::Init {
             t = t.min(self.started.saturating_add(nanos(self.cfg.init_hold())));
+        }
+        if let Some(h) = self.last_heard().filter(|_| !self.probed) {
+            t = t.min(h.saturating_add(nanos(self.cfg.interval) * 3 / 2));
         }
         t
     }
