@@ -270,7 +270,7 @@ impl Balancer {
         // The connection is looked up first (it changes nothing), so that an established
         // connection's frame finds its service without a hash lookup. The decisions are those
         // of the order in the module docs.
-        let found = self.conns.lookup(flow);
+        let found = self.conns.lookup_hinted(flow, ctx.hint);
         let (svc_id, dst_is_vip) = match found {
             // A request of a live connection: its service, if that still serves the key.
             Some((id, Direction::Input)) => match self.conn_service(id, flow) {
@@ -645,6 +645,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) director: &'a Director,
     pub(crate) neighbours: &'a NeighbourTable,
     pub(crate) hops: &'a HopCache,
+    /// The frame's key hash from the prefetch pass, if the glue has it.
+    pub(crate) hint: crate::conn::Hint,
     pub(crate) now: u64,
 }
 

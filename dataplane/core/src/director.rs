@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::balance::Balancer;
 
+use crate::conn::Hint;
 use crate::counters::{Counters, DropReason};
 use crate::hop::HopCache;
 use crate::neigh::{Learned, NeighbourTable};
@@ -565,6 +566,31 @@ impl Worker {
         }
     }
 
+    /// First prefetch pass over a received burst, hashing each frame's key once: like
+    /// [`prefetch`](Self::prefetch), with the prefetch instruction given by the caller (so it
+    /// is inlined: the glue passes `tandem_dpdk::prefetch`), and returning the [`Hint`] that
+    /// [`prefetch_entry_hinted`](Self::prefetch_entry_hinted) and
+    /// [`process_hinted`](Self::process_hinted) take for the same frame instead of hashing
+    /// its key again. [`Hint::NONE`] for a frame not of the common shape.
+    #[inline]
+    pub fn prefetch_hinted(&self, frame: &[u8], prefetch: impl Fn(*const u8)) -> Hint {
+        let (Some(b), Some(flow)) = (&self.balancer, quick_flow(frame)) else {
+            return Hint::NONE;
+        };
+        let hint = b.conns().hint(&flow);
+        b.conns().prefetch_hinted(hint, prefetch);
+        hint
+    }
+
+    /// Second prefetch pass (see [`prefetch_hinted`](Self::prefetch_hinted)): starts loading
+    /// the connection entry the frame's bucket names.
+    #[inline]
+    pub fn prefetch_entry_hinted(&self, hint: Hint, prefetch: impl Fn(*const u8)) {
+        if let Some(b) = &self.balancer {
+            b.conns().prefetch_entry_hinted(hint, prefetch);
+        }
+    }
+
     /// The load-balancing state, if any.
     pub fn balancer(&self) -> Option<&Balancer> {
         self.balancer.as_ref()
@@ -622,9 +648,24 @@ impl Worker {
         now: u64,
         counters: &mut Counters,
     ) -> Verdict {
+        self.process_hinted(port, buf, Hint::NONE, now, counters)
+    }
+
+    /// [`process_buf`](Self::process_buf) of a frame whose [`Hint`] the first prefetch pass
+    /// gave ([`prefetch_hinted`](Self::prefetch_hinted)): the connection lookup uses its hash
+    /// when it is that of the key looked up, so the key is hashed once per frame.
+    #[inline]
+    pub fn process_hinted<B: crate::buf::PacketBuf>(
+        &mut self,
+        port: usize,
+        buf: &mut B,
+        hint: Hint,
+        now: u64,
+        counters: &mut Counters,
+    ) -> Verdict {
         counters.rx_packets += 1;
         counters.rx_bytes += buf.data().len() as u64;
-        let act = self.dispatch(port, buf, now, counters);
+        let act = self.dispatch(port, buf, hint, now, counters);
         if let Some(i) = act.drop_index()
             && let Some(n) = counters.drops.get_mut(i)
         {
@@ -656,6 +697,7 @@ impl Worker {
         &mut self,
         port: usize,
         buf: &mut B,
+        hint: Hint,
         now: u64,
         counters: &mut Counters,
     ) -> Act {
@@ -684,6 +726,7 @@ impl Worker {
                     director: &self.director,
                     neighbours: &self.neighbours,
                     hops: &self.hops,
+                    hint,
                     now,
                 },
                 port,
