@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use tandem_core::balance::{Balancer, BalancerConfig};
-use tandem_core::conn::{ConnConfig, DestCounts};
+use tandem_core::conn::{ConnConfig, DestCounts, Hint};
 use tandem_core::counters::{Counters, DropReason};
 use tandem_core::director::{self, Director, Verdict, Worker};
 use tandem_core::sched::PersistOptions;
 use tandem_core::service::ServiceSet;
-use tandem_dpdk::{Burst, Mbuf, MbufRing, Mempool, Port, TxQueue};
+use tandem_dpdk::{BURST_SIZE, Burst, Mbuf, MbufRing, Mempool, Port, TxQueue};
 
 use crate::buf::MbufPacket;
 use tandem_dataplane::control::board::{LcoreFigures, StatsBoard};
@@ -253,17 +253,30 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
             received += rxq.rx_burst(&mut rx);
             // Two prefetch passes first (connection-index buckets, then the entries they
             // name), so the burst's cache misses overlap (the rte_hash_lookup_bulk idea).
-            rx.for_each_data(|f| lc.engine.prefetch(p, f));
-            rx.for_each_data(|f| lc.engine.prefetch_entry(p, f));
-            for m in rx.drain() {
-                lc.handle(p, m, now);
+            // The first pass hashes each frame's key; the second and the lookup reuse it.
+            let mut hints = [Hint::NONE; BURST_SIZE];
+            let mut n = 0;
+            rx.for_each_data(|f| {
+                if let Some(h) = hints.get_mut(n) {
+                    *h = lc.engine.prefetch_hinted(f, tandem_dpdk::prefetch);
+                }
+                n += 1;
+            });
+            for &h in hints.iter().take(n) {
+                lc.engine.prefetch_entry_hinted(h, tandem_dpdk::prefetch);
+            }
+            for (m, &h) in rx
+                .drain()
+                .zip(hints.iter().chain(std::iter::repeat(&Hint::NONE)))
+            {
+                lc.handle(p, m, h, now);
             }
         }
         let mut rx = Burst::new();
         received += inbound.dequeue_burst(&mut rx);
         for m in rx.drain() {
             let p = usize::from(m.port());
-            lc.handle(p, m, now);
+            lc.handle(p, m, Hint::NONE, now);
         }
         lc.share_neighbours(now);
         if !lc.pending.is_empty() {
@@ -296,10 +309,10 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
 }
 
 impl<'m> Lcore<'_, 'm> {
-    fn handle(&mut self, p: usize, mut m: Mbuf<'m>, now: u64) {
+    fn handle(&mut self, p: usize, mut m: Mbuf<'m>, hint: Hint, now: u64) {
         match self
             .engine
-            .process_buf(p, &mut MbufPacket(&mut m), now, &mut self.counters)
+            .process_hinted(p, &mut MbufPacket(&mut m), hint, now, &mut self.counters)
         {
             Verdict::Reply => self.send(p, m),
             Verdict::Forward { port } => self.send(port, m),

@@ -8,7 +8,7 @@
 //!    is the source of requests and the destination of NAT replies, so both directions of a
 //!    connection meet the same connection table whatever queue the NIC put them on (and all
 //!    of a client's connections meet the same persistence templates). A frame
-//!    owned by another worker is returned as [`Verdict::Redirect`] before anything is looked
+//!    owned by another worker is returned as [`Verdict::Redirect`][crate::director::Verdict::Redirect] before anything is looked
 //!    up or changed.
 //! 3. **Request** (client → VIP:vport of a service): the connection by its client→VIP key, or
 //!    a new one — only a TCP SYN (or any UDP datagram) starts one (IPVS without
@@ -18,10 +18,10 @@
 //!    ([`nat_icmp_to_real`]/[`nat_icmp_to_client`]), forwarded as is to the real server in
 //!    TUN/DR mode.
 //! 6. **Next hop**: [`Director::next_hop`] gives the port and the next hop's address; its MAC
-//!    comes from the neighbour table, or the frame is returned as [`Verdict::Resolve`] with the
+//!    comes from the neighbour table, or the frame is returned as [`Verdict::Resolve`][crate::director::Verdict::Resolve] with the
 //!    destination MAC left zero for the glue to hold until ARP answers.
 //!
-//! Anything else returns `None`: the frame is not load-balanced, and the director's own
+//! Anything else returns `Act::PASS`: the frame is not load-balanced, and the director's own
 //! handling (ARP, ICMP echo, drops) takes it.
 //!
 //! Persistence templates are refreshed by every connection that uses them and expire on
@@ -39,7 +39,7 @@ use crate::conn::{
     EventQueue, NewConn, TcpFlags,
 };
 use crate::counters::{Counters, DropReason};
-use crate::director::{Director, Verdict};
+use crate::director::{Act, Director};
 use crate::fwd::{
     self, FwdError, ICMP_ERROR_MAX_FRAME, MacRewrite, ParsedFlow, TUNNEL_HEADROOM, TunnelOutcome,
     TunnelParams, parse_flow,
@@ -210,7 +210,7 @@ impl Balancer {
     }
 
     /// Handles a frame addressed to one of the director's MACs, if it is load-balanced
-    /// traffic; `None` hands it back to the director's own handling.
+    /// traffic; `Act::PASS` hands it back to the director's own handling.
     #[inline(always)]
     pub(crate) fn handle<B: PacketBuf>(
         &mut self,
@@ -218,7 +218,7 @@ impl Balancer {
         in_port: usize,
         buf: &mut B,
         counters: &mut Counters,
-    ) -> Option<Verdict> {
+    ) -> Act {
         // The common shape is parsed inline, so its flow stays in registers on the way to the
         // lookup and the rewrite; anything else takes the general parse.
         match fwd::parse_common(buf.data()) {
@@ -235,12 +235,12 @@ impl Balancer {
         in_port: usize,
         buf: &mut B,
         counters: &mut Counters,
-    ) -> Option<Verdict> {
+    ) -> Act {
         let director = ctx.director;
         let pf = match parse_flow(buf.data()) {
             Ok(pf) => pf,
             // Not a flow (ICMP echo, other protocols): the director's own business.
-            Err(FwdError::UnsupportedIpProtocol | FwdError::UnhandledIcmp) => return None,
+            Err(FwdError::UnsupportedIpProtocol | FwdError::UnhandledIcmp) => return Act::PASS,
             Err(e) => {
                 // Malformed traffic to the director's own addresses is its own handling's to
                 // count; anything else is counted here.
@@ -249,9 +249,9 @@ impl Balancer {
                     .get(30..34)
                     .map(|d| std::net::Ipv4Addr::new(d[0], d[1], d[2], d[3]));
                 if dst.is_some_and(|d| director.is_local(in_port, d) && !self.services.is_vip(d)) {
-                    return None;
+                    return Act::PASS;
                 }
-                return Some(Verdict::Drop(e.drop_reason()));
+                return Act::dropped(e.drop_reason());
             }
         };
         self.handle_flow(ctx, &pf, buf, counters)
@@ -265,7 +265,7 @@ impl Balancer {
         pf: &ParsedFlow,
         buf: &mut B,
         counters: &mut Counters,
-    ) -> Option<Verdict> {
+    ) -> Act {
         if pf.icmp_error.is_some() {
             return self.icmp_error(ctx, pf, buf, counters);
         }
@@ -276,7 +276,7 @@ impl Balancer {
         // The connection is looked up first (it changes nothing), so that an established
         // connection's frame finds its service without a hash lookup. The decisions are those
         // of the order in the module docs.
-        let found = self.conns.lookup(flow);
+        let found = self.conns.lookup_hinted(flow, ctx.hint);
         let (svc_id, dst_is_vip) = match found {
             // A request of a live connection: its service, if that still serves the key.
             Some((id, Direction::Input)) => match self.conn_service(id, flow) {
@@ -288,22 +288,24 @@ impl Balancer {
             _ => self.service_of(flow),
         };
         if let Some(svc_id) = svc_id {
-            if let Some(v) = self.redirect(flow.src, counters) {
-                return Some(v);
+            if let Some(w) = self.redirect(flow.src, counters) {
+                return Act::redirect(w);
             }
-            return Some(self.request(ctx, svc_id, pf, found, buf, counters));
+            return self.request(ctx, svc_id, pf, found, buf, counters);
         }
         if dst_is_vip {
-            return Some(Verdict::Drop(DropReason::NoService));
+            return Act::dropped(DropReason::NoService);
         }
         // A NAT reply: real server → client.
-        if let Some(v) = self.redirect(flow.dst, counters) {
-            return Some(v);
+        if let Some(w) = self.redirect(flow.dst, counters) {
+            return Act::redirect(w);
         }
         match found {
             Some((id, Direction::Output)) => {
                 // Read before the update writes the entry (the update changes none of them).
-                let conn = self.conns.get(id)?;
+                let Some(conn) = self.conns.get(id) else {
+                    return Act::PASS;
+                };
                 let (vip, client, dest) = (conn.vip(), conn.client(), conn.dest());
                 self.conns.update(
                     id,
@@ -313,11 +315,11 @@ impl Balancer {
                     &mut self.events,
                 );
                 self.count_out(dest, buf.data().len());
-                Some(self.emit(ctx, client.addr, buf, counters, |frame, mac| {
+                self.emit(ctx, client.addr, buf, counters, |frame, mac| {
                     fwd::nat_reply_parsed(frame, pf, vip, mac)
-                }))
+                })
             }
-            _ => None,
+            _ => Act::PASS,
         }
     }
 
@@ -340,13 +342,14 @@ impl Balancer {
         }
     }
 
-    /// [`Verdict::Redirect`] if another worker owns connections of `client`.
+    /// The worker to redirect to ([`Verdict::Redirect`](crate::director::Verdict::Redirect))
+    /// if another worker owns connections of `client`.
     #[inline]
-    fn redirect(&self, client: Endpoint, counters: &mut Counters) -> Option<Verdict> {
+    fn redirect(&self, client: Endpoint, counters: &mut Counters) -> Option<usize> {
         let w = owner(client, self.workers);
         (w != self.worker).then(|| {
             counters.redirected += 1;
-            Verdict::Redirect { worker: w }
+            w
         })
     }
 
@@ -361,7 +364,7 @@ impl Balancer {
         found: Option<(crate::conn::ConnId, Direction)>,
         buf: &mut B,
         counters: &mut Counters,
-    ) -> Verdict {
+    ) -> Act {
         let (flow, flags) = (&pf.flow, pf.tcp_flags);
         let tcp_flags = TcpFlags(flags.0);
         let syn = flow.proto == Protocol::Tcp
@@ -391,23 +394,23 @@ impl Balancer {
                     Some(id)
                 }
             }
-            Some((_, Direction::Output)) => return Verdict::Drop(DropReason::ConnKeyConflict),
+            Some((_, Direction::Output)) => return Act::dropped(DropReason::ConnKeyConflict),
             None => None,
         };
         let id = match existing {
             Some(id) => id,
             None => {
                 if flow.proto == Protocol::Tcp && !syn {
-                    return Verdict::Drop(DropReason::TcpNoConnection);
+                    return Act::dropped(DropReason::TcpNoConnection);
                 }
                 match self.schedule(svc_id, flow, tcp_flags, ctx.now) {
                     Ok(id) => id,
-                    Err(reason) => return Verdict::Drop(reason),
+                    Err(reason) => return Act::dropped(reason),
                 }
             }
         };
         let Some(conn) = self.conns.get(id) else {
-            return Verdict::Drop(DropReason::ConnTableFull);
+            return Act::dropped(DropReason::ConnTableFull);
         };
         let (real, method, dest) = (conn.real(), conn.method(), conn.dest());
         self.count_in(dest, buf.data().len());
@@ -492,20 +495,24 @@ impl Balancer {
         pf: &ParsedFlow,
         buf: &mut B,
         counters: &mut Counters,
-    ) -> Option<Verdict> {
+    ) -> Act {
         let quoted = pf.flow;
         // From outside about a reply (quotes VIP:vport → client), or from the inside about a
         // request (quotes client → RIP:rport): the client is the quote's destination in the
         // first case, its source in the second.
         let about_reply = self.services.lookup(quoted.proto, quoted.src).is_some();
         let client = if about_reply { quoted.dst } else { quoted.src };
-        let (id, dir) = self.conns.lookup(&quoted.reversed())?;
-        if let Some(v) = self.redirect(client, counters) {
-            return Some(v);
+        let Some((id, dir)) = self.conns.lookup(&quoted.reversed()) else {
+            return Act::PASS;
+        };
+        if let Some(w) = self.redirect(client, counters) {
+            return Act::redirect(w);
         }
-        let conn = self.conns.get(id)?;
+        let Some(conn) = self.conns.get(id) else {
+            return Act::PASS;
+        };
         let (real, vip, method, client) = (conn.real(), conn.vip(), conn.method(), conn.client());
-        Some(match (dir, method) {
+        match (dir, method) {
             (Direction::Input, ForwardMethod::Nat) => {
                 self.emit(ctx, real.addr, buf, counters, |frame, mac| {
                     fwd::nat_icmp_to_real(frame, real, mac)
@@ -517,7 +524,7 @@ impl Balancer {
             (Direction::Output, _) => self.emit(ctx, client.addr, buf, counters, |frame, mac| {
                 fwd::nat_icmp_to_client(frame, vip, mac)
             }),
-        })
+        }
     }
 
     /// Sends a request (or an ICMP error about one) to its real server by `method`; `pf` is
@@ -531,7 +538,7 @@ impl Balancer {
         pf: &ParsedFlow,
         buf: &mut B,
         counters: &mut Counters,
-    ) -> Verdict {
+    ) -> Act {
         match method {
             ForwardMethod::Nat => self.emit(ctx, real.addr, buf, counters, |frame, mac| {
                 fwd::nat_request_parsed(frame, pf, real, mac)
@@ -552,13 +559,38 @@ impl Balancer {
         buf: &mut B,
         counters: &mut Counters,
         transform: impl FnOnce(&mut [u8], MacRewrite) -> Result<(), FwdError>,
-    ) -> Verdict {
-        let Some(hop) = ctx.hop(dst) else {
-            return Verdict::Drop(DropReason::NoRoute);
+    ) -> Act {
+        // The cached hop is used right where it is read. Merged with the slow path's result
+        // in one stack slot, its MACs were reloaded across two narrower stores (a
+        // store-forwarding stall on every forwarded frame).
+        if let Some(hop) = ctx.hops.get(dst, ctx.neighbours, ctx.now) {
+            return match transform(buf.data_mut(), hop.mac) {
+                Ok(()) => {
+                    counters.forwarded += 1;
+                    Act::forward(hop.port)
+                }
+                Err(e) => Act::dropped(e.drop_reason()),
+            };
+        }
+        Self::emit_slow(ctx, dst, buf, counters, transform)
+    }
+
+    /// [`emit`](Self::emit) when the hop is not cached: route and neighbour lookups.
+    #[cold]
+    #[inline(never)]
+    fn emit_slow<B: PacketBuf>(
+        ctx: &Ctx<'_>,
+        dst: std::net::Ipv4Addr,
+        buf: &mut B,
+        counters: &mut Counters,
+        transform: impl FnOnce(&mut [u8], MacRewrite) -> Result<(), FwdError>,
+    ) -> Act {
+        let Some(hop) = ctx.hop_slow(dst) else {
+            return Act::dropped(DropReason::NoRoute);
         };
         match transform(buf.data_mut(), hop.mac) {
             Ok(()) => hop.verdict(counters),
-            Err(e) => Verdict::Drop(e.drop_reason()),
+            Err(e) => Act::dropped(e.drop_reason()),
         }
     }
 
@@ -569,15 +601,15 @@ impl Balancer {
         real: Endpoint,
         buf: &mut B,
         counters: &mut Counters,
-    ) -> Verdict {
+    ) -> Act {
         let Some(hop) = ctx.hop(real.addr) else {
-            return Verdict::Drop(DropReason::NoRoute);
+            return Act::dropped(DropReason::NoRoute);
         };
         let Some(port) = ctx.director.ports().get(hop.port) else {
-            return Verdict::Drop(DropReason::NoRoute);
+            return Act::dropped(DropReason::NoRoute);
         };
         if !buf.prepend(TUNNEL_HEADROOM) {
-            return Verdict::Drop(DropReason::FwdBufferTooSmall);
+            return Act::dropped(DropReason::FwdBufferTooSmall);
         }
         self.ident = self.ident.wrapping_add(1);
         let params = TunnelParams {
@@ -591,7 +623,7 @@ impl Balancer {
             Ok(TunnelOutcome::Encapsulated { len }) => {
                 let extra = buf.data().len().saturating_sub(len);
                 if extra > 0 && !buf.trim_back(extra) {
-                    return Verdict::Drop(DropReason::FwdBufferTooSmall);
+                    return Act::dropped(DropReason::FwdBufferTooSmall);
                 }
                 hop.verdict(counters)
             }
@@ -600,16 +632,16 @@ impl Balancer {
                 // goes back out of the port the request came in by.
                 let have = buf.data().len();
                 let Some(icmp) = self.icmp_out.get(..len) else {
-                    return Verdict::Drop(DropReason::FwdBufferTooSmall);
+                    return Act::dropped(DropReason::FwdBufferTooSmall);
                 };
                 if have < len || !buf.trim_back(have - len) {
-                    return Verdict::Drop(DropReason::FwdBufferTooSmall);
+                    return Act::dropped(DropReason::FwdBufferTooSmall);
                 }
                 buf.data_mut().copy_from_slice(icmp);
                 counters.icmp_frag_needed += 1;
-                Verdict::Reply
+                Act::REPLY
             }
-            Err(e) => Verdict::Drop(e.drop_reason()),
+            Err(e) => Act::dropped(e.drop_reason()),
         }
     }
 }
@@ -619,6 +651,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) director: &'a Director,
     pub(crate) neighbours: &'a NeighbourTable,
     pub(crate) hops: &'a HopCache,
+    /// The frame's key hash from the prefetch pass, if the glue has it.
+    pub(crate) hint: crate::conn::Hint,
     pub(crate) now: u64,
 }
 
@@ -672,15 +706,12 @@ impl Ctx<'_> {
 }
 
 impl Hop {
-    fn verdict(&self, counters: &mut Counters) -> Verdict {
+    fn verdict(&self, counters: &mut Counters) -> Act {
         counters.forwarded += 1;
         if self.resolved {
-            Verdict::Forward { port: self.port }
+            Act::forward(self.port)
         } else {
-            Verdict::Resolve {
-                port: self.port,
-                next_hop: self.next_hop,
-            }
+            Act::resolve(self.port, self.next_hop)
         }
     }
 }

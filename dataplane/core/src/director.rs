@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::balance::Balancer;
 
+use crate::conn::Hint;
 use crate::counters::{Counters, DropReason};
 use crate::hop::HopCache;
 use crate::neigh::{Learned, NeighbourTable};
@@ -325,6 +326,128 @@ pub enum Verdict {
     },
 }
 
+/// A [`Verdict`] (or "not load-balanced traffic", [`Act::PASS`]) packed into two machine
+/// words, as the engine's layers hand it to one another.
+///
+/// The enum, 16 bytes with its payload at different offsets per variant, was built with
+/// narrow stores and copied through the stack with wide loads between the layers (the
+/// profile showed store-forwarding stalls there, ~15 % of the main packet function); a pair of
+/// integers stays in registers, and becomes a [`Verdict`] only at the end of
+/// [`Worker::process_buf`].
+///
+/// `word`: the kind in bits 0..8, a drop reason's index in bits 8..16, a next hop's address in
+/// bits 32..64; `port`: the egress port, or the worker of a redirect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Act {
+    word: u64,
+    port: usize,
+}
+
+impl Act {
+    const K_PASS: u64 = 0;
+    const K_REPLY: u64 = 1;
+    const K_CONSUMED: u64 = 2;
+    const K_DROP: u64 = 3;
+    const K_FORWARD: u64 = 4;
+    const K_RESOLVE: u64 = 5;
+    const K_REDIRECT: u64 = 6;
+
+    /// Not load-balanced traffic: the director's own handling takes the frame.
+    pub(crate) const PASS: Act = Act::kind(Self::K_PASS);
+    /// [`Verdict::Reply`].
+    pub(crate) const REPLY: Act = Act::kind(Self::K_REPLY);
+
+    const fn kind(k: u64) -> Act {
+        Act { word: k, port: 0 }
+    }
+
+    /// [`Verdict::Drop`].
+    #[inline(always)]
+    pub(crate) const fn dropped(reason: DropReason) -> Act {
+        Act {
+            word: Self::K_DROP | (reason as u64) << 8,
+            port: 0,
+        }
+    }
+
+    /// [`Verdict::Forward`].
+    #[inline(always)]
+    pub(crate) const fn forward(port: usize) -> Act {
+        Act {
+            word: Self::K_FORWARD,
+            port,
+        }
+    }
+
+    /// [`Verdict::Resolve`].
+    #[inline(always)]
+    pub(crate) const fn resolve(port: usize, next_hop: Ipv4Addr) -> Act {
+        Act {
+            word: Self::K_RESOLVE | (next_hop.to_bits() as u64) << 32,
+            port,
+        }
+    }
+
+    /// [`Verdict::Redirect`].
+    #[inline(always)]
+    pub(crate) const fn redirect(worker: usize) -> Act {
+        Act {
+            word: Self::K_REDIRECT,
+            port: worker,
+        }
+    }
+
+    #[inline(always)]
+    const fn k(self) -> u64 {
+        self.word & 0xff
+    }
+
+    /// Whether this is [`Act::PASS`].
+    #[inline(always)]
+    pub(crate) const fn is_pass(self) -> bool {
+        self.k() == Self::K_PASS
+    }
+
+    /// The index of the drop reason, for a drop.
+    #[inline(always)]
+    fn drop_index(self) -> Option<usize> {
+        (self.k() == Self::K_DROP).then_some(((self.word >> 8) & 0xff) as usize)
+    }
+
+    /// The verdict (`PASS` has none: the caller handles the frame otherwise).
+    #[inline(always)]
+    fn verdict(self) -> Option<Verdict> {
+        Some(match self.k() {
+            Self::K_REPLY => Verdict::Reply,
+            Self::K_CONSUMED => Verdict::Consumed,
+            Self::K_DROP => {
+                Verdict::Drop(*DropReason::ALL.get(((self.word >> 8) & 0xff) as usize)?)
+            }
+            Self::K_FORWARD => Verdict::Forward { port: self.port },
+            Self::K_RESOLVE => Verdict::Resolve {
+                port: self.port,
+                next_hop: Ipv4Addr::from_bits((self.word >> 32) as u32),
+            },
+            Self::K_REDIRECT => Verdict::Redirect { worker: self.port },
+            _ => return None,
+        })
+    }
+}
+
+impl From<Verdict> for Act {
+    #[inline(always)]
+    fn from(v: Verdict) -> Act {
+        match v {
+            Verdict::Reply => Act::REPLY,
+            Verdict::Consumed => Act::kind(Act::K_CONSUMED),
+            Verdict::Drop(r) => Act::dropped(r),
+            Verdict::Forward { port } => Act::forward(port),
+            Verdict::Resolve { port, next_hop } => Act::resolve(port, next_hop),
+            Verdict::Redirect { worker } => Act::redirect(worker),
+        }
+    }
+}
+
 /// Writes the destination MAC of a frame held for [`Verdict::Resolve`].
 pub fn set_dst_mac(frame: &mut [u8], mac: MacAddr) -> bool {
     match frame.get_mut(..6) {
@@ -473,6 +596,31 @@ impl Worker {
         }
     }
 
+    /// First prefetch pass over a received burst, hashing each frame's key once: like
+    /// [`prefetch`](Self::prefetch), with the prefetch instruction given by the caller (so it
+    /// is inlined: the glue passes `tandem_dpdk::prefetch`), and returning the [`Hint`] that
+    /// [`prefetch_entry_hinted`](Self::prefetch_entry_hinted) and
+    /// [`process_hinted`](Self::process_hinted) take for the same frame instead of hashing
+    /// its key again. [`Hint::NONE`] for a frame not of the common shape.
+    #[inline]
+    pub fn prefetch_hinted(&self, frame: &[u8], prefetch: impl Fn(*const u8)) -> Hint {
+        let (Some(b), Some(flow)) = (&self.balancer, quick_flow(frame)) else {
+            return Hint::NONE;
+        };
+        let hint = b.conns().hint(&flow);
+        b.conns().prefetch_hinted(hint, prefetch);
+        hint
+    }
+
+    /// Second prefetch pass (see [`prefetch_hinted`](Self::prefetch_hinted)): starts loading
+    /// the connection entry the frame's bucket names.
+    #[inline]
+    pub fn prefetch_entry_hinted(&self, hint: Hint, prefetch: impl Fn(*const u8)) {
+        if let Some(b) = &self.balancer {
+            b.conns().prefetch_entry_hinted(hint, prefetch);
+        }
+    }
+
     /// The load-balancing state, if any.
     pub fn balancer(&self) -> Option<&Balancer> {
         self.balancer.as_ref()
@@ -530,13 +678,32 @@ impl Worker {
         now: u64,
         counters: &mut Counters,
     ) -> Verdict {
+        self.process_hinted(port, buf, Hint::NONE, now, counters)
+    }
+
+    /// [`process_buf`](Self::process_buf) of a frame whose [`Hint`] the first prefetch pass
+    /// gave ([`prefetch_hinted`](Self::prefetch_hinted)): the connection lookup uses its hash
+    /// when it is that of the key looked up, so the key is hashed once per frame.
+    #[inline]
+    pub fn process_hinted<B: crate::buf::PacketBuf>(
+        &mut self,
+        port: usize,
+        buf: &mut B,
+        hint: Hint,
+        now: u64,
+        counters: &mut Counters,
+    ) -> Verdict {
         counters.rx_packets += 1;
         counters.rx_bytes += buf.data().len() as u64;
-        let verdict = self.dispatch(port, buf, now, counters);
-        if let Verdict::Drop(reason) = verdict {
-            counters.count_drop(reason);
+        let act = self.dispatch(port, buf, hint, now, counters);
+        if let Some(i) = act.drop_index()
+            && let Some(n) = counters.drops.get_mut(i)
+        {
+            *n += 1;
         }
-        verdict
+        // Every act dispatch returns is a verdict (PASS never leaves it).
+        act.verdict()
+            .unwrap_or(Verdict::Drop(DropReason::UnsupportedEthertype))
     }
 
     /// Handles one frame received on port index `port` at time `now` (nanoseconds).
@@ -560,42 +727,63 @@ impl Worker {
         &mut self,
         port: usize,
         buf: &mut B,
+        hint: Hint,
         now: u64,
         counters: &mut Counters,
-    ) -> Verdict {
+    ) -> Act {
         let frame = buf.data();
         let Some(config) = self.director.ports.get(port) else {
-            return Verdict::Drop(DropReason::UnknownPort);
+            return Act::dropped(DropReason::UnknownPort);
         };
         let Ok(eth) = ethernet::Frame::new_checked(frame) else {
-            return Verdict::Drop(DropReason::TruncatedEthernet);
+            return Act::dropped(DropReason::TruncatedEthernet);
         };
         let to_port = eth.dst_addr() == config.mac;
         if !to_port && eth.dst_addr() != BROADCAST_MAC {
-            return Verdict::Drop(DropReason::NotForUsMac);
+            return Act::dropped(DropReason::NotForUsMac);
         }
         if is_multicast_mac(&eth.src_addr()) {
-            return Verdict::Drop(DropReason::InvalidSourceMac);
+            return Act::dropped(DropReason::InvalidSourceMac);
         }
         let ethertype = eth.ethertype();
         let mac = config.mac;
         if ethertype == EtherType::IPV4
             && to_port
             && let Some(balancer) = self.balancer.as_mut()
-            && let Some(v) = balancer.handle(
+        {
+            let act = balancer.handle(
                 &crate::balance::Ctx {
                     director: &self.director,
                     neighbours: &self.neighbours,
                     hops: &self.hops,
+                    hint,
                     now,
                 },
                 port,
                 buf,
                 counters,
-            )
-        {
-            return v;
+            );
+            if !act.is_pass() {
+                return act;
+            }
         }
+        self.own(port, mac, ethertype, to_port, buf.data_mut(), now, counters)
+            .into()
+    }
+
+    /// The director's own handling of a frame that is not load-balanced traffic.
+    #[inline(never)]
+    #[expect(clippy::too_many_arguments, reason = "what dispatch found, passed on")]
+    fn own(
+        &mut self,
+        port: usize,
+        mac: MacAddr,
+        ethertype: EtherType,
+        to_port: bool,
+        frame: &mut [u8],
+        now: u64,
+        counters: &mut Counters,
+    ) -> Verdict {
         let ingress = Ingress {
             director: &self.director,
             port,
@@ -603,7 +791,6 @@ impl Worker {
             own_addr: config.addr,
             owns_vips: self.owns_vips,
         };
-        let frame = buf.data_mut();
         match ethertype {
             EtherType::ARP => ingress.arp(&mut self.neighbours, frame, now, counters),
             EtherType::IPV4 if to_port => ingress.ipv4(frame, counters),

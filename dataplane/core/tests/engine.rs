@@ -653,3 +653,57 @@ fn expiry_frees_connections_and_counts() {
         "create and delete were emitted for sync"
     );
 }
+
+#[test]
+fn hinted_processing_equals_plain_processing_whatever_the_hint() {
+    use tandem_core::conn::Hint;
+    let client = (CLIENT, 41000);
+    let frames = [
+        (
+            OUTSIDE,
+            frame(OUT_MAC, CLIENT_MAC, &tcp(client, (VIP, 21), SYN, b"")),
+        ),
+        (
+            INSIDE,
+            frame(IN_MAC, RS_MACS[1], &tcp((RS[1], 21), client, SYN_ACK, b"")),
+        ),
+        (
+            OUTSIDE,
+            frame(OUT_MAC, CLIENT_MAC, &tcp(client, (VIP, 21), ACK, b"data")),
+        ),
+        (
+            OUTSIDE,
+            frame(
+                OUT_MAC,
+                CLIENT_MAC,
+                &tcp((CLIENT, 41001), (VIP, 21), ACK, b""),
+            ),
+        ),
+        (
+            OUTSIDE,
+            frame(OUT_MAC, CLIENT_MAC, &udp(client, (VIP, 53), b"q")),
+        ),
+    ];
+    // Each frame's own hint, another frame's hint, and none: the same outcome every time.
+    for variant in 0..3 {
+        let (mut plain, mut hinted) = (worker(), worker());
+        let (mut c1, mut c2) = (Counters::default(), Counters::default());
+        for (i, (port, f)) in frames.iter().enumerate() {
+            let (v1, out1) = run(&mut plain, *port, f, i as u64 * 10, &mut c1);
+            let hint = match variant {
+                0 => hinted.prefetch_hinted(f, |_| {}),
+                1 => hinted.prefetch_hinted(&frames[(i + 1) % frames.len()].1, |_| {}),
+                _ => Hint::NONE,
+            };
+            hinted.prefetch_entry_hinted(hint, |_| {});
+            let mut buf = VecBuf::new(f);
+            let v2 = hinted.process_hinted(*port, &mut buf, hint, i as u64 * 10, &mut c2);
+            assert_eq!(
+                (v1, &out1[..]),
+                (v2, buf.data()),
+                "variant {variant}, frame {i}"
+            );
+        }
+        assert_eq!(c1, c2, "variant {variant}");
+    }
+}

@@ -48,9 +48,22 @@ impl KeyHasher {
     /// The hash of the key `(proto, src, dst)`.
     #[inline]
     pub(crate) fn hash(&self, proto: Protocol, src: Endpoint, dst: Endpoint) -> u64 {
-        let addrs = u64::from(src.addr.to_bits()) << 32 | u64::from(dst.addr.to_bits());
-        let rest =
-            u64::from(src.port) << 32 | u64::from(dst.port) << 16 | u64::from(proto.number());
+        self.hash_words(key_words(proto, src, dst))
+    }
+
+    /// The hash of a key packed by [`key_words`].
+    #[inline]
+    pub(crate) fn hash_words(&self, [addrs, rest]: [u64; 2]) -> u64 {
         fold(fold(addrs ^ self.k0, rest ^ self.k1), MIX)
     }
+}
+
+/// The key `(proto, src, dst)` packed into two words: the addresses, then the ports and the
+/// protocol number. The second word is never zero for a TCP or UDP key (protocol 6 or 17).
+#[inline]
+pub(crate) fn key_words(proto: Protocol, src: Endpoint, dst: Endpoint) -> [u64; 2] {
+    [
+        u64::from(src.addr.to_bits()) << 32 | u64::from(dst.addr.to_bits()),
+        u64::from(src.port) << 32 | u64::from(dst.port) << 16 | u64::from(proto.number()),
+    ]
 }

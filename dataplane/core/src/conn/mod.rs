@@ -92,6 +92,6 @@ pub use state::{
     ActivePolicy, ConnState, Direction, FlagClass, TcpDir, TcpFlags, Timeouts, tcp_next_state,
 };
 pub use table::{
-    Conn, ConnConfig, ConnConfigError, ConnId, ConnStats, ConnTable, CreateError, DestCounts,
+    Conn, ConnConfig, ConnConfigError, ConnId, ConnStats, ConnTable, CreateError, DestCounts, Hint,
     InstallError, MAX_CAPACITY, MAX_WHEEL_SLOTS, MIN_TICK, MemoryUsage, NewConn, Prefetcher,
 };

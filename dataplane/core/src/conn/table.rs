@@ -7,7 +7,7 @@ use crate::lb::{DestId, Endpoint, Flow, ForwardMethod, Protocol, ServiceId};
 use super::event::{
     ConnEvent, ConnEventKind, ConnEventSink, ConnFlags, ConnRecord, DeleteReason, DiscardEvents,
 };
-use super::hash::KeyHasher;
+use super::hash::{KeyHasher, key_words};
 use super::index::Index;
 use super::state::{
     ActivePolicy, ConnState, Direction, TcpDir, TcpFlags, Timeouts, duration_ms, tcp_next_state,
@@ -164,6 +164,36 @@ impl MemoryUsage {
 /// glue supplies one ([`ConnTable::set_prefetcher`]); without one, the table warms lines with a
 /// plain load whose value is ignored, which overlaps fewer misses.
 pub type Prefetcher = fn(*const u8);
+
+/// A connection key's hash, computed once per frame by the first prefetch pass over a burst
+/// and reused by the second pass and the lookup ([`ConnTable::hint`]). A lookup uses it only
+/// if it is the hash of the very key looked up (the packed key is kept and compared), so a
+/// wrong or stale hint costs a hash computation, never a wrong answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hint {
+    words: [u64; 2],
+    hash: u64,
+}
+
+impl Hint {
+    /// No hint: the lookup hashes the key itself.
+    pub const NONE: Hint = Hint {
+        words: [0; 2],
+        hash: 0,
+    };
+
+    /// Whether this is a hint (no TCP/UDP key packs to [`Hint::NONE`]'s words).
+    #[inline]
+    pub fn is_some(&self) -> bool {
+        self.words[1] != 0
+    }
+}
+
+impl Default for Hint {
+    fn default() -> Self {
+        Hint::NONE
+    }
+}
 
 /// A handle on a live entry: its slab index. Valid until the entry is removed (a later entry
 /// may then reuse the slot); every method taking one checks the slot is in use and never
@@ -567,7 +597,19 @@ impl ConnTable {
     /// (real server→client). Templates are found by their own key (client port 0).
     #[inline]
     pub fn lookup(&self, flow: &Flow) -> Option<(ConnId, Direction)> {
-        let h = self.hasher.hash(flow.proto, flow.src, flow.dst);
+        self.lookup_hinted(flow, Hint::NONE)
+    }
+
+    /// [`lookup`](Self::lookup), with the key's hash taken from `hint` if it is `flow`'s
+    /// (computed by [`hint`](Self::hint) in a prefetch pass); otherwise computed again.
+    #[inline]
+    pub fn lookup_hinted(&self, flow: &Flow, hint: Hint) -> Option<(ConnId, Direction)> {
+        let words = key_words(flow.proto, flow.src, flow.dst);
+        let h = if hint.words == words {
+            hint.hash
+        } else {
+            self.hasher.hash_words(words)
+        };
         let conns = &self.conns;
         self.index
             .find(h, |t| {
@@ -582,6 +624,42 @@ impl ConnTable {
                 };
                 (ConnId(t >> 1), dir)
             })
+    }
+
+    /// The hint of `flow`'s key (its hash), for [`prefetch_hinted`](Self::prefetch_hinted),
+    /// [`prefetch_entry_hinted`](Self::prefetch_entry_hinted) and
+    /// [`lookup_hinted`](Self::lookup_hinted): the key is hashed once per frame of a burst.
+    #[inline]
+    pub fn hint(&self, flow: &Flow) -> Hint {
+        let words = key_words(flow.proto, flow.src, flow.dst);
+        Hint {
+            words,
+            hash: self.hasher.hash_words(words),
+        }
+    }
+
+    /// [`prefetch`](Self::prefetch) of the bucket of `hint`'s key, with `prefetch` (inlined
+    /// where the caller's is; the glue passes `tandem_dpdk::prefetch`). Nothing for
+    /// [`Hint::NONE`].
+    #[inline]
+    pub fn prefetch_hinted(&self, hint: Hint, prefetch: impl Fn(*const u8)) {
+        if hint.is_some() {
+            prefetch(std::ptr::from_ref(self.index.bucket(hint.hash)).cast());
+        }
+    }
+
+    /// [`prefetch_entry`](Self::prefetch_entry) for `hint`'s key, with `prefetch`.
+    #[inline]
+    pub fn prefetch_entry_hinted(&self, hint: Hint, prefetch: impl Fn(*const u8)) {
+        if !hint.is_some() {
+            return;
+        }
+        let Some(t) = self.index.first_candidate(hint.hash) else {
+            return;
+        };
+        if let Some(c) = self.conns.get((t >> 1) as usize) {
+            prefetch(std::ptr::from_ref(c).cast::<u8>());
+        }
     }
 
     /// Sets how [`ConnTable::prefetch`] and [`ConnTable::prefetch_entry`] warm cache lines.
