@@ -784,11 +784,14 @@ impl Worker {
         now: u64,
         counters: &mut Counters,
     ) -> Verdict {
+        let Some(own_addr) = self.director.ports.get(port).map(|p| p.addr) else {
+            return Verdict::Drop(DropReason::UnknownPort);
+        };
         let ingress = Ingress {
             director: &self.director,
             port,
             mac,
-            own_addr: config.addr,
+            own_addr,
             owns_vips: self.owns_vips,
         };
         match ethertype {
