@@ -561,6 +561,98 @@ pub struct StatusView {
     pub servers: u32,
     /// Drops by reason (all reported, including zeros).
     pub drops: Vec<DropView>,
+    /// What tandem-syncd last reported (`null`: no syncd has reported).
+    pub sync: Option<SyncView>,
+}
+
+/// The sync daemon's latest report: the admin API's `SyncStatus`, field for field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[allow(missing_docs)]
+pub struct SyncView {
+    pub role: String,
+    pub reason: String,
+    pub role_for_ms: u64,
+    pub node_id: u32,
+    pub priority: u32,
+    pub pid: u32,
+    pub report_age_ms: u64,
+    pub stale: bool,
+    pub peer_alive: bool,
+    pub peer_role: String,
+    pub peer_node_id: u32,
+    pub peer_sync_complete: bool,
+    pub peer_heard_sync_link_ms_ago: i64,
+    pub peer_heard_service_ms_ago: i64,
+    pub sync_link: String,
+    pub replication: String,
+    pub dataplane_link: String,
+    pub sync_complete: bool,
+    pub epoch: u64,
+    pub head_seq: u64,
+    pub last_sent_seq: u64,
+    pub last_acked_seq: u64,
+    pub lag_events: u64,
+    pub lag_ms: u64,
+    pub queue_depth: u64,
+    pub queue_bytes: u64,
+    pub snapshots: u64,
+    pub resyncs: u64,
+    pub overflow_drops: u64,
+    pub lcore_lost: u64,
+    pub retransmits: u64,
+    pub receiver_gaps: u64,
+    pub receiver_resumes: u64,
+    pub apply_dropped: u64,
+    pub apply_resets: u64,
+    pub malformed: u64,
+    pub takeovers: u64,
+    pub transitions: u64,
+    pub reports: u64,
+}
+
+/// The sync section's view.
+pub fn sync_view(s: &admin::SyncStatus) -> SyncView {
+    SyncView {
+        role: s.role.clone(),
+        reason: s.reason.clone(),
+        role_for_ms: s.role_for_ms,
+        node_id: s.node_id,
+        priority: s.priority,
+        pid: s.pid,
+        report_age_ms: s.report_age_ms,
+        stale: s.stale,
+        peer_alive: s.peer_alive,
+        peer_role: s.peer_role.clone(),
+        peer_node_id: s.peer_node_id,
+        peer_sync_complete: s.peer_sync_complete,
+        peer_heard_sync_link_ms_ago: s.peer_heard_sync_link_ms_ago,
+        peer_heard_service_ms_ago: s.peer_heard_service_ms_ago,
+        sync_link: s.sync_link.clone(),
+        replication: s.replication.clone(),
+        dataplane_link: s.dataplane_link.clone(),
+        sync_complete: s.sync_complete,
+        epoch: s.epoch,
+        head_seq: s.head_seq,
+        last_sent_seq: s.last_sent_seq,
+        last_acked_seq: s.last_acked_seq,
+        lag_events: s.lag_events,
+        lag_ms: s.lag_ms,
+        queue_depth: s.queue_depth,
+        queue_bytes: s.queue_bytes,
+        snapshots: s.snapshots,
+        resyncs: s.resyncs,
+        overflow_drops: s.overflow_drops,
+        lcore_lost: s.lcore_lost,
+        retransmits: s.retransmits,
+        receiver_gaps: s.receiver_gaps,
+        receiver_resumes: s.receiver_resumes,
+        apply_dropped: s.apply_dropped,
+        apply_resets: s.apply_resets,
+        malformed: s.malformed,
+        takeovers: s.takeovers,
+        transitions: s.transitions,
+        reports: s.reports,
+    }
 }
 
 /// One port.
@@ -665,6 +757,7 @@ pub fn status_view(s: &admin::Status) -> StatusView {
                 count: d.count,
             })
             .collect(),
+        sync: s.sync.as_ref().map(sync_view),
     }
 }
 
@@ -819,5 +912,117 @@ pub fn render_status(s: &StatusView) -> String {
             push_line(&mut out, &format!("  {:<28} {:>12}", d.reason, d.count));
         }
     }
+    render_sync(&mut out, s.sync.as_ref());
     out
+}
+
+/// `12 ms`, `3.4 s`, `5 min` (a duration given in milliseconds).
+pub fn millis(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{}.{} s", ms / 1_000, ms % 1_000 / 100),
+        _ => format!("{} min", ms / 60_000),
+    }
+}
+
+fn heard(ms_ago: i64) -> String {
+    u64::try_from(ms_ago).map_or_else(|_| "never".to_string(), |m| format!("{} ago", millis(m)))
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// The "Sync" section: what tandem-syncd last reported, or that none did.
+fn render_sync(out: &mut String, sync: Option<&SyncView>) {
+    let Some(s) = sync else {
+        push_line(
+            out,
+            "Sync: none (no tandem-syncd has reported to this dataplane)",
+        );
+        return;
+    };
+    let freshness = if s.stale {
+        format!("STALE: last report {} ago", millis(s.report_age_ms))
+    } else {
+        format!("reported {} ago", millis(s.report_age_ms))
+    };
+    push_line(out, &format!("Sync ({freshness})"));
+    let peer = if s.peer_role == "unknown" {
+        "never heard".to_string()
+    } else {
+        format!(
+            "{} (node {}), {}, sync complete {}",
+            s.peer_role,
+            s.peer_node_id,
+            if s.peer_alive { "alive" } else { "silent" },
+            yes_no(s.peer_sync_complete)
+        )
+    };
+    for (k, v) in [
+        (
+            "role",
+            format!(
+                "{} ({}, for {}), node {} priority {}, pid {}",
+                s.role,
+                s.reason,
+                millis(s.role_for_ms),
+                s.node_id,
+                s.priority,
+                s.pid
+            ),
+        ),
+        ("peer", peer),
+        (
+            "heard",
+            format!(
+                "sync link {}, service network {}",
+                heard(s.peer_heard_sync_link_ms_ago),
+                heard(s.peer_heard_service_ms_ago)
+            ),
+        ),
+        (
+            "links",
+            format!(
+                "sync link {}, replication {}, dataplane {}",
+                s.sync_link, s.replication, s.dataplane_link
+            ),
+        ),
+        ("complete", yes_no(s.sync_complete).to_string()),
+        (
+            "sequence",
+            format!(
+                "epoch {} head {} sent {} acked {}",
+                s.epoch, s.head_seq, s.last_sent_seq, s.last_acked_seq
+            ),
+        ),
+        (
+            "lag",
+            format!("{} events, {}", s.lag_events, millis(s.lag_ms)),
+        ),
+        (
+            "queue",
+            format!("{} events, {} bytes", s.queue_depth, s.queue_bytes),
+        ),
+        (
+            "resyncs",
+            format!(
+                "{} (snapshots {}), overflow drops {}, lost by lcores {}, retransmits {}",
+                s.resyncs, s.snapshots, s.overflow_drops, s.lcore_lost, s.retransmits
+            ),
+        ),
+        (
+            "receiver",
+            format!(
+                "gaps {}, resumes {}, apply dropped {}, apply resets {}, malformed {}",
+                s.receiver_gaps, s.receiver_resumes, s.apply_dropped, s.apply_resets, s.malformed
+            ),
+        ),
+        (
+            "roles",
+            format!("{} transitions, {} takeovers", s.transitions, s.takeovers),
+        ),
+    ] {
+        push_line(out, &format!("  {k:<12}{v}"));
+    }
 }

@@ -320,6 +320,7 @@ fn status_summary() {
                 count: 0,
             },
         ],
+        sync: None,
     };
     let v = view::status_view(&s);
     let text = view::render_status(&v);
@@ -347,6 +348,87 @@ fn status_summary() {
     assert_eq!(j["lcores"][0]["connection_capacity"], 1_000);
     assert_eq!(j["drops"][1]["reason"], "bad_checksum");
     assert_eq!(view::uptime(59), "00:00:59");
+    assert!(
+        text.contains("Sync: none (no tandem-syncd has reported to this dataplane)\n"),
+        "{text}"
+    );
+    assert!(j["sync"].is_null());
+}
+
+#[test]
+fn status_sync_section() {
+    let sync = admin::SyncStatus {
+        role: "active".into(),
+        reason: "PeerDead".into(),
+        role_for_ms: 12_345,
+        node_id: 1,
+        priority: 200,
+        pid: 4242,
+        report_age_ms: 120,
+        peer_alive: true,
+        peer_role: "syncing".into(),
+        peer_node_id: 2,
+        peer_heard_sync_link_ms_ago: 12,
+        peer_heard_service_ms_ago: -1,
+        sync_link: "up".into(),
+        replication: "sending".into(),
+        dataplane_link: "up".into(),
+        sync_complete: true,
+        epoch: 7,
+        head_seq: 1_000,
+        last_sent_seq: 1_000,
+        last_acked_seq: 990,
+        lag_events: 10,
+        lag_ms: 3,
+        queue_depth: 10,
+        queue_bytes: 640,
+        snapshots: 3,
+        resyncs: 2,
+        overflow_drops: 5,
+        reports: 9,
+        ..Default::default()
+    };
+    let s = admin::Status {
+        role: "active".into(),
+        sync: Some(sync.clone()),
+        ..Default::default()
+    };
+    let v = view::status_view(&s);
+    let text = view::render_status(&v);
+    for want in [
+        "Sync (reported 120 ms ago)\n",
+        "  role        active (PeerDead, for 12.3 s), node 1 priority 200, pid 4242\n",
+        "  peer        syncing (node 2), alive, sync complete no\n",
+        "  heard       sync link 12 ms ago, service network never\n",
+        "  links       sync link up, replication sending, dataplane up\n",
+        "  complete    yes\n",
+        "  sequence    epoch 7 head 1000 sent 1000 acked 990\n",
+        "  lag         10 events, 3 ms\n",
+        "  queue       10 events, 640 bytes\n",
+        "  resyncs     2 (snapshots 3), overflow drops 5, lost by lcores 0, retransmits 0\n",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let j = serde_json::to_value(&v).unwrap();
+    assert_eq!(j["sync"]["last_acked_seq"], 990);
+    assert_eq!(j["sync"]["lag_ms"], 3);
+    assert_eq!(j["sync"]["peer_role"], "syncing");
+
+    let stale = admin::Status {
+        sync: Some(admin::SyncStatus {
+            stale: true,
+            report_age_ms: 4_200,
+            peer_role: "unknown".into(),
+            ..sync
+        }),
+        ..Default::default()
+    };
+    let text = view::render_status(&view::status_view(&stale));
+    assert!(
+        text.contains("Sync (STALE: last report 4.2 s ago)\n"),
+        "{text}"
+    );
+    assert!(text.contains("  peer        never heard\n"), "{text}");
 }
 
 #[test]

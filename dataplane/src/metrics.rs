@@ -56,6 +56,17 @@ struct ServerLabels {
     method: String,
 }
 
+/// Labels of the sync daemon's info series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncInfoLabels {
+    role: String,
+    reason: String,
+    peer_role: String,
+    sync_link: String,
+    replication: String,
+    dataplane_link: String,
+}
+
 /// Labels of the info series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InfoLabels {
@@ -88,6 +99,182 @@ fn gauge(reg: &mut Registry, name: &str, help: &str, v: u64) {
     let g = U64Gauge::default();
     g.set(clamp(v));
     reg.register(name, help, g);
+}
+
+fn counter(reg: &mut Registry, name: &str, help: &str, v: u64) {
+    let c = U64Counter::default();
+    c.inc_by(v);
+    reg.register(name, help, c);
+}
+
+/// The `tandem_sync_*` series: what tandem-syncd last reported (`Status.sync`). Without a
+/// report only `tandem_sync_reported 0` is present. syncd's counters restart from zero when
+/// syncd restarts (Prometheus' `rate()` handles the reset).
+fn render_sync(reg: &mut Registry, sync: Option<&admin::SyncStatus>) {
+    gauge(
+        reg,
+        "sync_reported",
+        "1 if the sync daemon has reported its status since the dataplane started",
+        u64::from(sync.is_some()),
+    );
+    let Some(s) = sync else {
+        return;
+    };
+    let info = gauge_family::<SyncInfoLabels>(
+        reg,
+        "sync_info",
+        "The sync daemon's role, reason, peer role and links (value 1)",
+    );
+    info.get_or_create(&SyncInfoLabels {
+        role: s.role.clone(),
+        reason: s.reason.clone(),
+        peer_role: s.peer_role.clone(),
+        sync_link: s.sync_link.clone(),
+        replication: s.replication.clone(),
+        dataplane_link: s.dataplane_link.clone(),
+    })
+    .set(1);
+    let gauges: [(&str, &str, u64); 15] = [
+        (
+            "sync_active",
+            "1 if the sync daemon's role is active",
+            u64::from(s.role == "active"),
+        ),
+        (
+            "sync_report_age_milliseconds",
+            "Age of the sync daemon's latest status report",
+            s.report_age_ms,
+        ),
+        (
+            "sync_report_stale",
+            "1 if the latest report is older than three report intervals",
+            u64::from(s.stale),
+        ),
+        (
+            "sync_peer_alive",
+            "1 if the peer director is heard",
+            u64::from(s.peer_alive),
+        ),
+        (
+            "sync_complete",
+            "1 if this director holds a complete copy of the table (always 1 when active)",
+            u64::from(s.sync_complete),
+        ),
+        (
+            "sync_epoch",
+            "Replication epoch (the sender's, when active)",
+            s.epoch,
+        ),
+        (
+            "sync_head_sequence",
+            "Highest sequence number assigned (active) or announced by the peer (standby)",
+            s.head_seq,
+        ),
+        (
+            "sync_last_sent_sequence",
+            "Highest sequence number sent to the peer (active)",
+            s.last_sent_seq,
+        ),
+        (
+            "sync_last_acked_sequence",
+            "Highest sequence number acked by the peer (active) or applied (standby)",
+            s.last_acked_seq,
+        ),
+        (
+            "sync_lag_events",
+            "Replication lag: events not yet acked (active) or not yet applied (standby)",
+            s.lag_events,
+        ),
+        (
+            "sync_lag_milliseconds",
+            "Replication lag: age of the oldest unacked event (active)",
+            s.lag_ms,
+        ),
+        (
+            "sync_queue_depth",
+            "Events in the sender's replay log",
+            s.queue_depth,
+        ),
+        (
+            "sync_queue_bytes",
+            "Bytes in the sender's replay log (wire estimate)",
+            s.queue_bytes,
+        ),
+        (
+            "sync_role_for_milliseconds",
+            "Time in the current role",
+            s.role_for_ms,
+        ),
+        (
+            "sync_peer_node_id",
+            "The peer's node id (0: never heard)",
+            u64::from(s.peer_node_id),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        gauge(reg, name, help, v);
+    }
+    let counters: [(&str, &str, u64); 12] = [
+        (
+            "sync_snapshots",
+            "Full snapshots sent (active) or applied (standby)",
+            s.snapshots,
+        ),
+        (
+            "sync_resyncs",
+            "Snapshots forced by a sender log overflow or lost local events",
+            s.resyncs,
+        ),
+        (
+            "sync_overflow_drops",
+            "Events dropped from the sender's full replay log",
+            s.overflow_drops,
+        ),
+        (
+            "sync_lcore_lost",
+            "Events the dataplane lost before the sync daemon took them",
+            s.lcore_lost,
+        ),
+        (
+            "sync_retransmits",
+            "Go-back-N retransmissions to the peer",
+            s.retransmits,
+        ),
+        (
+            "sync_receiver_gaps",
+            "Batches from the peer dropped for a gap",
+            s.receiver_gaps,
+        ),
+        (
+            "sync_receiver_resumes",
+            "Resume requests sent to the peer",
+            s.receiver_resumes,
+        ),
+        (
+            "sync_apply_dropped",
+            "Peer entries dropped because the dataplane's apply queue was full",
+            s.apply_dropped,
+        ),
+        (
+            "sync_apply_resets",
+            "Full resyncs asked because the local copy became incomplete",
+            s.apply_resets,
+        ),
+        (
+            "sync_malformed",
+            "Malformed messages dropped by the sync daemon",
+            s.malformed,
+        ),
+        (
+            "sync_takeovers",
+            "Takeovers by the role machine",
+            s.takeovers,
+        ),
+        ("sync_role_transitions", "Role transitions", s.transitions),
+    ];
+    for (name, help, v) in counters {
+        counter(reg, name, help, v);
+    }
 }
 
 fn clamp(v: u64) -> i64 {
@@ -317,6 +504,8 @@ pub fn render(status: &admin::Status, services: &admin::ListServicesResponse) ->
             .inc_by(d.count);
     }
 
+    render_sync(&mut reg, status.sync.as_ref());
+
     let svc_stats = StatFamilies::<ServiceLabels>::new(&mut reg, "service", "virtual service");
     let srv_stats = StatFamilies::<ServerLabels>::new(&mut reg, "server", "real server");
     let weight = gauge_family::<ServerLabels>(
@@ -504,6 +693,43 @@ mod tests {
             counts_staleness_ms: 1,
         };
         (status, services)
+    }
+
+    #[test]
+    fn sync_series_say_none_without_syncd_and_the_report_with_it() {
+        let (mut status, services) = sample();
+        let text = render(&status, &services);
+        assert!(text.contains("tandem_sync_reported 0"), "{text}");
+        assert!(!text.contains("tandem_sync_lag_events"), "{text}");
+        status.sync = Some(admin::SyncStatus {
+            role: "active".into(),
+            reason: "PeerDead".into(),
+            peer_role: "standby".into(),
+            sync_link: "up".into(),
+            replication: "sending".into(),
+            dataplane_link: "up".into(),
+            last_sent_seq: 900,
+            last_acked_seq: 880,
+            lag_events: 20,
+            lag_ms: 3,
+            resyncs: 2,
+            sync_complete: true,
+            ..Default::default()
+        });
+        let text = render(&status, &services);
+        for line in [
+            "tandem_sync_reported 1",
+            r#"tandem_sync_info{role="active",reason="PeerDead",peer_role="standby",sync_link="up",replication="sending",dataplane_link="up"} 1"#,
+            "tandem_sync_active 1",
+            "tandem_sync_last_sent_sequence 900",
+            "tandem_sync_last_acked_sequence 880",
+            "tandem_sync_lag_events 20",
+            "tandem_sync_lag_milliseconds 3",
+            "tandem_sync_complete 1",
+            "tandem_sync_resyncs_total 2",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //!   snapshot;
 //! - watch: snapshot begin, chunks of at most the asked size covering exactly the table,
 //!   snapshot end, then the lcores' events (flushes by the admin API) with consecutive
-//!   per-lcore sequence numbers; a new watch supersedes the old one.
+//!   per-lcore sequence numbers; a new watch supersedes the old one;
+//! - status: without a report `GetStatus.sync` is absent and `/metrics` says
+//!   `tandem_sync_reported 0`; a `ReportStatus` shows in both, with its age, and syncd's
+//!   last report (role unspecified) shows it stopped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -33,7 +36,7 @@ const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const RS1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 const RS2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 21);
 
-fn config_text(prefix: &str, admin: &Path, sync: &Path) -> String {
+fn config_text(prefix: &str, admin: &Path, sync: &Path, metrics: u16) -> String {
     format!(
         r#"[eal]
 args = ["-l", "0,1", "--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{prefix}",
@@ -42,6 +45,7 @@ args = ["-l", "0,1", "--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{pr
 idle_sleep_max_us = 200
 [control]
 socket = "{admin}"
+metrics_listen = "127.0.0.1:{metrics}"
 [sync]
 socket = "{sync}"
 peer_address = "203.0.113.12"
@@ -78,6 +82,7 @@ struct Director {
     prefix: String,
     admin: PathBuf,
     sync: PathBuf,
+    metrics: u16,
 }
 
 impl Director {
@@ -89,7 +94,13 @@ impl Director {
         let admin = dir.join("admin.sock");
         let sync = dir.join("run").join("sync.sock");
         let config = dir.join("dp.toml");
-        std::fs::write(&config, config_text(&prefix, &admin, &sync)).expect("write config");
+        // A free loopback port for the metrics endpoint.
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        std::fs::write(&config, config_text(&prefix, &admin, &sync, metrics))
+            .expect("write config");
         let child = Command::new(BIN)
             .args(["--config", config.to_str().expect("utf8")])
             .stdout(Stdio::null())
@@ -102,6 +113,7 @@ impl Director {
             prefix,
             admin,
             sync,
+            metrics,
         }
     }
 
@@ -222,6 +234,23 @@ async fn status(c: &mut AdminClient<Channel>) -> apb::Status {
         .await
         .expect("status")
         .into_inner()
+}
+
+/// `GET /metrics` over a plain TCP connection: the whole HTTP response.
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: tandem\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut reply))
+        .await
+        .expect("an answer within 10 s")
+        .expect("reply");
+    reply
 }
 
 /// The key of a record for comparisons.
@@ -456,4 +485,99 @@ async fn local_service_of_the_real_dataplane() {
     assert_eq!(code, Some(0), "clean stop; stderr:\n{err}");
     assert!(!d.sync.exists(), "sync socket removed");
     assert!(err.contains("sync: Local service listening"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncd_status_report_shows_in_get_status_and_metrics() {
+    let mut d = Director::start("report");
+    let mut admin = AdminClient::new(d.channel(d.admin.clone()).await);
+    let mut local = LocalClient::new(d.channel(d.sync.clone()).await);
+
+    // ---- no syncd yet ---------------------------------------------------------------------
+    assert_eq!(
+        status(&mut admin).await.sync,
+        None,
+        "no report: no sync status"
+    );
+    let text = scrape(d.metrics).await;
+    assert!(text.contains("tandem_sync_reported 0"), "{text}");
+    assert!(!text.contains("tandem_sync_info"), "{text}");
+
+    // ---- a report ---------------------------------------------------------------------------
+    let report = pb::SyncReport {
+        node_id: 1,
+        priority: 200,
+        role: pb::Role::Active as i32,
+        reason: "PeerDead".into(),
+        pid: 4242,
+        interval_ms: 500,
+        peer_alive: true,
+        peer_role: pb::Role::Syncing as i32,
+        peer_node_id: 2,
+        peer_heard_sync_link_ms_ago: 10,
+        peer_heard_service_ms_ago: -1,
+        sync_link: "up".into(),
+        replication: "sending".into(),
+        dataplane_link: "up".into(),
+        sync_complete: true,
+        epoch: 77,
+        head_seq: 1_000,
+        last_sent_seq: 1_000,
+        last_acked_seq: 990,
+        lag_events: 10,
+        lag_ms: 4,
+        queue_depth: 10,
+        queue_bytes: 640,
+        resyncs: 2,
+        overflow_drops: 5,
+        ..Default::default()
+    };
+    local
+        .report_status(report.clone())
+        .await
+        .expect("report status");
+    let s = status(&mut admin).await.sync.expect("a sync status");
+    assert_eq!(s.role, "active");
+    assert_eq!(s.reason, "PeerDead");
+    assert_eq!((s.peer_role.as_str(), s.peer_node_id), ("syncing", 2));
+    assert_eq!((s.last_sent_seq, s.last_acked_seq), (1_000, 990));
+    assert_eq!((s.lag_events, s.lag_ms, s.queue_depth), (10, 4, 10));
+    assert_eq!((s.resyncs, s.overflow_drops, s.reports), (2, 5, 1));
+    assert_eq!(s.replication, "sending");
+    assert!(s.sync_complete);
+    assert!(!s.stale, "just reported");
+    assert!(s.report_age_ms < 1_000, "age {}", s.report_age_ms);
+
+    let text = scrape(d.metrics).await;
+    for line in [
+        "tandem_sync_reported 1",
+        r#"tandem_sync_info{role="active",reason="PeerDead",peer_role="syncing",sync_link="up",replication="sending",dataplane_link="up"} 1"#,
+        "tandem_sync_last_sent_sequence 1000",
+        "tandem_sync_last_acked_sequence 990",
+        "tandem_sync_lag_events 10",
+        "tandem_sync_lag_milliseconds 4",
+        "tandem_sync_queue_depth 10",
+        "tandem_sync_resyncs_total 2",
+        "tandem_sync_overflow_drops_total 5",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+
+    // ---- the age grows; a stopping syncd says so ----------------------------------------------
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    let s = status(&mut admin).await.sync.expect("a sync status");
+    assert!(s.report_age_ms >= 1_700, "age {}", s.report_age_ms);
+    assert!(s.stale, "older than three 500 ms intervals");
+    local
+        .report_status(pb::SyncReport {
+            role: pb::Role::Unspecified as i32,
+            ..report
+        })
+        .await
+        .expect("report status");
+    let s = status(&mut admin).await.sync.expect("a sync status");
+    assert_eq!((s.role.as_str(), s.reports, s.stale), ("stopped", 2, false));
+
+    let (code, err) = d.stop();
+    assert_eq!(code, Some(0), "clean stop; stderr:\n{err}");
 }

@@ -72,6 +72,8 @@ const LINK_QUEUE: usize = 64;
 const APPLY_QUEUE: usize = 1024;
 /// How often the core runs the machines when nothing arrives.
 const TICK: Duration = Duration::from_millis(5);
+/// A status report the dataplane does not take this fast is abandoned (the next replaces it).
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// TLS handshakes that take longer are abandoned.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -733,6 +735,139 @@ impl Core {
     }
 }
 
+impl Core {
+    /// The status for the dataplane (`Local.ReportStatus`): the status file's figures that
+    /// `tandemctl status` and the metrics show.
+    fn report(&self) -> pb::SyncReport {
+        let now = self.now();
+        let (reason, since) = self.role.reason();
+        let peer = self.role.peer();
+        let rm = self.role.metrics();
+        let ms = |t: u64| now.saturating_sub(t) / 1_000_000;
+        let heard = |i: usize| {
+            peer.and_then(|p| p.heard.get(i).copied().flatten())
+                .map_or(-1, |t| i64::try_from(ms(t)).unwrap_or(i64::MAX))
+        };
+        let r = self.receiver.metrics(now);
+        let c = &self.c;
+        let mut rep = pb::SyncReport {
+            node_id: self.cfg.node.id,
+            priority: self.cfg.node.priority.into(),
+            role: wire::role_to(self.role.state()) as i32,
+            reason: format!("{reason:?}"),
+            role_for_ms: ms(since),
+            pid: std::process::id(),
+            interval_ms: self.cfg.daemon.status_interval_ms,
+            peer_alive: self.role.peer_alive(now),
+            peer_role: peer.map_or(pb::Role::Unspecified, |p| wire::role_to(p.last.state)) as i32,
+            peer_node_id: peer.map_or(0, |p| p.last.node_id),
+            peer_sync_complete: peer.is_some_and(|p| p.last.sync_complete),
+            peer_heard_sync_link_ms_ago: heard(0),
+            peer_heard_service_ms_ago: heard(1),
+            sync_link: if self.peer_hb_up { "up" } else { "down" }.into(),
+            replication: if self.sender_link.is_some() {
+                "sending"
+            } else if self.receiver_link.is_some() {
+                "receiving"
+            } else {
+                "down"
+            }
+            .into(),
+            dataplane_link: match self.local_up {
+                Some(true) => "up",
+                Some(false) => "down",
+                None => "unknown",
+            }
+            .into(),
+            sync_complete: r.sync_complete,
+            epoch: r.epoch,
+            head_seq: r.head_seen,
+            last_sent_seq: 0,
+            last_acked_seq: r.applied,
+            lag_events: r.lag_events,
+            lag_ms: 0,
+            queue_depth: 0,
+            queue_bytes: 0,
+            snapshots: r.snapshots,
+            resyncs: 0,
+            overflow_drops: 0,
+            lcore_lost: 0,
+            retransmits: 0,
+            receiver_gaps: r.gaps,
+            receiver_resumes: r.resumes,
+            apply_dropped: c.apply_dropped_entries,
+            apply_resets: c.apply_resets,
+            malformed: c.malformed_batches
+                + c.malformed_feedback
+                + c.malformed_heartbeats
+                + c.malformed_local,
+            takeovers: rm.takeovers,
+            transitions: rm.transitions,
+        };
+        if let Some(s) = self.sender.as_ref() {
+            let m = s.metrics(now);
+            rep.sync_complete = true;
+            rep.epoch = m.epoch;
+            rep.head_seq = m.head_seq;
+            rep.last_sent_seq = m.last_sent;
+            rep.last_acked_seq = m.last_acked;
+            rep.lag_events = m.lag_events;
+            rep.lag_ms = m.lag_ms;
+            rep.queue_depth = m.queue_depth as u64;
+            rep.queue_bytes = m.queue_bytes as u64;
+            rep.snapshots = m.snapshots;
+            rep.resyncs = m.resyncs;
+            rep.overflow_drops = m.overflow_drops;
+            rep.lcore_lost = m.lcore_lost;
+            rep.retransmits = m.retransmits;
+        }
+        rep
+    }
+}
+
+/// `Local.ReportStatus` with the newest report each time the core publishes one. A slow or
+/// absent dataplane only delays this task (the core never waits for it); reports that pile
+/// up meanwhile are replaced by the newest.
+async fn report_task<L: LocalDataplane>(
+    local: L,
+    mut reports: watch::Receiver<Option<pb::SyncReport>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            r = reports.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        let Some(rep) = reports.borrow_and_update().clone() else {
+            continue;
+        };
+        match tokio::time::timeout(REPORT_TIMEOUT, local.report_status(rep)).await {
+            Ok(Ok(())) => {
+                if failing {
+                    info!("status reports to the dataplane resumed");
+                }
+                failing = false;
+            }
+            Ok(Err(s)) => {
+                if !failing {
+                    debug!(
+                        reason = s.message(),
+                        "cannot report the status to the dataplane"
+                    );
+                }
+                failing = true;
+            }
+            Err(_) => {
+                if !failing {
+                    debug!("reporting the status to the dataplane timed out");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
 fn write_status(path: &std::path::Path, v: &serde_json::Value) {
     if path.as_os_str().is_empty() {
         return;
@@ -1133,6 +1268,7 @@ pub async fn run<L: LocalDataplane>(
     let (want_receiver, want_receiver_rx) = watch::channel(true);
     let (dp_role, dp_role_rx) = watch::channel(None);
     let (watch_want, watch_want_rx) = watch::channel(None);
+    let (report_tx, report_rx) = watch::channel::<Option<pb::SyncReport>>(None);
 
     let base = Instant::now();
     let incarnation = unix_nanos();
@@ -1249,6 +1385,12 @@ pub async fn run<L: LocalDataplane>(
         stop_rx.clone(),
     )));
 
+    tasks.push(tokio::spawn(report_task(
+        local.clone(),
+        report_rx,
+        stop_rx.clone(),
+    )));
+
     let status_file: PathBuf = cfg.daemon.status_file.clone();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -1263,7 +1405,10 @@ pub async fn run<L: LocalDataplane>(
             Some((path, m)) = hb_in_rx.recv() => core.on_heartbeat(path, &m),
             Some(c) = ctl_rx.recv() => core.on_ctl(c),
             _ = tick.tick() => {}
-            _ = status_tick.tick() => write_status(&status_file, &core.status()),
+            _ = status_tick.tick() => {
+                write_status(&status_file, &core.status());
+                report_tx.send_replace(Some(core.report()));
+            }
             Some((link, b)) = batch_rx.recv() => core.on_batch(link, &b),
             Some((g, m)) = local_rx.recv() => core.on_local(g, &m),
         }
@@ -1289,6 +1434,18 @@ pub async fn run<L: LocalDataplane>(
         o.insert("role".into(), serde_json::Value::from("Stopped"));
     }
     write_status(&status_file, &last);
+    // Best effort: tell the dataplane syncd is gone (role unspecified) so that its status
+    // says "stopped" at once rather than when the last report grows stale.
+    let mut rep = core.report();
+    rep.role = pb::Role::Unspecified as i32;
+    match tokio::time::timeout(Duration::from_millis(500), local.report_status(rep)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(s)) => debug!(
+            reason = s.message(),
+            "cannot report the stop to the dataplane"
+        ),
+        Err(_) => debug!("reporting the stop to the dataplane timed out"),
+    }
     let _ = stop_tx.send(true);
     for t in tasks {
         t.abort();

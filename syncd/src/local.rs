@@ -42,6 +42,11 @@ pub trait LocalDataplane: Clone + Send + Sync + 'static {
         &self,
         out: OutStream<pb::HeartbeatMessage>,
     ) -> impl Future<Output = Result<BoxStream<pb::HeartbeatMessage>, tonic::Status>> + Send;
+    /// `ReportStatus`: our status, for the dataplane's admin API and metrics.
+    fn report_status(
+        &self,
+        report: pb::SyncReport,
+    ) -> impl Future<Output = Result<(), tonic::Status>> + Send;
 }
 
 /// The gRPC client of the dataplane's `Local` service on its Unix socket. The channel
@@ -113,6 +118,17 @@ impl LocalDataplane for GrpcLocal {
             let s = client.exchange_heartbeats(out).await?.into_inner();
             let s: BoxStream<pb::HeartbeatMessage> = Box::pin(s);
             Ok(s)
+        }
+    }
+
+    fn report_status(
+        &self,
+        report: pb::SyncReport,
+    ) -> impl Future<Output = Result<(), tonic::Status>> + Send {
+        let mut client = self.client.clone();
+        async move {
+            client.report_status(report).await?;
+            Ok(())
         }
     }
 }

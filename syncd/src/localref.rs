@@ -108,6 +108,8 @@ pub struct RefStats {
     pub watches: u64,
     /// `SetRole` calls served.
     pub set_roles: u64,
+    /// `ReportStatus` calls served.
+    pub reports: u64,
 }
 
 /// One row of the table, for exact comparisons between directors.
@@ -120,6 +122,7 @@ struct State {
     watchers: Vec<mpsc::Sender<Result<pb::LocalEvents, Status>>>,
     next_snapshot: u64,
     stats: RefStats,
+    last_report: Option<pb::SyncReport>,
     base: Instant,
 }
 
@@ -198,6 +201,7 @@ impl RefDataplane {
                 watchers: Vec::new(),
                 next_snapshot: 1,
                 stats: RefStats::default(),
+                last_report: None,
                 base: Instant::now(),
             })),
             net,
@@ -303,7 +307,12 @@ impl RefDataplane {
         self.lock().role
     }
 
-    /// What it counted.
+    /// The status syncd last reported (`ReportStatus`).
+    pub fn last_report(&self) -> Option<pb::SyncReport> {
+        self.lock().last_report.clone()
+    }
+
+    /// Counters of the service.
     pub fn stats(&self) -> RefStats {
         self.lock().stats
     }
@@ -509,6 +518,16 @@ impl Local for RefDataplane {
         s.stats.set_roles += 1;
         tracing::debug!(dataplane = self.id, ?role, "reference dataplane: role set");
         Ok(Response::new(pb::SetRoleResponse { role: role as i32 }))
+    }
+
+    async fn report_status(
+        &self,
+        req: Request<pb::SyncReport>,
+    ) -> Result<Response<pb::ReportStatusResponse>, Status> {
+        let mut s = self.lock();
+        s.stats.reports += 1;
+        s.last_report = Some(req.into_inner());
+        Ok(Response::new(pb::ReportStatusResponse {}))
     }
 
     async fn exchange_heartbeats(

@@ -312,6 +312,29 @@ async fn pair_elects_replicates_and_takes_over_after_kill_9() {
     })
     .await;
     assert!(acked.is_some(), "{:#?}", a.status());
+    // The same figures reach each dataplane through Local.ReportStatus.
+    let reported = wait_for(Duration::from_secs(2), || {
+        let (ra, rb) = (dp_a.last_report(), dp_b.last_report());
+        ra.is_some_and(|r| {
+            r.role == pb::Role::Active as i32
+                && r.replication == "sending"
+                && r.last_acked_seq > 0
+                && r.lag_events == 0
+                && r.sync_complete
+        }) && rb.is_some_and(|r| {
+            r.role == pb::Role::Standby as i32
+                && r.replication == "receiving"
+                && r.peer_role == pb::Role::Active as i32
+                && r.sync_complete
+        })
+    })
+    .await;
+    assert!(
+        reported.is_some(),
+        "{:#?}\n{:#?}",
+        dp_a.last_report(),
+        dp_b.last_report()
+    );
 
     // kill -9 the active: the standby takes over within the dead interval (+ slack).
     let dead = tandem_syncd::role::RoleConfig::new(2, 100).dead_interval();

@@ -445,6 +445,7 @@ impl Controller {
                     count: total.dropped(*d),
                 })
                 .collect(),
+            sync: r.sync.report.status(std::time::Instant::now()),
         })
     }
 }

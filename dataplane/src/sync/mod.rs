@@ -24,6 +24,7 @@
 
 pub mod heartbeat;
 pub mod lcore;
+pub mod report;
 pub mod service;
 pub mod wire;
 
@@ -126,6 +127,8 @@ pub struct SyncState {
     role: AtomicU8,
     /// The counters.
     pub counters: SyncCounters,
+    /// syncd's latest status report (`Local.ReportStatus`); control-thread work only.
+    pub report: report::ReportSlot,
 }
 
 impl SyncState {
@@ -140,6 +143,7 @@ impl SyncState {
         SyncState {
             role: AtomicU8::new(role.to_u8()),
             counters: SyncCounters::default(),
+            report: report::ReportSlot::default(),
         }
     }
 

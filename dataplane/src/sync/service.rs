@@ -428,6 +428,19 @@ impl Local for LocalService {
         Ok(Response::new(pb::SetRoleResponse { role: role as i32 }))
     }
 
+    async fn report_status(
+        &self,
+        req: Request<pb::SyncReport>,
+    ) -> Result<Response<pb::ReportStatusResponse>, Status> {
+        let report = req.into_inner();
+        let state = &self.inner.setup.wiring.state;
+        if report.role == pb::Role::Unspecified as i32 {
+            info!(pid = report.pid, "sync: syncd reports it is stopping");
+        }
+        state.report.store(report, std::time::Instant::now());
+        Ok(Response::new(pb::ReportStatusResponse {}))
+    }
+
     async fn exchange_heartbeats(
         &self,
         req: Request<Streaming<pb::HeartbeatMessage>>,
