@@ -1083,6 +1083,28 @@ mod tests {
         let r = DrillReport::compute(
             &ClientTrace {
                 conns: vec![ok, late, broken, never],
+                new_flows: vec![
+                    NewFlow {
+                        started_ms: 390,
+                        answered_ms: Some(395),
+                        error: None,
+                    },
+                    NewFlow {
+                        started_ms: 410,
+                        answered_ms: Some(640),
+                        error: None,
+                    },
+                    NewFlow {
+                        started_ms: 430,
+                        answered_ms: Some(620),
+                        error: None,
+                    },
+                    NewFlow {
+                        started_ms: 450,
+                        answered_ms: None,
+                        error: Some("connect: timed out".into()),
+                    },
+                ],
             },
             400,
             400,
@@ -1095,5 +1117,96 @@ mod tests {
         assert_eq!(r.lost_messages, 2);
         assert_eq!(r.errors, vec!["read: reset".to_string()]);
         assert!(r.table().contains("survived"));
+        // The first answer to a new connection opened after the fault.
+        assert_eq!(r.new_flow_ms, Some(220));
+        assert_eq!((r.new_flows, r.new_flows_answered), (4, 3));
+        // A survivor must answer a line sent after the last step too.
+        let later = DrillReport::compute(
+            &ClientTrace {
+                conns: vec![ConnTrace {
+                    established: true,
+                    sent: 3,
+                    answers_ms: vec![100, 500, 600],
+                    sent_ms: vec![99, 499, 599],
+                    ..ConnTrace::default()
+                }],
+                new_flows: Vec::new(),
+            },
+            400,
+            700,
+        );
+        assert_eq!((later.survived, later.broken), (0, 1));
+    }
+
+    fn sample(d: &str, updated_ms: u64, role: &str, role_for_ms: u64) -> RoleSample {
+        RoleSample {
+            director: d.into(),
+            updated_ms,
+            role: role.into(),
+            role_for_ms,
+        }
+    }
+
+    #[test]
+    fn role_timeline_counts_actives() {
+        // A active, killed at ~1000 (last file at 990); B active from 1180; A back at 3000 as
+        // standby, preempts: B steps down at 3500, A active at 3510.
+        let samples = vec![
+            sample("A", 900, "Active", 800),
+            sample("A", 990, "Active", 890),
+            sample("B", 950, "Standby", 850),
+            sample("B", 1200, "Active", 20),
+            sample("B", 3450, "Active", 2270),
+            sample("A", 3050, "Init", 50),
+            sample("A", 3300, "Standby", 100),
+            sample("B", 3520, "Syncing", 20),
+            sample("A", 3540, "Active", 30),
+        ];
+        let spans = role_spans(&samples);
+        assert_eq!((max_actives(&spans)), (1, 0));
+        let a: Vec<_> = spans
+            .iter()
+            .filter(|s| s.director == "A" && s.role == "Active")
+            .map(|s| (s.from_ms, s.to_ms))
+            .collect();
+        // The dead A's span ends one status interval after its last file.
+        assert_eq!(a, vec![(100, 1040), (3510, 3590)]);
+        // Two actives at once are seen, with their overlap.
+        let split = vec![
+            sample("A", 1000, "Active", 1000),
+            sample("A", 2000, "Active", 2000),
+            sample("B", 1500, "Active", 100),
+            sample("B", 1900, "Active", 500),
+        ];
+        assert_eq!(max_actives(&role_spans(&split)), (2, 550));
+        let f = |s: &str| s.parse::<Fault>();
+        assert_eq!(f("sync-cut").ok(), Some(Fault::SyncCut));
+        assert!(f("reboot").is_err());
+    }
+
+    #[test]
+    fn picture_is_an_svg_with_the_steps() {
+        let trace = ClientTrace {
+            conns: vec![ConnTrace {
+                established: true,
+                answers_ms: (0..50).map(|i| 10_000 + i * 100).collect(),
+                ..ConnTrace::default()
+            }],
+            new_flows: Vec::new(),
+        };
+        let r = DrillReport {
+            mode: "nat".into(),
+            fault: "kill".into(),
+            steps: vec![Step {
+                what: "A killed <now>".into(),
+                at_ms: 0,
+            }],
+            ..DrillReport::default()
+        };
+        let s = svg(&trace, &r, 12_000);
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        assert!(s.contains("A killed &lt;now&gt;"));
+        // 30 answers fall in the window (11 000-14 000), one rectangle each, plus the frame.
+        assert_eq!(s.matches("fill=\"#3b6fb6\"").count(), 30);
     }
 }
