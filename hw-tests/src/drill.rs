@@ -356,6 +356,9 @@ pub struct RoleSample {
     pub role: String,
     /// How long it had been held then.
     pub role_for_ms: u64,
+    /// Why it changed to it.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// A stretch of one role of one director, reconstructed from samples.
@@ -365,6 +368,8 @@ pub struct RoleSpan {
     pub director: String,
     /// The role.
     pub role: String,
+    /// Why it changed to it.
+    pub reason: String,
     /// Since (unix ms): the file's time minus `role_for_ms`.
     pub from_ms: u64,
     /// Until (unix ms): the next role's start, or (the process gone) the last file written in
@@ -379,13 +384,13 @@ pub fn role_spans(samples: &[RoleSample]) -> Vec<RoleSpan> {
         let mut mine: Vec<&RoleSample> = samples.iter().filter(|s| s.director == d).collect();
         mine.sort_by_key(|s| s.updated_ms);
         mine.dedup_by_key(|s| s.updated_ms);
-        // (role, since, last written)
-        let mut runs: Vec<(String, u64, u64)> = Vec::new();
+        // (role, since, last written, reason)
+        let mut runs: Vec<(String, u64, u64, String)> = Vec::new();
         for s in mine {
             let since = s.updated_ms.saturating_sub(s.role_for_ms);
             match runs.last_mut() {
                 Some(r) if r.0 == s.role && since.abs_diff(r.1) <= 20 => r.2 = s.updated_ms,
-                _ => runs.push((s.role.clone(), since, s.updated_ms)),
+                _ => runs.push((s.role.clone(), since, s.updated_ms, s.reason.clone())),
             }
         }
         for (i, r) in runs.iter().enumerate() {
@@ -396,6 +401,7 @@ pub fn role_spans(samples: &[RoleSample]) -> Vec<RoleSpan> {
             spans.push(RoleSpan {
                 director: d.into(),
                 role: r.0.clone(),
+                reason: r.3.clone(),
                 from_ms: r.1,
                 to_ms: to,
             });
@@ -486,8 +492,9 @@ pub struct DrillReport {
     /// The fault's steps, relative to the fault.
     #[serde(default)]
     pub steps: Vec<Step>,
-    /// Every role change of both directors during the drill, relative to the fault
-    /// (`+215 B Active`).
+    /// Every role change of both directors during the drill, relative to the fault, with its
+    /// reason (`+168 B Active (PeerDead)`). A role held for less than a status interval
+    /// (50 ms) may be missing.
     #[serde(default)]
     pub role_changes: Vec<String>,
     /// The role A's syncd reported after the drill.
@@ -583,10 +590,11 @@ impl DrillReport {
             .iter()
             .map(|s| {
                 format!(
-                    "{:+} {} {}",
+                    "{:+} {} {} ({})",
                     i128::from(s.from_ms) - i128::from(fault_ms),
                     s.director,
-                    s.role
+                    s.role,
+                    s.reason
                 )
             })
             .collect();
@@ -922,6 +930,7 @@ fn sample_roles(
                         updated_ms: s.updated_unix_ms,
                         role: s.role,
                         role_for_ms: s.role_for_ms,
+                        reason: s.role_reason,
                     });
                 }
             }
@@ -1144,6 +1153,7 @@ mod tests {
             updated_ms,
             role: role.into(),
             role_for_ms,
+            reason: String::new(),
         }
     }
 

@@ -212,6 +212,10 @@ enum Command {
         /// Run real TCP/UDP traffic through these forwarding modes: nat,tun,dr, all, or none.
         #[arg(long, default_value = "all", value_name = "nat,tun,dr")]
         modes: String,
+        /// Connections of the failover drill (kill) the demo ends with in each mode; 0: no
+        /// drills.
+        #[arg(long, default_value_t = tandem_hw_tests::demo::DEMO_DRILL_CONNS)]
+        drill_conns: u32,
     },
     /// (Rack helper) A real server's services: TCP answers each line `X` with
     /// `<name>:<port> X`, UDP each datagram likewise. Run by `up` inside each real server.
@@ -415,11 +419,20 @@ fn run(command: Command) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { up, json, modes } => {
+        Command::Demo {
+            up,
+            json,
+            modes,
+            drill_conns,
+        } => {
             let modes = Mode::parse_list(&modes)?;
             let cancel = cancel_on_signals()?;
             let opts = options(up, cancel);
-            let report = tandem_hw_tests::demo::run_demo_with_modes(&opts, &modes)?;
+            let report = tandem_hw_tests::demo::run_demo_with_drills(
+                &opts,
+                &modes,
+                (drill_conns > 0).then_some(drill_conns),
+            )?;
             if json {
                 let text = serde_json::to_string_pretty(&report)
                     .map_err(|e| Error::parse("demo report", e.to_string()))?;

@@ -196,6 +196,9 @@ pub struct SyncdStatus {
     /// How long the role had been held when the file was written.
     #[serde(default)]
     pub role_for_ms: u64,
+    /// Why it changed to it (`PeerDead`, `Yielded`, ...).
+    #[serde(default)]
+    pub role_reason: String,
 }
 
 impl SyncdStatus {
