@@ -832,6 +832,17 @@ fn wait_role(
     }
 }
 
+/// The role in director `id`'s status file, or `gone (was …)` when the file is no longer
+/// rewritten (its syncd was killed).
+fn role_now(rack: &Rack, id: DirectorId) -> Option<String> {
+    let s = rack.syncd_status(id)?;
+    if now_unix_ms().saturating_sub(s.updated_unix_ms) > 10 * STATUS_INTERVAL_MS {
+        Some(format!("gone (was {})", s.role))
+    } else {
+        Some(s.role)
+    }
+}
+
 /// What the fault did: its time (the instant takeover is measured from), the time of its last
 /// step, the steps, and what was killed.
 struct Injected {
@@ -1042,8 +1053,8 @@ pub fn drill_on(
         })
         .collect();
     report.set_roles(&samples, fault_ms);
-    report.a_role_after = rack.syncd_role(DirectorId::A);
-    report.b_role_after = rack.syncd_role(DirectorId::B);
+    report.a_role_after = role_now(rack, DirectorId::A);
+    report.b_role_after = role_now(rack, DirectorId::B);
     let path = opts
         .svg
         .clone()
