@@ -459,7 +459,7 @@ pub struct DrillReport {
     /// answered after the last step.
     pub broken: u32,
     /// From the fault to the first correct answer, on a connection established before it, to
-    /// a line sent after it (in TUN/DR an answer to a line sent before the fault may arrive
+    /// a line sent after the fault was complete (in TUN/DR an answer to a line sent before the fault may arrive
     /// later without passing a director, so it proves nothing). `null` when no takeover is
     /// expected (`sync-cut`: see `first_answer_ms`).
     pub takeover_ms: Option<u64>,
@@ -468,7 +468,7 @@ pub struct DrillReport {
     pub first_answer_ms: Option<u64>,
     /// From the fault until every surviving connection had answered again.
     pub all_answering_ms: Option<u64>,
-    /// From the fault to the first answer on a new connection opened after it.
+    /// From the fault to the first answer on a new connection opened after it was complete.
     #[serde(default)]
     pub new_flow_ms: Option<u64>,
     /// New connections opened during the drill / answered.
@@ -512,14 +512,22 @@ pub struct DrillReport {
 }
 
 impl DrillReport {
-    /// From the client's trace, the fault's time and the time of its last step (the same for a
-    /// one-step fault): a survivor answered to a line sent after both.
-    pub fn compute(trace: &ClientTrace, fault_ms: u64, last_step_ms: u64) -> DrillReport {
+    /// From the client's trace, the fault's start, when it was complete (`done_ms`: only lines
+    /// sent and connections opened after it prove a takeover; times are still measured from
+    /// `fault_ms`) and the time of its last step (the same for a one-step fault): a survivor
+    /// answered to a line sent after it.
+    pub fn compute(
+        trace: &ClientTrace,
+        fault_ms: u64,
+        done_ms: u64,
+        last_step_ms: u64,
+    ) -> DrillReport {
         let mut r = DrillReport {
             conns: u32::try_from(trace.conns.len()).unwrap_or(u32::MAX),
             ..DrillReport::default()
         };
-        let last_step_ms = last_step_ms.max(fault_ms);
+        let done_ms = done_ms.max(fault_ms);
+        let last_step_ms = last_step_ms.max(done_ms);
         let mut first_after = Vec::new();
         let mut takeover: Option<u64> = None;
         for c in &trace.conns {
@@ -542,7 +550,7 @@ impl DrillReport {
                 .answers_ms
                 .iter()
                 .zip(&c.sent_ms)
-                .find(|(_, s)| **s > fault_ms)
+                .find(|(_, s)| **s > done_ms)
                 .map(|(a, _)| *a)
             {
                 let d = a.saturating_sub(fault_ms);
@@ -575,7 +583,7 @@ impl DrillReport {
         r.new_flow_ms = trace
             .new_flows
             .iter()
-            .filter(|f| f.started_ms >= fault_ms)
+            .filter(|f| f.started_ms >= done_ms)
             .filter_map(|f| f.answered_ms)
             .map(|a| a.saturating_sub(fault_ms))
             .min();
@@ -847,6 +855,9 @@ fn role_now(rack: &Rack, id: DirectorId) -> Option<String> {
 /// step, the steps, and what was killed.
 struct Injected {
     fault_ms: u64,
+    /// When the fault was complete (the processes reaped, the links down): only lines sent
+    /// and connections opened after this prove the takeover.
+    done_ms: u64,
     last_ms: u64,
     steps: Vec<(String, u64)>,
     killed: Vec<String>,
@@ -863,15 +874,18 @@ fn inject(
     let mut killed = Vec::new();
     let now = now_unix_ms;
     let fault_ms;
+    let done_ms;
     match fault {
         Fault::Kill => {
             fault_ms = now();
             killed = rack.kill_director(DirectorId::A);
+            done_ms = now();
             steps.push(("A killed".into(), fault_ms));
         }
         Fault::LinkDown => {
             fault_ms = now();
             let ports = rack.set_ports_link(DirectorId::A, false)?;
+            done_ms = now();
             steps.push((format!("A's ports down ({})", ports.join(", ")), fault_ms));
             let t = wait_role(rack, DirectorId::B, "Active", fault_ms, ROLE_WAIT, cancel)?;
             steps.push(("B active".into(), t));
@@ -879,6 +893,7 @@ fn inject(
         Fault::Failback => {
             fault_ms = now();
             killed = rack.kill_director(DirectorId::A);
+            done_ms = now();
             steps.push(("A killed".into(), fault_ms));
             let t = wait_role(rack, DirectorId::B, "Active", fault_ms, ROLE_WAIT, cancel)?;
             steps.push(("B active".into(), t));
@@ -900,11 +915,13 @@ fn inject(
             std::thread::sleep(Duration::from_millis(500));
             fault_ms = now();
             killed.extend(rack.kill_director(DirectorId::A));
+            done_ms = now();
             steps.push(("A killed".into(), fault_ms));
         }
         Fault::SyncCut => {
             fault_ms = now();
             rack.set_sync_link(DirectorId::A, false)?;
+            done_ms = now();
             steps.push(("sync0 down in A".into(), fault_ms));
             std::thread::sleep(after);
             let h = now();
@@ -917,6 +934,7 @@ fn inject(
     let last_ms = steps.iter().map(|s| s.1).max().unwrap_or(fault_ms);
     Ok(Injected {
         fault_ms,
+        done_ms,
         last_ms,
         steps,
         killed,
@@ -1037,7 +1055,7 @@ pub fn drill_on(
     let trace: ClientTrace = serde_json::from_str(&out.stdout)
         .map_err(|e| Error::parse("drill client output", e.to_string()))?;
     let fault_ms = injected.fault_ms;
-    let mut report = DrillReport::compute(&trace, fault_ms, injected.last_ms);
+    let mut report = DrillReport::compute(&trace, fault_ms, injected.done_ms, injected.last_ms);
     report.mode = opts.mode.name().into();
     report.fault = opts.fault.name().into();
     if !opts.fault.takes_over() {
@@ -1128,6 +1146,7 @@ mod tests {
             },
             400,
             400,
+            400,
         );
         assert_eq!((r.conns, r.established, r.survived, r.broken), (4, 3, 2, 1));
         // Only answers to lines sent after the fault (at 700 and 500) count.
@@ -1152,6 +1171,7 @@ mod tests {
                 }],
                 new_flows: Vec::new(),
             },
+            400,
             400,
             700,
         );
