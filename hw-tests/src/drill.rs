@@ -509,6 +509,10 @@ pub struct DrillReport {
     /// The picture of answers per 10 ms around the fault.
     #[serde(default)]
     pub svg: Option<String>,
+    /// Both syncd logs, kept next to the picture when two directors were active at once
+    /// (the rack's state directory goes with the rack).
+    #[serde(default)]
+    pub kept_logs: Vec<String>,
 }
 
 impl DrillReport {
@@ -1080,6 +1084,16 @@ pub fn drill_on(
     match write_svg(&path, &svg(&trace, &report, fault_ms)) {
         Ok(p) => report.svg = Some(p),
         Err(e) => tracing::warn!(error = %e, "writing the drill's picture"),
+    }
+    if report.max_actives > 1 {
+        for id in DirectorId::ALL {
+            let to = path.with_extension(format!("{}.syncd.log", id.lower()));
+            match std::fs::copy(rack.state().syncd_log(id), &to) {
+                Ok(_) => report.kept_logs.push(to.display().to_string()),
+                Err(e) => tracing::warn!(error = %e, "keeping a syncd log"),
+            }
+        }
+        tracing::warn!(logs = ?report.kept_logs, "two directors were active at once");
     }
     Ok(report)
 }
