@@ -844,6 +844,45 @@ fn wait_role(
     }
 }
 
+/// Waits (bounded) for A active and B standby. If B won the start-up election (A's syncd came
+/// up after B's initial hold, as happens on a loaded box: B then holds on, there being no
+/// preemption), B's syncd is restarted once so that A takes over and B comes back as the
+/// standby.
+fn settle(rack: &mut Rack, cancel: &Cancel) -> Result<()> {
+    let deadline = Instant::now() + ROLE_WAIT;
+    let mut since = 0;
+    let mut restarted = false;
+    loop {
+        cancel.check()?;
+        let role = |id| {
+            rack.syncd_status(id)
+                .filter(|s| s.updated_unix_ms > since)
+                .map(|s| s.role)
+        };
+        let (a, b) = (role(DirectorId::A), role(DirectorId::B));
+        if a.as_deref() == Some("Active") && b.as_deref() == Some("Standby") {
+            return Ok(());
+        }
+        let b_won =
+            b.as_deref() == Some("Active") && matches!(a.as_deref(), Some("Standby" | "Syncing"));
+        if b_won && !restarted {
+            tracing::warn!("B won the start-up election; restarting B's syncd so that A is active");
+            since = now_unix_ms();
+            rack.restart_syncd(DirectorId::B, false)?;
+            restarted = true;
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Topology(format!(
+                "the pair did not settle (A active, B standby) within {} s: A {a:?}, B {b:?} \
+                 (see {})",
+                ROLE_WAIT.as_secs(),
+                rack.state().path().display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The role in director `id`'s status file, or `gone (was …)` when the file is no longer
 /// rewritten (its syncd was killed).
 fn role_now(rack: &Rack, id: DirectorId) -> Option<String> {
@@ -990,8 +1029,7 @@ pub fn drill_on(
     opts: &DrillOptions,
 ) -> Result<DrillReport> {
     let cancel: Cancel = rack_opts.cancel.clone();
-    wait_role(rack, DirectorId::A, "Active", 0, ROLE_WAIT, &cancel)?;
-    wait_role(rack, DirectorId::B, "Standby", 0, ROLE_WAIT, &cancel)?;
+    settle(rack, &cancel)?;
     tracing::info!("pair settled: A active, B standby with a complete copy");
     let vip = rack.spec().mode_vip(opts.mode);
     let tool = rack

@@ -1261,6 +1261,18 @@ impl Rack {
         Ok(())
     }
 
+    /// SIGKILL of director `id`'s syncd alone and a new one (`preempt` as given).
+    pub fn restart_syncd(&mut self, id: DirectorId, preempt: bool) -> Result<()> {
+        for s in self.syncds.iter_mut().filter(|s| s.0 == id) {
+            process::signal(s.2, libc::SIGKILL);
+            if let Some(mut c) = s.1.take() {
+                let _ = c.wait();
+            }
+        }
+        let syncd = crate::pair::locate_syncd()?;
+        self.spawn_syncd(&syncd, id, preempt)
+    }
+
     /// Restarts director `id` as a box that comes back: SIGKILL of whatever of it still runs,
     /// then its dataplane from the same configuration (waiting until it is ready), its
     /// services again with `tandemctl`, and its syncd (`preempt` as given). Bounded by
