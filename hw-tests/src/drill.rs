@@ -509,8 +509,9 @@ pub struct DrillReport {
     /// The picture of answers per 10 ms around the fault.
     #[serde(default)]
     pub svg: Option<String>,
-    /// Both syncd logs, kept next to the picture when two directors were active at once
-    /// (the rack's state directory goes with the rack).
+    /// Both directors' syncd and dataplane logs, kept next to the picture when two directors
+    /// were active at once or a connection broke (the rack's state directory goes with the
+    /// rack).
     #[serde(default)]
     pub kept_logs: Vec<String>,
 }
@@ -1123,15 +1124,20 @@ pub fn drill_on(
         Ok(p) => report.svg = Some(p),
         Err(e) => tracing::warn!(error = %e, "writing the drill's picture"),
     }
-    if report.max_actives > 1 {
+    if report.max_actives > 1 || report.broken > 0 || report.survived < report.established {
         for id in DirectorId::ALL {
-            let to = path.with_extension(format!("{}.syncd.log", id.lower()));
-            match std::fs::copy(rack.state().syncd_log(id), &to) {
-                Ok(_) => report.kept_logs.push(to.display().to_string()),
-                Err(e) => tracing::warn!(error = %e, "keeping a syncd log"),
+            for (from, what) in [
+                (rack.state().syncd_log(id), "syncd.log"),
+                (rack.state().log(id), "dataplane.log"),
+            ] {
+                let to = path.with_extension(format!("{}.{what}", id.lower()));
+                match std::fs::copy(&from, &to) {
+                    Ok(_) => report.kept_logs.push(to.display().to_string()),
+                    Err(e) => tracing::warn!(error = %e, from = %from.display(), "keeping a log"),
+                }
             }
         }
-        tracing::warn!(logs = ?report.kept_logs, "two directors were active at once");
+        tracing::warn!(logs = ?report.kept_logs, "the drill failed: logs kept");
     }
     Ok(report)
 }

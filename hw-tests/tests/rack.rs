@@ -281,16 +281,28 @@ fn demo_json_all_checks_pass() {
     if let Err(e) = locate_dataplane(None) {
         panic!("{e}");
     }
+    // The demo ends with a failover drill per mode; their pictures go to the current directory.
+    let pictures = std::env::temp_dir().join("trk2-demo");
+    std::fs::create_dir_all(&pictures).expect("a directory for the demo's pictures");
     let out = Command::new(env!("CARGO_BIN_EXE_tandem-rack"))
-        .args(["demo", "--json", "--prefix", "trk2"])
+        .args(["demo", "--json", "--prefix", "trk2", "--drill-conns", "20"])
+        .current_dir(&pictures)
         .output()
         .expect("run tandem-rack demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let v: serde_json::Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("stdout is one JSON object ({e}):\n{stdout}\n{stderr}"));
+    let _ = std::fs::remove_dir_all(&pictures);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     assert_eq!(v["ok"], true);
+    let drills = v["drills"].as_array().expect("a drills section");
+    assert_eq!(drills.len(), 3, "{drills:?}");
+    for d in drills {
+        assert_eq!(d["established"], 20, "{d}");
+        assert_eq!(d["survived"], 20, "{d}");
+        assert_eq!(d["broken"], 0, "{d}");
+    }
     assert_eq!(v["vip_ping_ok"], true);
     assert_eq!(v["director"], "A");
     assert_eq!(v["vip"], "203.0.113.10");
