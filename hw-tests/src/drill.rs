@@ -510,8 +510,8 @@ pub struct DrillReport {
     #[serde(default)]
     pub svg: Option<String>,
     /// Both directors' syncd and dataplane logs, kept next to the picture when two directors
-    /// were active at once or a connection broke (the rack's state directory goes with the
-    /// rack).
+    /// were active at once, a connection broke, or the takeover or the first new flow took
+    /// over a second (the rack's state directory goes with the rack).
     #[serde(default)]
     pub kept_logs: Vec<String>,
 }
@@ -1124,7 +1124,13 @@ pub fn drill_on(
         Ok(p) => report.svg = Some(p),
         Err(e) => tracing::warn!(error = %e, "writing the drill's picture"),
     }
-    if report.max_actives > 1 || report.broken > 0 || report.survived < report.established {
+    let slow = |v: Option<u64>| v.is_some_and(|v| v > 1000);
+    if report.max_actives > 1
+        || report.broken > 0
+        || report.survived < report.established
+        || slow(report.takeover_ms)
+        || slow(report.new_flow_ms)
+    {
         for id in DirectorId::ALL {
             for (from, what) in [
                 (rack.state().syncd_log(id), "syncd.log"),
