@@ -189,6 +189,34 @@ fn run(config_path: &std::path::Path, cfg: &Config) -> Result<(), Failure> {
                     }
                 }
             });
+            // The ports' link, from the kernel for af_xdp/af_packet vdevs (their PMDs always
+            // report it up): polled every 10 ms; lost, syncd's heartbeat stream is refused.
+            let ifaces = tandem_dataplane::sync::kernel_ifaces(
+                &cfg.eal.args,
+                cfg.ports.iter().map(|p| p.device.as_str()),
+            );
+            if !ifaces.is_empty() {
+                let st = Arc::clone(&sync_state);
+                let mut shutdown = shutdown_tx.subscribe();
+                runtime.spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(10));
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => {}
+                            _ = shutdown.wait_for(|s| *s) => return,
+                        }
+                        let down = tandem_dataplane::sync::ports_down(&ifaces);
+                        if down != st.ports_down() {
+                            if down {
+                                warn!(?ifaces, "sync: a service port lost its link: standing down");
+                            } else {
+                                info!(?ifaces, "sync: the service ports have their link again");
+                            }
+                        }
+                        st.set_ports_down(down);
+                    }
+                });
+            }
             (Some(tx), Some(server))
         }
         None => (None, None),

@@ -100,6 +100,9 @@ pub struct DemoReport {
     /// Director A's `tandemctl -L -n` at the end of the demo (its services were applied with
     /// `tandemctl`; the counts show the demo's connections that are still in the table).
     pub listing: Option<String>,
+    /// The failover drills the demo ends with (`kill`, one per mode), each on a failover pair
+    /// built for it.
+    pub drills: Vec<crate::drill::DrillReport>,
 }
 
 impl DemoReport {
@@ -131,6 +134,19 @@ impl DemoReport {
             out.push_str(listing);
             out.push('\n');
         }
+        if !self.drills.is_empty() {
+            out.push_str("\nfailover drills (A's dataplane and syncd SIGKILLed under traffic):\n");
+            out.push_str(crate::drill::DrillReport::HEADER);
+            for d in &self.drills {
+                out.push_str(&d.row());
+            }
+            for d in &self.drills {
+                if let Some(p) = &d.svg {
+                    out.push_str(&format!("picture ({}): {p}\n", d.mode));
+                }
+            }
+            out.push('\n');
+        }
         let failed = self.checks.iter().filter(|c| !c.passed).count();
         if failed == 0 {
             out.push_str(&format!("all {} checks passed\n", self.checks.len()));
@@ -154,6 +170,66 @@ pub fn run_demo(opts: &RackOptions) -> Result<DemoReport> {
 /// [`run_demo`], then traffic through each of `modes` ([`modes::run_mode`]), whose checks join
 /// the report's list and whose reports go under `modes`.
 pub fn run_demo_with_modes(opts: &RackOptions, modes: &[Mode]) -> Result<DemoReport> {
+    run_demo_with_drills(opts, modes, None)
+}
+
+/// Connections of each of the demo's failover drills.
+pub const DEMO_DRILL_CONNS: u32 = 50;
+
+/// [`run_demo_with_modes`], then, with `drill_conns`, a failover drill (`kill`) in each of
+/// `modes` on a failover pair under the same prefix (its checks `failover_drill_<mode>` and its
+/// reports under `drills`; the pictures go to the current directory).
+pub fn run_demo_with_drills(
+    opts: &RackOptions,
+    modes: &[Mode],
+    drill_conns: Option<u32>,
+) -> Result<DemoReport> {
+    let mut report = demo_body(opts, modes)?;
+    let Some(conns) = drill_conns else {
+        return Ok(report);
+    };
+    for &mode in modes {
+        opts.cancel.check()?;
+        let drill = crate::drill::DrillOptions {
+            mode,
+            fault: crate::drill::Fault::Kill,
+            conns,
+            warmup: Duration::from_millis(1500),
+            after: Duration::from_millis(2500),
+            svg: Some(std::path::PathBuf::from(format!(
+                "demo-drill-{}-kill.svg",
+                mode.name()
+            ))),
+        };
+        let name = format!("failover_drill_{}", mode.name());
+        match crate::drill::run_drill(opts.clone(), &drill) {
+            Ok(d) => {
+                let ok = d.established > 0
+                    && d.survived == d.established
+                    && d.broken == 0
+                    && d.max_actives == 1;
+                report.push(Check::new(
+                    &name,
+                    ok,
+                    format!(
+                        "{}/{} connections survived the kill of A, takeover {} ms, new flow {} ms, {} lost messages",
+                        d.survived,
+                        d.established,
+                        d.takeover_ms.map_or("-".into(), |v| v.to_string()),
+                        d.new_flow_ms.map_or("-".into(), |v| v.to_string()),
+                        d.lost_messages
+                    ),
+                ));
+                report.drills.push(d);
+            }
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(e) => report.push(Check::new(&name, false, e.to_string())),
+        }
+    }
+    Ok(finish(report))
+}
+
+fn demo_body(opts: &RackOptions, modes: &[Mode]) -> Result<DemoReport> {
     let mut report = DemoReport {
         prefix: opts.prefix.to_string(),
         pmd: opts.pmd.to_string(),

@@ -7,9 +7,17 @@
 //! sends gratuitous ARPs for the VIPs and the inside gateway), and the connections go on. The
 //! client (`tandem-rack drill-client`, run in the client namespace) records the wall-clock
 //! time of every answer; the report is computed from them against the fault's time.
+//!
+//! Besides the long-lived connections the client opens a **new** connection every
+//! [`NEW_FLOW_EVERY`] (one line, one answer, closed) for `new_flow_ms`, and the drill samples
+//! both syncd status files every [`ROLE_SAMPLE_EVERY`] to reconstruct each director's role
+//! timeline (`max_actives`, `dual_active_ms`). The faults are described on [`Fault`].
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -24,26 +32,83 @@ pub const INTERVAL: Duration = Duration::from_millis(100);
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most connections a drill may open.
 pub const MAX_CONNS: u32 = 4000;
+/// A new connection is opened this often during the drill (for `new_flow_ms`).
+pub const NEW_FLOW_EVERY: Duration = Duration::from_millis(20);
+/// Most new connections one drill opens.
+pub const MAX_NEW_FLOWS: u32 = 3000;
+/// How often both syncd status files are sampled.
+pub const ROLE_SAMPLE_EVERY: Duration = Duration::from_millis(20);
+/// syncd rewrites its status file this often (the rack's `status_interval_ms`).
+pub const STATUS_INTERVAL_MS: u64 = 50;
 
-/// The faults.
+/// The faults. A is active (priority 200), B standby (100) when a fault starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
-    /// SIGKILL of the active director's dataplane and syncd.
+    /// SIGKILL of the active director's dataplane and syncd (a crashed box).
     Kill,
+    /// The switch-side ends of A's DPDK ports' veths go down (its cables are pulled): A's
+    /// dataplane loses the service network while A's syncd and sync link stay up. B must take
+    /// over although it still hears A on the sync link.
+    LinkDown,
+    /// `kill`, B takes over; then A comes back (dataplane restarted, services applied, syncd
+    /// restarted with `preempt = true`), resyncs from B, and takes back over.
+    Failback,
+    /// B's dataplane and syncd are killed and restarted under traffic; once B is `Standby`
+    /// again (sync complete), A is killed.
+    StandbyRestart,
+    /// `sync0` goes down in A's namespace (both directors alive): A must stay the only active
+    /// director; the link is healed after the drill's `after` time and B resyncs.
+    SyncCut,
+}
+
+impl Fault {
+    /// Every fault, in the drill's order of importance.
+    pub const ALL: [Fault; 5] = [
+        Fault::Kill,
+        Fault::LinkDown,
+        Fault::Failback,
+        Fault::StandbyRestart,
+        Fault::SyncCut,
+    ];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::LinkDown => "link-down",
+            Fault::Failback => "failback",
+            Fault::StandbyRestart => "standby-restart",
+            Fault::SyncCut => "sync-cut",
+        }
+    }
+
+    /// Whether B is expected to take over.
+    pub fn takes_over(self) -> bool {
+        self != Fault::SyncCut
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl std::str::FromStr for Fault {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "kill" => Ok(Fault::Kill),
-            "link-down" | "failback" | "standby-restart" | "sync-cut" => Err(Error::parse(
-                "--fault",
-                format!("`{s}` is not implemented yet (only `kill`)"),
-            )),
-            other => Err(Error::parse("--fault", format!("unknown fault `{other}`"))),
-        }
+        Fault::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                Error::parse(
+                    "--fault",
+                    format!(
+                        "unknown fault `{s}` (kill, link-down, failback, standby-restart, sync-cut)"
+                    ),
+                )
+            })
     }
 }
 
@@ -65,16 +130,36 @@ pub struct ConnTrace {
     pub sent_ms: Vec<u64>,
 }
 
+/// One short new connection: opened, one line, one answer, closed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NewFlow {
+    /// When the connect started (unix ms).
+    pub started_ms: u64,
+    /// When the correct answer came (unix ms).
+    pub answered_ms: Option<u64>,
+    /// What went wrong, if it did.
+    pub error: Option<String>,
+}
+
 /// What the client reports.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ClientTrace {
     /// One per connection.
     pub conns: Vec<ConnTrace>,
+    /// The new connections opened during the drill.
+    #[serde(default)]
+    pub new_flows: Vec<NewFlow>,
 }
 
-/// Runs the client's side: `conns` connections to `target` for `duration` (bounded), each a
-/// thread sending a line every [`INTERVAL`].
-pub fn run_client(target: SocketAddrV4, conns: u32, duration: Duration) -> Result<ClientTrace> {
+/// Runs the client's side: `conns` connections to `target` for at most `duration`, each a
+/// thread sending a line every [`INTERVAL`], plus a new connection every [`NEW_FLOW_EVERY`].
+/// Everything stops early once `stop_file` exists.
+pub fn run_client(
+    target: SocketAddrV4,
+    conns: u32,
+    duration: Duration,
+    stop_file: Option<PathBuf>,
+) -> Result<ClientTrace> {
     if conns == 0 || conns > MAX_CONNS {
         return Err(Error::parse(
             "--conns",
@@ -83,11 +168,24 @@ pub fn run_client(target: SocketAddrV4, conns: u32, duration: Duration) -> Resul
     }
     let start = Instant::now();
     let end = start + duration;
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = stop_file.map(|f| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+                if f.exists() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    });
     let mut handles = Vec::new();
     for i in 0..conns {
+        let stop = stop.clone();
         let h = std::thread::Builder::new()
             .stack_size(128 * 1024)
-            .spawn(move || one_conn(i, target, end))
+            .spawn(move || one_conn(i, target, end, &stop))
             .map_err(|e| Error::io("spawning a drill connection thread", e))?;
         handles.push(h);
         // Spread the connections' phases over the interval.
@@ -95,14 +193,82 @@ pub fn run_client(target: SocketAddrV4, conns: u32, duration: Duration) -> Resul
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+    let flows = {
+        let stop = stop.clone();
+        std::thread::spawn(move || new_flows(target, end, &stop))
+    };
     let conns = handles
         .into_iter()
         .map(|h| h.join().unwrap_or_default())
         .collect();
-    Ok(ClientTrace { conns })
+    let new_flows = flows.join().unwrap_or_default();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
+    Ok(ClientTrace { conns, new_flows })
 }
 
-fn one_conn(i: u32, target: SocketAddrV4, end: Instant) -> ConnTrace {
+/// A new connection every [`NEW_FLOW_EVERY`] until `end` or `stop`, each in its own thread.
+fn new_flows(target: SocketAddrV4, end: Instant, stop: &AtomicBool) -> Vec<NewFlow> {
+    let mut handles = Vec::new();
+    let mut next = Instant::now();
+    for k in 0..MAX_NEW_FLOWS {
+        if Instant::now() >= end || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Ok(h) = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || one_new_flow(k, target))
+        {
+            handles.push(h);
+        }
+        next += NEW_FLOW_EVERY;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+    }
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or_default())
+        .collect()
+}
+
+fn one_new_flow(k: u32, target: SocketAddrV4) -> NewFlow {
+    let mut f = NewFlow {
+        started_ms: now_unix_ms(),
+        ..NewFlow::default()
+    };
+    let result = (|| -> std::result::Result<(), String> {
+        let stream = TcpStream::connect_timeout(&target.into(), Duration::from_secs(3))
+            .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .map_err(|e| format!("set_read_timeout: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let mut writer = stream.try_clone().map_err(|e| format!("try_clone: {e}"))?;
+        let line = format!("n{k}");
+        writer
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| format!("write: {e}"))?;
+        let mut answer = String::new();
+        BufReader::new(stream)
+            .read_line(&mut answer)
+            .map_err(|e| format!("read: {e}"))?;
+        match answer.trim_end().split_once(' ') {
+            Some((_, echoed)) if echoed == line => Ok(()),
+            _ => Err(format!("answer {answer:?} to {line:?}")),
+        }
+    })();
+    match result {
+        Ok(()) => f.answered_ms = Some(now_unix_ms()),
+        Err(e) => f.error = Some(e),
+    }
+    f
+}
+
+fn one_conn(i: u32, target: SocketAddrV4, end: Instant, stop: &AtomicBool) -> ConnTrace {
     let mut t = ConnTrace::default();
     let fail = |t: &mut ConnTrace, e: String| {
         t.error = Some(e);
@@ -129,7 +295,7 @@ fn one_conn(i: u32, target: SocketAddrV4, end: Instant) -> ConnTrace {
     let mut server: Option<String> = None;
     let mut k = 0u64;
     let mut next = Instant::now();
-    while Instant::now() < end {
+    while Instant::now() < end && !stop.load(Ordering::Relaxed) {
         let line = format!("c{i} m{k}");
         let sent_at = now_unix_ms();
         if let Err(e) = writer.write_all(format!("{line}\n").as_bytes()) {
@@ -179,48 +345,194 @@ fn one_conn(i: u32, target: SocketAddrV4, end: Instant) -> ConnTrace {
     t
 }
 
+/// One sample of a syncd status file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleSample {
+    /// `A` / `B`.
+    pub director: String,
+    /// When the file was written (unix ms).
+    pub updated_ms: u64,
+    /// The role.
+    pub role: String,
+    /// How long it had been held then.
+    pub role_for_ms: u64,
+    /// Why it changed to it.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// A stretch of one role of one director, reconstructed from samples.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleSpan {
+    /// `A` / `B`.
+    pub director: String,
+    /// The role.
+    pub role: String,
+    /// Why it changed to it.
+    pub reason: String,
+    /// Since (unix ms): the file's time minus `role_for_ms`.
+    pub from_ms: u64,
+    /// Until (unix ms): the next role's start, or (the process gone) the last file written in
+    /// this role plus one status interval.
+    pub to_ms: u64,
+}
+
+/// Each director's role stretches, from the samples (any order).
+pub fn role_spans(samples: &[RoleSample]) -> Vec<RoleSpan> {
+    let mut spans: Vec<RoleSpan> = Vec::new();
+    for d in ["A", "B"] {
+        let mut mine: Vec<&RoleSample> = samples.iter().filter(|s| s.director == d).collect();
+        mine.sort_by_key(|s| s.updated_ms);
+        mine.dedup_by_key(|s| s.updated_ms);
+        // (role, since, last written, reason)
+        let mut runs: Vec<(String, u64, u64, String)> = Vec::new();
+        for s in mine {
+            let since = s.updated_ms.saturating_sub(s.role_for_ms);
+            match runs.last_mut() {
+                Some(r) if r.0 == s.role && since.abs_diff(r.1) <= 20 => r.2 = s.updated_ms,
+                _ => runs.push((s.role.clone(), since, s.updated_ms, s.reason.clone())),
+            }
+        }
+        for (i, r) in runs.iter().enumerate() {
+            let held_until = r.2 + STATUS_INTERVAL_MS;
+            let to = runs
+                .get(i + 1)
+                .map_or(held_until, |n| n.1.min(held_until).max(r.1));
+            spans.push(RoleSpan {
+                director: d.into(),
+                role: r.0.clone(),
+                reason: r.3.clone(),
+                from_ms: r.1,
+                to_ms: to,
+            });
+        }
+    }
+    spans.sort_by_key(|s| s.from_ms);
+    spans
+}
+
+/// The most directors active at one instant, and for how long (ms) two were.
+pub fn max_actives(spans: &[RoleSpan]) -> (u32, u64) {
+    let mut edges: Vec<(u64, i32)> = spans
+        .iter()
+        .filter(|s| s.role == "Active" && s.to_ms > s.from_ms)
+        .flat_map(|s| [(s.from_ms, 1), (s.to_ms, -1)])
+        .collect();
+    // Ends before starts at the same instant: touching spans do not overlap.
+    edges.sort();
+    let (mut n, mut max, mut dual, mut since) = (0i32, 0i32, 0u64, 0u64);
+    for (t, d) in edges {
+        if n >= 2 {
+            dual += t.saturating_sub(since);
+        }
+        n += d;
+        max = max.max(n);
+        since = t;
+    }
+    (u32::try_from(max).unwrap_or(0), dual)
+}
+
+/// A step of the fault, at this time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// What happened (`A killed`, `A restarted`, `A active again`, ...).
+    pub what: String,
+    /// Relative to the fault (ms, may be negative).
+    pub at_ms: i64,
+}
+
 /// What a drill measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DrillReport {
     /// `nat` / `tun` / `dr`.
     pub mode: String,
-    /// `kill`, ...
+    /// `kill`, `link-down`, `failback`, `standby-restart`, `sync-cut`.
     pub fault: String,
     /// Connections asked for.
     pub conns: u32,
     /// Connections made before the fault.
     pub established: u32,
-    /// Established connections that answered correctly after the fault and never broke.
+    /// Established connections that never broke and answered correctly to a line sent after
+    /// the fault's last step.
     pub survived: u32,
-    /// Established connections that broke (reset, timeout, wrong server or answer).
+    /// Established connections that broke (reset, timeout, wrong server or answer), or never
+    /// answered after the last step.
     pub broken: u32,
     /// From the fault to the first correct answer, on a connection established before it, to
-    /// a line sent after it (in TUN/DR an answer to a line sent before the fault may arrive
-    /// later without passing a director, so it proves nothing).
+    /// a line sent after the fault was complete (in TUN/DR an answer to a line sent before the fault may arrive
+    /// later without passing a director, so it proves nothing). `null` when no takeover is
+    /// expected (`sync-cut`: see `first_answer_ms`).
     pub takeover_ms: Option<u64>,
+    /// The same measure whatever the fault.
+    #[serde(default)]
+    pub first_answer_ms: Option<u64>,
     /// From the fault until every surviving connection had answered again.
     pub all_answering_ms: Option<u64>,
+    /// From the fault to the first answer on a new connection opened after it was complete.
+    #[serde(default)]
+    pub new_flow_ms: Option<u64>,
+    /// New connections opened during the drill / answered.
+    #[serde(default)]
+    pub new_flows: u32,
+    /// New connections answered.
+    #[serde(default)]
+    pub new_flows_answered: u32,
     /// The longest silence between two answers of one connection, over all connections.
     pub max_gap_ms: u64,
     /// Lines sent and never answered.
     pub lost_messages: u64,
     /// Lines answered.
     pub answered_messages: u64,
+    /// The most directors active at one instant during the drill (syncd status files).
+    #[serde(default)]
+    pub max_actives: u32,
+    /// How long two directors were active at once (ms).
+    #[serde(default)]
+    pub dual_active_ms: u64,
+    /// The fault's steps, relative to the fault.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// Every role change of both directors during the drill, relative to the fault, with its
+    /// reason (`+168 B Active (PeerDead)`). A role held for less than a status interval
+    /// (50 ms) may be missing.
+    #[serde(default)]
+    pub role_changes: Vec<String>,
+    /// The role A's syncd reported after the drill.
+    #[serde(default)]
+    pub a_role_after: Option<String>,
     /// The role B's syncd reported after the drill.
     pub b_role_after: Option<String>,
     /// Errors of broken connections (at most 5).
     pub errors: Vec<String>,
     /// What was killed.
     pub killed: Vec<String>,
+    /// The picture of answers per 10 ms around the fault.
+    #[serde(default)]
+    pub svg: Option<String>,
+    /// Both directors' syncd and dataplane logs, kept next to the picture when two directors
+    /// were active at once, a connection broke, or the takeover or the first new flow took
+    /// over a second (the rack's state directory goes with the rack).
+    #[serde(default)]
+    pub kept_logs: Vec<String>,
 }
 
 impl DrillReport {
-    /// From the client's trace and the fault's time.
-    pub fn compute(trace: &ClientTrace, fault_ms: u64) -> DrillReport {
+    /// From the client's trace, the fault's start, when it was complete (`done_ms`: only lines
+    /// sent and connections opened after it prove a takeover; times are still measured from
+    /// `fault_ms`) and the time of its last step (the same for a one-step fault): a survivor
+    /// answered to a line sent after it.
+    pub fn compute(
+        trace: &ClientTrace,
+        fault_ms: u64,
+        done_ms: u64,
+        last_step_ms: u64,
+    ) -> DrillReport {
         let mut r = DrillReport {
             conns: u32::try_from(trace.conns.len()).unwrap_or(u32::MAX),
             ..DrillReport::default()
         };
+        let done_ms = done_ms.max(fault_ms);
+        let last_step_ms = last_step_ms.max(done_ms);
         let mut first_after = Vec::new();
         let mut takeover: Option<u64> = None;
         for c in &trace.conns {
@@ -238,11 +550,12 @@ impl DrillReport {
                 .unwrap_or(0);
             r.max_gap_ms = r.max_gap_ms.max(gap);
             let after = c.answers_ms.iter().find(|t| **t > fault_ms).copied();
+            let answered_after_last = c.sent_ms.iter().any(|s| *s > last_step_ms);
             if let Some(a) = c
                 .answers_ms
                 .iter()
                 .zip(&c.sent_ms)
-                .find(|(_, s)| **s > fault_ms)
+                .find(|(_, s)| **s > done_ms)
                 .map(|(a, _)| *a)
             {
                 let d = a.saturating_sub(fault_ms);
@@ -253,35 +566,223 @@ impl DrillReport {
                 if r.errors.len() < 5 {
                     r.errors.extend(c.error.clone());
                 }
-            } else if let Some(a) = after {
+            } else if let (Some(a), true) = (after, answered_after_last) {
                 r.survived += 1;
                 first_after.push(a - fault_ms);
             } else {
                 r.broken += 1;
             }
         }
+        r.first_answer_ms = takeover;
         r.takeover_ms = takeover;
         r.all_answering_ms = first_after.iter().max().copied();
+        r.new_flows = u32::try_from(trace.new_flows.len()).unwrap_or(u32::MAX);
+        r.new_flows_answered = u32::try_from(
+            trace
+                .new_flows
+                .iter()
+                .filter(|f| f.answered_ms.is_some())
+                .count(),
+        )
+        .unwrap_or(u32::MAX);
+        r.new_flow_ms = trace
+            .new_flows
+            .iter()
+            .filter(|f| f.started_ms >= done_ms)
+            .filter_map(|f| f.answered_ms)
+            .map(|a| a.saturating_sub(fault_ms))
+            .min();
         r
     }
 
-    /// A short table.
-    pub fn table(&self) -> String {
+    /// Adds the role timeline: `max_actives`, `dual_active_ms`, `role_changes`.
+    pub fn set_roles(&mut self, samples: &[RoleSample], fault_ms: u64) {
+        let spans = role_spans(samples);
+        (self.max_actives, self.dual_active_ms) = max_actives(&spans);
+        self.role_changes = spans
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:+} {} {} ({})",
+                    i128::from(s.from_ms) - i128::from(fault_ms),
+                    s.director,
+                    s.role,
+                    s.reason
+                )
+            })
+            .collect();
+    }
+
+    /// The header of [`DrillReport::row`].
+    pub const HEADER: &'static str = "mode  fault            established  survived  broken  takeover_ms  new_flow_ms  all_answering_ms  max_gap_ms  lost  max_actives\n";
+
+    /// One line of the table.
+    pub fn row(&self) -> String {
         let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         format!(
-            "mode  fault  established  survived  broken  takeover_ms  all_answering_ms  max_gap_ms  lost\n\
-             {:<5} {:<6} {:>11}  {:>8}  {:>6}  {:>11}  {:>16}  {:>10}  {:>4}\n",
+            "{:<5} {:<16} {:>11}  {:>8}  {:>6}  {:>11}  {:>11}  {:>16}  {:>10}  {:>4}  {:>11}\n",
             self.mode,
             self.fault,
             self.established,
             self.survived,
             self.broken,
             opt(self.takeover_ms),
+            opt(self.new_flow_ms),
             opt(self.all_answering_ms),
             self.max_gap_ms,
-            self.lost_messages
+            self.lost_messages,
+            self.max_actives,
         )
     }
+
+    /// A short table, the fault's steps and the picture's path.
+    pub fn table(&self) -> String {
+        let mut t = format!("{}{}", Self::HEADER, self.row());
+        if !self.steps.is_empty() {
+            let steps: Vec<String> = self
+                .steps
+                .iter()
+                .map(|s| format!("{:+} ms {}", s.at_ms, s.what))
+                .collect();
+            t.push_str(&format!("steps: {}\n", steps.join(", ")));
+        }
+        if !self.role_changes.is_empty() {
+            t.push_str(&format!("roles: {}\n", self.role_changes.join(", ")));
+        }
+        if let Some(p) = &self.svg {
+            t.push_str(&format!("picture: {p}\n"));
+        }
+        t
+    }
+}
+
+/// Bin width of the picture.
+pub const BIN_MS: u64 = 10;
+
+/// An SVG of the answers per [`BIN_MS`] around the fault: established connections' answers
+/// (blue) and new connections' answers (orange), the fault's steps as red lines. From 1 s
+/// before the fault to 2 s after its last step (at most 20 s).
+pub fn svg(trace: &ClientTrace, report: &DrillReport, fault_ms: u64) -> String {
+    let last = report
+        .steps
+        .iter()
+        .map(|s| s.at_ms)
+        .max()
+        .unwrap_or(0)
+        .max(0);
+    let from = fault_ms.saturating_sub(1000);
+    let to = (fault_ms + u64::try_from(last).unwrap_or(0) + 2000).min(from + 20_000);
+    let bins = usize::try_from((to - from) / BIN_MS).unwrap_or(1).max(1);
+    let count = |times: &mut dyn Iterator<Item = u64>| {
+        let mut v = vec![0u32; bins];
+        for t in times {
+            if t >= from && t < to {
+                if let Some(b) = v.get_mut(usize::try_from((t - from) / BIN_MS).unwrap_or(0)) {
+                    *b += 1;
+                }
+            }
+        }
+        v
+    };
+    let old = count(
+        &mut trace
+            .conns
+            .iter()
+            .flat_map(|c| c.answers_ms.iter().copied()),
+    );
+    let new = count(&mut trace.new_flows.iter().filter_map(|f| f.answered_ms));
+    let ymax = old.iter().chain(&new).copied().max().unwrap_or(1).max(1);
+    let (w, h, left, top, bottom) = (1200.0f64, 300.0f64, 60.0f64, 40.0f64, 50.0f64);
+    let bw = w / bins as f64;
+    let x_of = |t_rel_ms: i64| left + (t_rel_ms + 1000) as f64 / BIN_MS as f64 * bw;
+    let y_of = |n: u32| top + h - f64::from(n) / f64::from(ymax) * h;
+    let mut o = String::new();
+    o.push_str(&format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n",
+        w + left + 20.0,
+        h + top + bottom
+    ));
+    o.push_str("<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
+    o.push_str(&format!(
+        "<text x=\"{left}\" y=\"20\" font-size=\"14\">tandem-rack drill --mode {} --fault {}: answers per {BIN_MS} ms ({} connections: blue; new connections: orange); survived {}/{}, takeover {} ms, new flow {} ms</text>\n",
+        report.mode,
+        report.fault,
+        report.established,
+        report.survived,
+        report.established,
+        report.takeover_ms.map_or("-".into(), |v| v.to_string()),
+        report.new_flow_ms.map_or("-".into(), |v| v.to_string()),
+    ));
+    for (i, n) in old.iter().enumerate() {
+        if *n > 0 {
+            o.push_str(&format!(
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.2}\" height=\"{:.1}\" fill=\"#3b6fb6\"/>\n",
+                left + i as f64 * bw,
+                y_of(*n),
+                bw.max(0.5),
+                top + h - y_of(*n)
+            ));
+        }
+    }
+    for (i, n) in new.iter().enumerate() {
+        if *n > 0 {
+            o.push_str(&format!(
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.2}\" height=\"{:.1}\" fill=\"#f28e2b\" fill-opacity=\"0.8\"/>\n",
+                left + i as f64 * bw,
+                y_of(*n),
+                bw.max(0.5),
+                top + h - y_of(*n)
+            ));
+        }
+    }
+    // Axes and ticks every 500 ms.
+    o.push_str(&format!(
+        "<line x1=\"{left}\" y1=\"{y}\" x2=\"{x2}\" y2=\"{y}\" stroke=\"black\"/>\n<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{y}\" stroke=\"black\"/>\n",
+        y = top + h,
+        x2 = left + w
+    ));
+    o.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{ymax}</text>\n<text x=\"{}\" y=\"{}\" text-anchor=\"end\">0</text>\n",
+        left - 4.0,
+        top + 4.0,
+        left - 4.0,
+        top + h
+    ));
+    let span = i64::try_from(to - from).unwrap_or(0) - 1000;
+    let mut t = -1000i64;
+    while t <= span {
+        let x = x_of(t);
+        o.push_str(&format!(
+            "<line x1=\"{x:.1}\" y1=\"{y}\" x2=\"{x:.1}\" y2=\"{y2}\" stroke=\"black\"/><text x=\"{x:.1}\" y=\"{ty}\" text-anchor=\"middle\">{t:+}</text>\n",
+            y = top + h,
+            y2 = top + h + 5.0,
+            ty = top + h + 18.0
+        ));
+        t += 500;
+    }
+    o.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">ms from the fault</text>\n",
+        left + w / 2.0,
+        top + h + 38.0
+    ));
+    for (i, s) in report.steps.iter().enumerate() {
+        let x = x_of(s.at_ms);
+        o.push_str(&format!(
+            "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{y}\" stroke=\"#d62728\" stroke-dasharray=\"4 3\"/><text x=\"{tx:.1}\" y=\"{ty}\" fill=\"#d62728\">{what}</text>\n",
+            y = top + h,
+            tx = x + 3.0,
+            ty = top + 14.0 + 14.0 * (i % 4) as f64,
+            what = xml_escape(&s.what)
+        ));
+    }
+    o.push_str("</svg>\n");
+    o
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// What to drill.
@@ -295,41 +796,250 @@ pub struct DrillOptions {
     pub conns: u32,
     /// Traffic before the fault.
     pub warmup: Duration,
-    /// Traffic after the fault.
+    /// Traffic after the fault('s last step).
     pub after: Duration,
+    /// Where to write the picture (`None`: `drill-<mode>-<fault>.svg` in the current
+    /// directory).
+    pub svg: Option<PathBuf>,
+}
+
+/// How long a multi-step fault may take beyond `warmup + after` (a dataplane restart, the
+/// resync), the client's hard bound.
+const STEPS_BUDGET: Duration = Duration::from_secs(60);
+/// Bound for a director to reach a role.
+const ROLE_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits (bounded) until director `id`'s syncd reports `role` in a status file written after
+/// `since_ms`; returns when (unix ms).
+fn wait_role(
+    rack: &Rack,
+    id: DirectorId,
+    role: &str,
+    since_ms: u64,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<u64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        cancel.check()?;
+        let st = rack.syncd_status(id);
+        if let Some(s) = &st
+            && s.role == role
+            && s.updated_unix_ms > since_ms
+        {
+            return Ok(s
+                .updated_unix_ms
+                .saturating_sub(s.role_for_ms)
+                .max(since_ms));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Topology(format!(
+                "director {} did not become {role} within {} s (last: {:?}; see {})",
+                id.letter(),
+                timeout.as_secs(),
+                st.map(|s| s.role),
+                rack.state().syncd_log(id).display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (bounded) for A active and B standby. If B won the start-up election (A's syncd came
+/// up after B's initial hold, as happens on a loaded box: B then holds on, there being no
+/// preemption), B's syncd is restarted once so that A takes over and B comes back as the
+/// standby.
+fn settle(rack: &mut Rack, cancel: &Cancel) -> Result<()> {
+    let deadline = Instant::now() + ROLE_WAIT;
+    let mut since = 0;
+    let mut restarted = false;
+    loop {
+        cancel.check()?;
+        let role = |id| {
+            rack.syncd_status(id)
+                .filter(|s| s.updated_unix_ms > since)
+                .map(|s| s.role)
+        };
+        let (a, b) = (role(DirectorId::A), role(DirectorId::B));
+        if a.as_deref() == Some("Active") && b.as_deref() == Some("Standby") {
+            return Ok(());
+        }
+        let b_won =
+            b.as_deref() == Some("Active") && matches!(a.as_deref(), Some("Standby" | "Syncing"));
+        if b_won && !restarted {
+            tracing::warn!("B won the start-up election; restarting B's syncd so that A is active");
+            since = now_unix_ms();
+            rack.restart_syncd(DirectorId::B, false)?;
+            restarted = true;
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Topology(format!(
+                "the pair did not settle (A active, B standby) within {} s: A {a:?}, B {b:?} \
+                 (see {})",
+                ROLE_WAIT.as_secs(),
+                rack.state().path().display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The role in director `id`'s status file, or `gone (was …)` when the file is no longer
+/// rewritten (its syncd was killed).
+fn role_now(rack: &Rack, id: DirectorId) -> Option<String> {
+    let s = rack.syncd_status(id)?;
+    if now_unix_ms().saturating_sub(s.updated_unix_ms) > 10 * STATUS_INTERVAL_MS {
+        Some(format!("gone (was {})", s.role))
+    } else {
+        Some(s.role)
+    }
+}
+
+/// What the fault did: its time (the instant takeover is measured from), the time of its last
+/// step, the steps, and what was killed.
+struct Injected {
+    fault_ms: u64,
+    /// When the fault was complete (the processes reaped, the links down): only lines sent
+    /// and connections opened after this prove the takeover.
+    done_ms: u64,
+    last_ms: u64,
+    steps: Vec<(String, u64)>,
+    killed: Vec<String>,
+}
+
+fn inject(
+    rack: &mut Rack,
+    fault: Fault,
+    after: Duration,
+    ready_timeout: Duration,
+    cancel: &Cancel,
+) -> Result<Injected> {
+    let mut steps = Vec::new();
+    let mut killed = Vec::new();
+    let now = now_unix_ms;
+    let fault_ms;
+    let done_ms;
+    match fault {
+        Fault::Kill => {
+            fault_ms = now();
+            killed = rack.kill_director(DirectorId::A);
+            done_ms = now();
+            steps.push(("A killed".into(), fault_ms));
+        }
+        Fault::LinkDown => {
+            fault_ms = now();
+            let ports = rack.set_ports_link(DirectorId::A, false)?;
+            done_ms = now();
+            steps.push((format!("A's ports down ({})", ports.join(", ")), fault_ms));
+            let t = wait_role(rack, DirectorId::B, "Active", fault_ms, ROLE_WAIT, cancel)?;
+            steps.push(("B active".into(), t));
+        }
+        Fault::Failback => {
+            fault_ms = now();
+            killed = rack.kill_director(DirectorId::A);
+            done_ms = now();
+            steps.push(("A killed".into(), fault_ms));
+            let t = wait_role(rack, DirectorId::B, "Active", fault_ms, ROLE_WAIT, cancel)?;
+            steps.push(("B active".into(), t));
+            std::thread::sleep(Duration::from_millis(1000));
+            let r = now();
+            rack.restart_director(DirectorId::A, true, ready_timeout, cancel)?;
+            steps.push(("A restarted".into(), r));
+            steps.push(("A's syncd up".into(), now()));
+            let t = wait_role(rack, DirectorId::A, "Active", r, ROLE_WAIT, cancel)?;
+            steps.push(("A active again".into(), t));
+        }
+        Fault::StandbyRestart => {
+            let r = now();
+            killed = rack.kill_director(DirectorId::B);
+            rack.restart_director(DirectorId::B, false, ready_timeout, cancel)?;
+            steps.push(("B restarted".into(), r));
+            let t = wait_role(rack, DirectorId::B, "Standby", r, ROLE_WAIT, cancel)?;
+            steps.push(("B standby (sync complete)".into(), t));
+            std::thread::sleep(Duration::from_millis(500));
+            fault_ms = now();
+            killed.extend(rack.kill_director(DirectorId::A));
+            done_ms = now();
+            steps.push(("A killed".into(), fault_ms));
+        }
+        Fault::SyncCut => {
+            fault_ms = now();
+            rack.set_sync_link(DirectorId::A, false)?;
+            done_ms = now();
+            steps.push(("sync0 down in A".into(), fault_ms));
+            std::thread::sleep(after);
+            let h = now();
+            rack.set_sync_link(DirectorId::A, true)?;
+            steps.push(("sync0 up".into(), h));
+            let t = wait_role(rack, DirectorId::B, "Standby", h, ROLE_WAIT, cancel)?;
+            steps.push(("B standby (resynced)".into(), t));
+        }
+    }
+    let last_ms = steps.iter().map(|s| s.1).max().unwrap_or(fault_ms);
+    Ok(Injected {
+        fault_ms,
+        done_ms,
+        last_ms,
+        steps,
+        killed,
+    })
+}
+
+/// Samples both syncd status files every [`ROLE_SAMPLE_EVERY`] until `stop` (bounded by
+/// `bound`).
+fn sample_roles(
+    files: [(String, PathBuf); 2],
+    stop: Arc<AtomicBool>,
+    bound: Duration,
+) -> std::thread::JoinHandle<Vec<RoleSample>> {
+    std::thread::spawn(move || {
+        let end = Instant::now() + bound;
+        let mut out = Vec::new();
+        while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+            for (d, f) in &files {
+                if let Ok(s) = crate::pair::SyncdStatus::read(f) {
+                    out.push(RoleSample {
+                        director: d.clone(),
+                        updated_ms: s.updated_unix_ms,
+                        role: s.role,
+                        role_for_ms: s.role_for_ms,
+                        reason: s.role_reason,
+                    });
+                }
+            }
+            std::thread::sleep(ROLE_SAMPLE_EVERY);
+        }
+        out
+    })
 }
 
 /// Brings a failover pair up (from `rack`), waits for A active and B standby, runs the
 /// drill, tears the rack down (also on failure) and reports.
 pub fn run_drill(mut rack_opts: RackOptions, opts: &DrillOptions) -> Result<DrillReport> {
     rack_opts.pair = true;
-    let cancel: Cancel = rack_opts.cancel.clone();
     let mut rack = Rack::up(&rack_opts)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        cancel.check()?;
-        let (a, b) = (
-            rack.syncd_role(DirectorId::A),
-            rack.syncd_role(DirectorId::B),
-        );
-        if a.as_deref() == Some("Active") && b.as_deref() == Some("Standby") {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(Error::Topology(format!(
-                "the pair did not settle within 30 s: A {a:?}, B {b:?} (see {})",
-                rack.state().path().display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let report = drill_on(&mut rack, &rack_opts, opts);
+    rack.down()?;
+    report
+}
+
+/// The drill on a pair that is up (left up, faults and all; the caller tears it down).
+pub fn drill_on(
+    rack: &mut Rack,
+    rack_opts: &RackOptions,
+    opts: &DrillOptions,
+) -> Result<DrillReport> {
+    let cancel: Cancel = rack_opts.cancel.clone();
+    settle(rack, &cancel)?;
     tracing::info!("pair settled: A active, B standby with a complete copy");
     let vip = rack.spec().mode_vip(opts.mode);
     let tool = rack
         .tool()
         .ok_or_else(|| Error::Topology("no tandem-rack binary to run the drill client".into()))?
         .to_path_buf();
-    let total = opts.warmup + opts.after;
+    let stop_file = rack.state().path().join("drill.stop");
+    let _ = std::fs::remove_file(&stop_file);
+    let bound = opts.warmup + opts.after + STEPS_BUDGET;
     let client = Cmd::new(vec![
         "ip".into(),
         "netns".into(),
@@ -342,29 +1052,108 @@ pub fn run_drill(mut rack_opts: RackOptions, opts: &DrillOptions) -> Result<Dril
         "--conns".into(),
         opts.conns.to_string(),
         "--duration-ms".into(),
-        total.as_millis().to_string(),
+        bound.as_millis().to_string(),
+        "--stop-file".into(),
+        stop_file.display().to_string(),
     ])
-    .timeout(total + Duration::from_secs(60));
+    .timeout(bound + Duration::from_secs(30));
+    let sampling = Arc::new(AtomicBool::new(false));
+    let sampler = sample_roles(
+        [
+            ("A".into(), rack.state().syncd_status(DirectorId::A)),
+            ("B".into(), rack.state().syncd_status(DirectorId::B)),
+        ],
+        sampling.clone(),
+        bound + Duration::from_secs(30),
+    );
     let handle = std::thread::spawn(move || client.run());
     std::thread::sleep(opts.warmup);
-    cancel.check()?;
-    let fault_ms = now_unix_ms();
-    let killed = match opts.fault {
-        Fault::Kill => rack.kill_director(DirectorId::A),
-    };
-    tracing::info!(?killed, "fault injected");
+    let injected = cancel.check().and_then(|()| {
+        inject(
+            rack,
+            opts.fault,
+            opts.after,
+            rack_opts.ready_timeout,
+            &cancel,
+        )
+    });
+    if injected.is_ok() && opts.fault != Fault::SyncCut {
+        std::thread::sleep(opts.after);
+    } else if injected.is_ok() {
+        // sync-cut: `after` ran with the link cut; a little more after the heal.
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    // Whatever happened, the client and the sampler stop now.
+    if let Err(e) = std::fs::write(&stop_file, b"stop\n") {
+        tracing::warn!(error = %e, file = %stop_file.display(), "writing the drill's stop file");
+    }
     let out = handle
         .join()
-        .map_err(|_| Error::Topology("the drill client thread panicked".into()))??;
+        .map_err(|_| Error::Topology("the drill client thread panicked".into()))?;
+    sampling.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap_or_default();
+    let injected = injected?;
+    tracing::info!(steps = ?injected.steps, "fault injected");
+    let out = out?;
     let trace: ClientTrace = serde_json::from_str(&out.stdout)
         .map_err(|e| Error::parse("drill client output", e.to_string()))?;
-    let mut report = DrillReport::compute(&trace, fault_ms);
+    let fault_ms = injected.fault_ms;
+    let mut report = DrillReport::compute(&trace, fault_ms, injected.done_ms, injected.last_ms);
     report.mode = opts.mode.name().into();
-    report.fault = "kill".into();
-    report.killed = killed;
-    report.b_role_after = rack.syncd_role(DirectorId::B);
-    rack.down()?;
+    report.fault = opts.fault.name().into();
+    if !opts.fault.takes_over() {
+        report.takeover_ms = None;
+    }
+    report.killed = injected.killed;
+    report.steps = injected
+        .steps
+        .iter()
+        .map(|(what, t)| Step {
+            what: what.clone(),
+            at_ms: i64::try_from(i128::from(*t) - i128::from(fault_ms)).unwrap_or(0),
+        })
+        .collect();
+    report.set_roles(&samples, fault_ms);
+    report.a_role_after = role_now(rack, DirectorId::A);
+    report.b_role_after = role_now(rack, DirectorId::B);
+    let path = opts
+        .svg
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("drill-{}-{}.svg", report.mode, report.fault)));
+    match write_svg(&path, &svg(&trace, &report, fault_ms)) {
+        Ok(p) => report.svg = Some(p),
+        Err(e) => tracing::warn!(error = %e, "writing the drill's picture"),
+    }
+    let slow = |v: Option<u64>| v.is_some_and(|v| v > 1000);
+    if report.max_actives > 1
+        || report.broken > 0
+        || report.survived < report.established
+        || slow(report.takeover_ms)
+        || slow(report.new_flow_ms)
+    {
+        for id in DirectorId::ALL {
+            for (from, what) in [
+                (rack.state().syncd_log(id), "syncd.log"),
+                (rack.state().log(id), "dataplane.log"),
+            ] {
+                let to = path.with_extension(format!("{}.{what}", id.lower()));
+                match std::fs::copy(&from, &to) {
+                    Ok(_) => report.kept_logs.push(to.display().to_string()),
+                    Err(e) => tracing::warn!(error = %e, from = %from.display(), "keeping a log"),
+                }
+            }
+        }
+        tracing::warn!(logs = ?report.kept_logs, "the drill failed: logs kept");
+    }
     Ok(report)
+}
+
+fn write_svg(path: &Path, text: &str) -> Result<String> {
+    std::fs::write(path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    Ok(std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string())
 }
 
 #[cfg(test)]
@@ -396,7 +1185,31 @@ mod tests {
         let r = DrillReport::compute(
             &ClientTrace {
                 conns: vec![ok, late, broken, never],
+                new_flows: vec![
+                    NewFlow {
+                        started_ms: 390,
+                        answered_ms: Some(395),
+                        error: None,
+                    },
+                    NewFlow {
+                        started_ms: 410,
+                        answered_ms: Some(640),
+                        error: None,
+                    },
+                    NewFlow {
+                        started_ms: 430,
+                        answered_ms: Some(620),
+                        error: None,
+                    },
+                    NewFlow {
+                        started_ms: 450,
+                        answered_ms: None,
+                        error: Some("connect: timed out".into()),
+                    },
+                ],
             },
+            400,
+            400,
             400,
         );
         assert_eq!((r.conns, r.established, r.survived, r.broken), (4, 3, 2, 1));
@@ -407,5 +1220,98 @@ mod tests {
         assert_eq!(r.lost_messages, 2);
         assert_eq!(r.errors, vec!["read: reset".to_string()]);
         assert!(r.table().contains("survived"));
+        // The first answer to a new connection opened after the fault.
+        assert_eq!(r.new_flow_ms, Some(220));
+        assert_eq!((r.new_flows, r.new_flows_answered), (4, 3));
+        // A survivor must answer a line sent after the last step too.
+        let later = DrillReport::compute(
+            &ClientTrace {
+                conns: vec![ConnTrace {
+                    established: true,
+                    sent: 3,
+                    answers_ms: vec![100, 500, 600],
+                    sent_ms: vec![99, 499, 599],
+                    ..ConnTrace::default()
+                }],
+                new_flows: Vec::new(),
+            },
+            400,
+            400,
+            700,
+        );
+        assert_eq!((later.survived, later.broken), (0, 1));
+    }
+
+    fn sample(d: &str, updated_ms: u64, role: &str, role_for_ms: u64) -> RoleSample {
+        RoleSample {
+            director: d.into(),
+            updated_ms,
+            role: role.into(),
+            role_for_ms,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn role_timeline_counts_actives() {
+        // A active, killed at ~1000 (last file at 990); B active from 1180; A back at 3000 as
+        // standby, preempts: B steps down at 3500, A active at 3510.
+        let samples = vec![
+            sample("A", 900, "Active", 800),
+            sample("A", 990, "Active", 890),
+            sample("B", 950, "Standby", 850),
+            sample("B", 1200, "Active", 20),
+            sample("B", 3450, "Active", 2270),
+            sample("A", 3050, "Init", 50),
+            sample("A", 3300, "Standby", 100),
+            sample("B", 3520, "Syncing", 20),
+            sample("A", 3540, "Active", 30),
+        ];
+        let spans = role_spans(&samples);
+        assert_eq!((max_actives(&spans)), (1, 0));
+        let a: Vec<_> = spans
+            .iter()
+            .filter(|s| s.director == "A" && s.role == "Active")
+            .map(|s| (s.from_ms, s.to_ms))
+            .collect();
+        // The dead A's span ends one status interval after its last file.
+        assert_eq!(a, vec![(100, 1040), (3510, 3590)]);
+        // Two actives at once are seen, with their overlap.
+        let split = vec![
+            sample("A", 1000, "Active", 1000),
+            sample("A", 2000, "Active", 2000),
+            sample("B", 1500, "Active", 100),
+            sample("B", 1900, "Active", 500),
+        ];
+        assert_eq!(max_actives(&role_spans(&split)), (2, 550));
+        let f = |s: &str| s.parse::<Fault>();
+        assert_eq!(f("sync-cut").ok(), Some(Fault::SyncCut));
+        assert!(f("reboot").is_err());
+    }
+
+    #[test]
+    fn picture_is_an_svg_with_the_steps() {
+        let trace = ClientTrace {
+            conns: vec![ConnTrace {
+                established: true,
+                answers_ms: (0..50).map(|i| 10_000 + i * 100).collect(),
+                ..ConnTrace::default()
+            }],
+            new_flows: Vec::new(),
+        };
+        let r = DrillReport {
+            mode: "nat".into(),
+            fault: "kill".into(),
+            steps: vec![Step {
+                what: "A killed <now>".into(),
+                at_ms: 0,
+            }],
+            ..DrillReport::default()
+        };
+        let s = svg(&trace, &r, 12_000);
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        assert!(s.contains("A killed &lt;now&gt;"));
+        // 30 answers fall in the window (11 000-14 000), one rectangle each, plus the frame.
+        assert_eq!(s.matches("fill=\"#3b6fb6\"").count(), 30);
     }
 }

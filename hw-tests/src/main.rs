@@ -212,6 +212,10 @@ enum Command {
         /// Run real TCP/UDP traffic through these forwarding modes: nat,tun,dr, all, or none.
         #[arg(long, default_value = "all", value_name = "nat,tun,dr")]
         modes: String,
+        /// Connections of the failover drill (kill) the demo ends with in each mode; 0: no
+        /// drills.
+        #[arg(long, default_value_t = tandem_hw_tests::demo::DEMO_DRILL_CONNS)]
+        drill_conns: u32,
     },
     /// (Rack helper) A real server's services: TCP answers each line `X` with
     /// `<name>:<port> X`, UDP each datagram likewise. Run by `up` inside each real server.
@@ -241,7 +245,7 @@ enum Command {
         /// nat, tun or dr.
         #[arg(long, default_value = "nat")]
         mode: Mode,
-        /// kill (link-down, failback, standby-restart, sync-cut: not yet).
+        /// kill, link-down, failback, standby-restart or sync-cut (docs/failover.md).
         #[arg(long, default_value = "kill")]
         fault: tandem_hw_tests::drill::Fault,
         /// Long-lived connections.
@@ -256,6 +260,10 @@ enum Command {
         /// One JSON object on stdout instead of the table.
         #[arg(long)]
         json: bool,
+        /// Where to write the picture of answers per 10 ms (default:
+        /// drill-<mode>-<fault>.svg in the current directory).
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
     /// (Rack helper) The drill's client: long-lived connections, a line every 100 ms each,
     /// every answer's time as JSON. Run inside the client namespace.
@@ -267,9 +275,12 @@ enum Command {
         /// Connections.
         #[arg(long)]
         conns: u32,
-        /// How long, ms.
+        /// How long at most, ms.
         #[arg(long)]
         duration_ms: u64,
+        /// Stop early once this file exists.
+        #[arg(long)]
+        stop_file: Option<PathBuf>,
     },
     /// What is up: namespaces, dataplane processes, their last counters.
     Status {
@@ -408,11 +419,20 @@ fn run(command: Command) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { up, json, modes } => {
+        Command::Demo {
+            up,
+            json,
+            modes,
+            drill_conns,
+        } => {
             let modes = Mode::parse_list(&modes)?;
             let cancel = cancel_on_signals()?;
             let opts = options(up, cancel);
-            let report = tandem_hw_tests::demo::run_demo_with_modes(&opts, &modes)?;
+            let report = tandem_hw_tests::demo::run_demo_with_drills(
+                &opts,
+                &modes,
+                (drill_conns > 0).then_some(drill_conns),
+            )?;
             if json {
                 let text = serde_json::to_string_pretty(&report)
                     .map_err(|e| Error::parse("demo report", e.to_string()))?;
@@ -434,6 +454,7 @@ fn run(command: Command) -> Result<ExitCode, Error> {
             warmup_ms,
             after_ms,
             json,
+            svg,
         } => {
             let cancel = cancel_on_signals()?;
             let opts = options(up, cancel);
@@ -443,6 +464,7 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                 conns,
                 warmup: std::time::Duration::from_millis(warmup_ms),
                 after: std::time::Duration::from_millis(after_ms),
+                svg,
             };
             let report = tandem_hw_tests::drill::run_drill(opts, &drill)?;
             if json {
@@ -464,11 +486,13 @@ fn run(command: Command) -> Result<ExitCode, Error> {
             target,
             conns,
             duration_ms,
+            stop_file,
         } => {
             let trace = tandem_hw_tests::drill::run_client(
                 target,
                 conns,
                 std::time::Duration::from_millis(duration_ms),
+                stop_file,
             )?;
             let text = serde_json::to_string(&trace)
                 .map_err(|e| Error::parse("drill trace", e.to_string()))?;

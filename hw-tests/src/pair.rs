@@ -133,14 +133,20 @@ pub fn write_certificates(dir: &Path) -> Result<()> {
 }
 
 /// The `tandem-syncd` configuration of director `id`.
-pub fn syncd_config(id: DirectorId, certs: &Path, socket: &Path, status: &Path) -> String {
+pub fn syncd_config(
+    id: DirectorId,
+    certs: &Path,
+    socket: &Path,
+    status: &Path,
+    preempt: bool,
+) -> String {
     let peer = other(id);
     format!(
         r#"# Written by tandem-rack (failover pair).
 [node]
 id = {node}
 priority = {priority}
-preempt = false
+preempt = {preempt}
 
 [heartbeat]
 interval_ms = 50
@@ -184,6 +190,15 @@ status_interval_ms = 50
 pub struct SyncdStatus {
     /// `Active`, `Standby`, `Syncing`, ...
     pub role: String,
+    /// When the file was written (unix ms).
+    #[serde(default)]
+    pub updated_unix_ms: u64,
+    /// How long the role had been held when the file was written.
+    #[serde(default)]
+    pub role_for_ms: u64,
+    /// Why it changed to it (`PeerDead`, `Yielded`, ...).
+    #[serde(default)]
+    pub role_reason: String,
 }
 
 impl SyncdStatus {

@@ -935,6 +935,10 @@ pub struct Rack {
     armed: bool,
     /// The failover pair's `tandem-syncd`s.
     syncds: Vec<(DirectorId, Option<Child>, u32)>,
+    /// Each director's services as applied at start (applied again after a restart).
+    services: Vec<(DirectorId, Vec<tandem_dataplane::config::ServiceSection>)>,
+    /// The dataplane binary (for a restart).
+    binary: Option<PathBuf>,
 }
 
 impl Rack {
@@ -982,6 +986,8 @@ impl Rack {
             ctls: Vec::new(),
             armed: true,
             syncds: Vec::new(),
+            services: Vec::new(),
+            binary: binary.clone(),
         };
         let state = rack.state.path().to_path_buf();
         if state.exists() {
@@ -1200,6 +1206,7 @@ impl Rack {
                 "services applied with tandemctl"
             );
             self.ctls.push((id, ctl));
+            self.services.push((id, list));
         }
         if opts.pair {
             self.start_syncds()?;
@@ -1220,24 +1227,96 @@ impl Rack {
             .map_err(|e| Error::io(format!("creating {}", certs.display()), e))?;
         crate::pair::write_certificates(&certs)?;
         for id in DirectorId::ALL {
-            let Some(d) = self.spec.director(id) else {
-                continue;
-            };
-            let cfg = self.state.syncd_config(id);
-            write_file(
-                &cfg,
-                &crate::pair::syncd_config(
-                    id,
-                    &certs,
-                    &self.state.sync_socket(id),
-                    &self.state.syncd_status(id),
-                ),
-            )?;
-            let netns = self.prefix.netns(&d.host);
-            let child = process::spawn_in_netns(&netns, &syncd, &cfg, &self.state.syncd_log(id))?;
-            let pid = child.id();
-            tracing::info!(director = id.letter(), pid, netns = %netns, "tandem-syncd started");
-            self.syncds.push((id, Some(child), pid));
+            if self.spec.director(id).is_some() {
+                self.spawn_syncd(&syncd, id, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes director `id`'s syncd configuration (with `preempt`) and starts it.
+    fn spawn_syncd(&mut self, syncd: &Path, id: DirectorId, preempt: bool) -> Result<()> {
+        let d = self
+            .spec
+            .director(id)
+            .ok_or_else(|| Error::Topology(format!("no director {}", id.letter())))?;
+        let netns = self.prefix.netns(&d.host);
+        let certs = self.state.path().join("certs");
+        let cfg = self.state.syncd_config(id);
+        write_file(
+            &cfg,
+            &crate::pair::syncd_config(
+                id,
+                &certs,
+                &self.state.sync_socket(id),
+                &self.state.syncd_status(id),
+                preempt,
+            ),
+        )?;
+        let child = process::spawn_in_netns(&netns, syncd, &cfg, &self.state.syncd_log(id))?;
+        let pid = child.id();
+        tracing::info!(director = id.letter(), pid, netns = %netns, preempt, "tandem-syncd started");
+        self.syncds.retain(|s| s.0 != id);
+        self.syncds.push((id, Some(child), pid));
+        Ok(())
+    }
+
+    /// SIGKILL of director `id`'s syncd alone and a new one (`preempt` as given).
+    pub fn restart_syncd(&mut self, id: DirectorId, preempt: bool) -> Result<()> {
+        for s in self.syncds.iter_mut().filter(|s| s.0 == id) {
+            process::signal(s.2, libc::SIGKILL);
+            if let Some(mut c) = s.1.take() {
+                let _ = c.wait();
+            }
+        }
+        let syncd = crate::pair::locate_syncd()?;
+        self.spawn_syncd(&syncd, id, preempt)
+    }
+
+    /// Restarts director `id` as a box that comes back: SIGKILL of whatever of it still runs,
+    /// then its dataplane from the same configuration (waiting until it is ready), its
+    /// services again with `tandemctl`, and its syncd (`preempt` as given). Bounded by
+    /// `timeout` for the dataplane's readiness.
+    pub fn restart_director(
+        &mut self,
+        id: DirectorId,
+        preempt: bool,
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> Result<()> {
+        let binary = self
+            .binary
+            .clone()
+            .ok_or_else(|| Error::Topology("the rack was started without dataplanes".into()))?;
+        self.kill_director(id);
+        let index = self
+            .directors
+            .iter()
+            .position(|d| d.id == id)
+            .ok_or_else(|| Error::Topology(format!("director {} was not started", id.letter())))?;
+        // Readiness is a fresh stats file: the dead process's one must not count.
+        let _ = std::fs::remove_file(self.state.stats(id));
+        let netns = self.directors[index].netns.clone();
+        let child =
+            process::spawn_in_netns(&netns, &binary, &self.state.config(id), &self.state.log(id))?;
+        let pid = child.id();
+        write_file(&self.state.pid(id), &format!("{pid}\n"))?;
+        tracing::info!(director = id.letter(), pid, netns = %netns, "dataplane restarted");
+        self.directors[index].child = Some(child);
+        self.directors[index].pid = pid;
+        self.wait_ready(index, timeout, cancel)?;
+        let list = self
+            .services
+            .iter()
+            .find(|s| s.0 == id)
+            .map(|s| s.1.clone())
+            .unwrap_or_default();
+        if let Some(ctl) = self.ctl(id) {
+            ctl.apply(&list)?;
+        }
+        if self.syncds.iter().any(|s| s.0 == id) {
+            let syncd = crate::pair::locate_syncd()?;
+            self.spawn_syncd(&syncd, id, preempt)?;
         }
         Ok(())
     }
@@ -1249,9 +1328,65 @@ impl Rack {
             .map(|s| s.role)
     }
 
+    /// Director `id`'s syncd status file, if it can be read.
+    pub fn syncd_status(&self, id: DirectorId) -> Option<crate::pair::SyncdStatus> {
+        crate::pair::SyncdStatus::read(&self.state.syncd_status(id)).ok()
+    }
+
     /// The pid of director `id`'s syncd.
     pub fn syncd_pid(&self, id: DirectorId) -> Option<u32> {
         self.syncds.iter().find(|s| s.0 == id).map(|s| s.2)
+    }
+
+    /// Sets director `id`'s sync-link interface (`sync0` in its namespace) up or down: the
+    /// sync link is cut (or healed) while both directors live.
+    pub fn set_sync_link(&self, id: DirectorId, up: bool) -> Result<()> {
+        let d = self
+            .spec
+            .director(id)
+            .ok_or_else(|| Error::Topology(format!("no director {}", id.letter())))?;
+        let ns = self.prefix.netns(&d.host);
+        Cmd::new([
+            "ip",
+            "-n",
+            ns.as_str(),
+            "link",
+            "set",
+            "dev",
+            crate::pair::SYNC_IFACE,
+            if up { "up" } else { "down" },
+        ])
+        .timeout(Duration::from_secs(5))
+        .run()?;
+        Ok(())
+    }
+
+    /// Sets the switch-side ends of director `id`'s DPDK ports' veths up or down (cables
+    /// pulled: the director's own ends lose carrier). Returns the interfaces changed.
+    pub fn set_ports_link(&self, id: DirectorId, up: bool) -> Result<Vec<String>> {
+        let d = self
+            .spec
+            .director(id)
+            .ok_or_else(|| Error::Topology(format!("no director {}", id.letter())))?;
+        let sw = self.prefix.netns(&self.spec.topology.switch);
+        let mut changed = Vec::new();
+        for p in &d.ports {
+            let port = crate::topology::Topology::switch_port(&d.host, &p.iface);
+            Cmd::new([
+                "ip",
+                "-n",
+                sw.as_str(),
+                "link",
+                "set",
+                "dev",
+                port.as_str(),
+                if up { "up" } else { "down" },
+            ])
+            .timeout(Duration::from_secs(5))
+            .run()?;
+            changed.push(port);
+        }
+        Ok(changed)
     }
 
     /// SIGKILL of director `id`'s dataplane and syncd, as a crashed box. Their children are

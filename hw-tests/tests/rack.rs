@@ -281,16 +281,28 @@ fn demo_json_all_checks_pass() {
     if let Err(e) = locate_dataplane(None) {
         panic!("{e}");
     }
+    // The demo ends with a failover drill per mode; their pictures go to the current directory.
+    let pictures = std::env::temp_dir().join("trk2-demo");
+    std::fs::create_dir_all(&pictures).expect("a directory for the demo's pictures");
     let out = Command::new(env!("CARGO_BIN_EXE_tandem-rack"))
-        .args(["demo", "--json", "--prefix", "trk2"])
+        .args(["demo", "--json", "--prefix", "trk2", "--drill-conns", "20"])
+        .current_dir(&pictures)
         .output()
         .expect("run tandem-rack demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let v: serde_json::Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("stdout is one JSON object ({e}):\n{stdout}\n{stderr}"));
+    let _ = std::fs::remove_dir_all(&pictures);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     assert_eq!(v["ok"], true);
+    let drills = v["drills"].as_array().expect("a drills section");
+    assert_eq!(drills.len(), 3, "{drills:?}");
+    for d in drills {
+        assert_eq!(d["established"], 20, "{d}");
+        assert_eq!(d["survived"], 20, "{d}");
+        assert_eq!(d["broken"], 0, "{d}");
+    }
     assert_eq!(v["vip_ping_ok"], true);
     assert_eq!(v["director"], "A");
     assert_eq!(v["vip"], "203.0.113.10");
@@ -1078,7 +1090,9 @@ fn failover_drill_kill_in_each_mode() {
                 "--after-ms",
                 "2500",
                 "--json",
+                "--svg",
             ])
+            .arg(std::env::temp_dir().join(format!("trkd-{mode}-kill.svg")))
             .output()
             .expect("run tandem-rack drill");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -1101,4 +1115,177 @@ fn failover_drill_kill_in_each_mode() {
     }
     drop(cleanup);
     assert_nothing_left(&Prefix::new("trkd").expect("prefix"));
+}
+
+/// Runs `tandem-rack drill --json` for `fault` in `mode` with `conns` connections under
+/// `prefix`, bounded by `bound` (the process is killed beyond it), and returns its report.
+/// The picture goes to a temp file, checked to be an SVG.
+fn drill(
+    prefix: &str,
+    mode: &str,
+    fault: &str,
+    conns: u32,
+    bound: Duration,
+) -> tandem_hw_tests::drill::DrillReport {
+    let svg = std::env::temp_dir().join(format!("{prefix}-{mode}-{fault}.svg"));
+    let _ = std::fs::remove_file(&svg);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-rack"))
+        .args([
+            "drill",
+            "--prefix",
+            prefix,
+            "--mode",
+            mode,
+            "--fault",
+            fault,
+            "--conns",
+            &conns.to_string(),
+            "--warmup-ms",
+            "1500",
+            "--after-ms",
+            "2000",
+            "--json",
+            "--svg",
+        ])
+        .arg(&svg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tandem-rack drill");
+    let deadline = Instant::now() + bound;
+    while child.try_wait().expect("waiting for the drill").is_none() {
+        if Instant::now() > deadline {
+            // SIGTERM: the drill tears its rack down on the way out; the test's Cleanup
+            // guard removes whatever is left.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            std::thread::sleep(Duration::from_secs(10));
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{mode} {fault}: the drill ran longer than {} s",
+                bound.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("drill output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: tandem_hw_tests::drill::DrillReport =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "{mode} {fault}: no report ({e}): {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    println!("{mode} {fault}: {report:?}");
+    let picture = std::fs::read_to_string(&svg).expect("the drill's picture");
+    assert!(picture.starts_with("<svg"), "{mode} {fault}: not an SVG");
+    let _ = std::fs::remove_file(&svg);
+    assert!(
+        out.status.success(),
+        "{mode} {fault}: exit {:?}",
+        out.status
+    );
+    report
+}
+
+/// Every established connection survived, none broke, nothing was lost, and never were two
+/// directors active at once.
+fn assert_survived(report: &tandem_hw_tests::drill::DrillReport, conns: u32) {
+    let what = format!("{} {}: {report:?}", report.mode, report.fault);
+    assert_eq!(report.established, conns, "{what}");
+    assert_eq!(report.survived, conns, "{what}");
+    assert_eq!(report.broken, 0, "{what}");
+    assert_eq!(report.lost_messages, 0, "{what}");
+    assert_eq!(report.max_actives, 1, "{what}");
+    assert_eq!(report.dual_active_ms, 0, "{what}");
+    assert!(report.new_flow_ms.is_some(), "{what}");
+}
+
+#[test]
+fn failover_drill_sync_cut_keeps_one_active() {
+    let Some(_lock) = rack_tier("failover_drill_sync_cut_keeps_one_active") else {
+        return;
+    };
+    let cleanup = Cleanup::new("trsc");
+    let r = drill("trsc", "nat", "sync-cut", 20, Duration::from_secs(150));
+    assert_survived(&r, 20);
+    assert_eq!(r.takeover_ms, None, "no takeover: {r:?}");
+    // A stayed active throughout, B never became active, and B resynced after the heal.
+    assert!(
+        !r.role_changes.iter().any(|c| c.contains(" B Active ")),
+        "{r:?}"
+    );
+    assert_eq!(r.a_role_after.as_deref(), Some("Active"), "{r:?}");
+    assert_eq!(r.b_role_after.as_deref(), Some("Standby"), "{r:?}");
+    drop(cleanup);
+    assert_nothing_left(&Prefix::new("trsc").expect("prefix"));
+}
+
+#[test]
+fn failover_drill_failback_preempts_after_resync() {
+    let Some(_lock) = rack_tier("failover_drill_failback_preempts_after_resync") else {
+        return;
+    };
+    let cleanup = Cleanup::new("trfb");
+    let r = drill("trfb", "nat", "failback", 20, Duration::from_secs(180));
+    assert_survived(&r, 20);
+    assert!(r.takeover_ms.is_some_and(|t| t <= 1000), "{r:?}");
+    assert_eq!(r.a_role_after.as_deref(), Some("Active"), "{r:?}");
+    // B handed back only because A asked with a complete copy (`Yielded` answers only a
+    // preemption request that says sync complete), and A was active again after that.
+    let yielded = r
+        .role_changes
+        .iter()
+        .position(|c| c.contains(" B ") && c.ends_with("(Yielded)"))
+        .unwrap_or_else(|| panic!("B never yielded: {r:?}"));
+    assert!(
+        r.role_changes[yielded..]
+            .iter()
+            .any(|c| c.contains(" A Active ")),
+        "{r:?}"
+    );
+    drop(cleanup);
+    assert_nothing_left(&Prefix::new("trfb").expect("prefix"));
+}
+
+#[test]
+fn failover_drill_standby_restart_then_kill() {
+    let Some(_lock) = rack_tier("failover_drill_standby_restart_then_kill") else {
+        return;
+    };
+    let cleanup = Cleanup::new("trsr");
+    let r = drill(
+        "trsr",
+        "nat",
+        "standby-restart",
+        20,
+        Duration::from_secs(180),
+    );
+    assert_survived(&r, 20);
+    assert!(r.takeover_ms.is_some_and(|t| t <= 1000), "{r:?}");
+    assert_eq!(r.b_role_after.as_deref(), Some("Active"), "{r:?}");
+    drop(cleanup);
+    assert_nothing_left(&Prefix::new("trsr").expect("prefix"));
+}
+
+#[test]
+fn failover_drill_link_down_is_taken_over() {
+    let Some(_lock) = rack_tier("failover_drill_link_down_is_taken_over") else {
+        return;
+    };
+    let cleanup = Cleanup::new("trld");
+    let r = drill("trld", "nat", "link-down", 20, Duration::from_secs(150));
+    assert_survived(&r, 20);
+    assert!(r.takeover_ms.is_some_and(|t| t <= 1000), "{r:?}");
+    // A went to Fault (its dataplane refused syncd's heartbeats), B took over.
+    assert!(
+        r.role_changes.iter().any(|c| c.contains(" A Fault ")),
+        "{r:?}"
+    );
+    assert_eq!(r.b_role_after.as_deref(), Some("Active"), "{r:?}");
+    drop(cleanup);
+    assert_nothing_left(&Prefix::new("trld").expect("prefix"));
 }

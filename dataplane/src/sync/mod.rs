@@ -125,6 +125,9 @@ impl SyncCounters {
 #[derive(Debug)]
 pub struct SyncState {
     role: AtomicU8,
+    /// The service ports have lost their link ([`ports_down`]): syncd's heartbeat stream is
+    /// refused, so its role machine goes to `Fault` and the peer takes over.
+    ports_down: std::sync::atomic::AtomicBool,
     /// The counters.
     pub counters: SyncCounters,
     /// syncd's latest status report (`Local.ReportStatus`); control-thread work only.
@@ -142,8 +145,22 @@ impl SyncState {
         };
         SyncState {
             role: AtomicU8::new(role.to_u8()),
+            ports_down: std::sync::atomic::AtomicBool::new(false),
             counters: SyncCounters::default(),
             report: report::ReportSlot::default(),
+        }
+    }
+
+    /// Whether the service ports have lost their link.
+    pub fn ports_down(&self) -> bool {
+        self.ports_down.load(Ordering::Acquire)
+    }
+
+    /// Records the ports' link; going down also stands the director down at once.
+    pub fn set_ports_down(&self, down: bool) {
+        self.ports_down.store(down, Ordering::Release);
+        if down && self.role() == Role::Active {
+            self.set_role(Role::Standby);
         }
     }
 
@@ -295,5 +312,75 @@ impl SyncWiring {
             peer,
             heartbeat_port,
         }
+    }
+}
+
+/// The kernel interfaces behind the ports: the `iface=` of each port's `af_xdp`/`af_packet`
+/// vdev in the EAL arguments (`--vdev net_af_xdp0,iface=out0,...`), whose PMDs report their
+/// link up whatever the cable does. Other devices have none.
+pub fn kernel_ifaces<'a>(
+    eal_args: &[String],
+    devices: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let vdevs: Vec<&str> = eal_args
+        .iter()
+        .map(|a| a.strip_prefix("--vdev=").unwrap_or(a))
+        .collect();
+    devices
+        .into_iter()
+        .filter_map(|d| {
+            vdevs.iter().find_map(|v| {
+                let mut kv = v.split(',');
+                (kv.next() == Some(d))
+                    .then(|| kv.find_map(|kv| kv.strip_prefix("iface=")))
+                    .flatten()
+                    .map(str::to_owned)
+            })
+        })
+        .collect()
+}
+
+/// Whether any of `ifaces` has lost its carrier (`/sys/class/net/<iface>/carrier` is not
+/// `1`, or cannot be read: an interface set down reads as an error).
+pub fn ports_down(ifaces: &[String]) -> bool {
+    ifaces.iter().any(|i| {
+        std::fs::read_to_string(format!("/sys/class/net/{i}/carrier"))
+            .map(|c| c.trim() != "1")
+            .unwrap_or(true)
+    })
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    #[test]
+    fn ifaces_of_vdevs() {
+        let eal: Vec<String> = [
+            "-l",
+            "1",
+            "--vdev",
+            "net_af_xdp0,iface=out0,start_queue=0,queue_count=1",
+            "--vdev=net_af_packet1,iface=in0,qpairs=1",
+            "--vdev",
+            "net_null0",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            kernel_ifaces(&eal, ["net_af_xdp0", "net_af_packet1", "net_null0"]),
+            vec!["out0".to_string(), "in0".to_string()]
+        );
+        assert!(ports_down(&["no-such-iface-tandem".to_string()]));
+        assert!(!ports_down(&[]));
+    }
+
+    #[test]
+    fn ports_down_stands_the_director_down() {
+        let s = SyncState::new(true);
+        s.set_role(Role::Active);
+        s.set_ports_down(true);
+        assert!(s.ports_down());
+        assert_eq!(s.role(), Role::Standby);
     }
 }

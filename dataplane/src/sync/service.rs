@@ -445,6 +445,13 @@ impl Local for LocalService {
         &self,
         req: Request<Streaming<pb::HeartbeatMessage>>,
     ) -> Result<Response<Self::ExchangeHeartbeatsStream>, Status> {
+        // Ports without link: the director cannot serve, so syncd must see its dataplane down
+        // (its role machine goes to `Fault`, which the peer takes over from at once).
+        if self.inner.setup.wiring.state.ports_down() {
+            return Err(Status::unavailable(
+                "the service ports are down (no carrier)",
+            ));
+        }
         let mut inbound = req.into_inner();
         let i = Arc::clone(&self.inner);
         i.heartbeat_streams.fetch_add(1, Ordering::AcqRel);
@@ -474,6 +481,17 @@ impl Local for LocalService {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !tx.is_closed() {
                 tick.tick().await;
+                if w.state.ports_down() {
+                    warn!(
+                        "sync: the service ports lost their link: ending syncd's heartbeat stream"
+                    );
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "the service ports are down (no carrier)",
+                        )))
+                        .await;
+                    break;
+                }
                 while let Ok(f) = w.hb_in.1.try_recv() {
                     match pb::HeartbeatMessage::decode(f.data()) {
                         Ok(hb) => {
