@@ -19,8 +19,11 @@ use tandem_core::lb::{Endpoint, Protocol};
 use super::{LcoreMsg, Role, SyncCommand, SyncCounters, SyncOp, SyncState, SyncWiring};
 
 /// Gratuitous ARPs after becoming active: at once, then again after these delays (ns), in
-/// case the first ones are lost.
-const GARP_REPEATS_NS: [u64; 3] = [0, 100_000_000, 500_000_000];
+/// case the first ones are lost — and past 1 s, because Linux ignores an ARP update that
+/// comes within `locktime` (1 s by default) of the entry's last update: a neighbour that had
+/// just refreshed its entry for a VIP from the failed director would otherwise keep its MAC
+/// until its own probes fail, seconds later.
+const GARP_REPEATS_NS: [u64; 5] = [0, 100_000_000, 500_000_000, 1_100_000_000, 2_100_000_000];
 
 /// The client→VIP key of an entry (what `ConnTable::uninstall` looks up).
 type Key = (Protocol, Endpoint, Endpoint);
