@@ -27,6 +27,8 @@ pub mod sync {
     tonic::include_proto!("tandem.sync.v1");
 }
 
+pub mod conn;
+
 /// The encoded `FileDescriptorSet` of every `.proto` file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tandem_descriptor");
 

@@ -11,8 +11,8 @@
 
 use std::net::Ipv4Addr;
 
-use tandem_core::conn::{ConnEvent, ConnEventKind, ConnFlags, ConnRecord, ConnState, DeleteReason};
-use tandem_core::lb::{DestId, Endpoint, ForwardMethod, Protocol, ServiceId};
+use tandem_core::conn::{ConnEvent, ConnEventKind, ConnFlags, ConnRecord};
+use tandem_core::lb::{DestId, Endpoint, Protocol, ServiceId};
 use tandem_proto::sync as pb;
 
 use crate::repl::{Batch, Change, Feedback, Item, LocalityEntry, LocalityKey, MAX_LOCALITY_REALS};
@@ -48,146 +48,46 @@ pub enum WireError {
     SnapshotRemoval,
 }
 
-// ---- scalars ----------------------------------------------------------------------------
+// ---- scalars and records: `tandem_proto::conn`, shared with the dataplane ---------------
 
-/// An endpoint to the wire.
-pub fn endpoint_to(e: Endpoint) -> pb::Endpoint {
-    pb::Endpoint {
-        addr: u32::from(e.addr),
-        port: u32::from(e.port),
+pub use tandem_proto::conn::{endpoint_to, record_to};
+
+use tandem_proto::conn::{self as shared, RecordError};
+
+impl From<RecordError> for WireError {
+    fn from(e: RecordError) -> WireError {
+        match e {
+            RecordError::Missing(field) => WireError::Missing(field),
+            RecordError::Enum { field, value } => WireError::Enum { field, value },
+            RecordError::Range { field, value } => WireError::Range { field, value },
+        }
     }
 }
 
 /// An endpoint from the wire (port 0 is allowed: persistence templates use it).
 pub fn endpoint_from(field: &'static str, e: Option<&pb::Endpoint>) -> Result<Endpoint, WireError> {
-    let e = e.ok_or(WireError::Missing(field))?;
-    let port = u16::try_from(e.port).map_err(|_| WireError::Range {
-        field,
-        value: u64::from(e.port),
-    })?;
-    Ok(Endpoint {
-        addr: Ipv4Addr::from(e.addr),
-        port,
-    })
+    Ok(shared::endpoint_from(field, e)?)
 }
 
 fn proto_to(p: Protocol) -> i32 {
-    match p {
-        Protocol::Tcp => pb::Protocol::Tcp as i32,
-        Protocol::Udp => pb::Protocol::Udp as i32,
-    }
+    shared::protocol_to(p)
 }
 
 fn proto_from(field: &'static str, v: i32) -> Result<Protocol, WireError> {
-    match pb::Protocol::try_from(v) {
-        Ok(pb::Protocol::Tcp) => Ok(Protocol::Tcp),
-        Ok(pb::Protocol::Udp) => Ok(Protocol::Udp),
-        _ => Err(WireError::Enum { field, value: v }),
-    }
-}
-
-fn method_to(m: ForwardMethod) -> i32 {
-    match m {
-        ForwardMethod::Nat => pb::ForwardMethod::Nat as i32,
-        ForwardMethod::Tunnel => pb::ForwardMethod::Tunnel as i32,
-        ForwardMethod::DirectRoute => pb::ForwardMethod::DirectRoute as i32,
-    }
-}
-
-fn method_from(v: i32) -> Result<ForwardMethod, WireError> {
-    match pb::ForwardMethod::try_from(v) {
-        Ok(pb::ForwardMethod::Nat) => Ok(ForwardMethod::Nat),
-        Ok(pb::ForwardMethod::Tunnel) => Ok(ForwardMethod::Tunnel),
-        Ok(pb::ForwardMethod::DirectRoute) => Ok(ForwardMethod::DirectRoute),
-        _ => Err(WireError::Enum {
-            field: "record.method",
-            value: v,
-        }),
-    }
-}
-
-/// The wire numbering is the kernel's + 1, so that 0 stays "unspecified".
-fn state_to(s: ConnState) -> i32 {
-    i32::from(s as u8) + 1
-}
-
-fn state_from(v: i32) -> Result<ConnState, WireError> {
-    v.checked_sub(1)
-        .and_then(|n| u8::try_from(n).ok())
-        .and_then(ConnState::from_u8)
-        .ok_or(WireError::Enum {
-            field: "record.state",
-            value: v,
-        })
+    Ok(shared::protocol_from(field, v)?)
 }
 
 fn kind_to(k: ConnEventKind) -> i32 {
-    (match k {
-        ConnEventKind::Created => pb::ConnEventKind::Created,
-        ConnEventKind::StateChanged => pb::ConnEventKind::StateChanged,
-        ConnEventKind::Refreshed => pb::ConnEventKind::Refreshed,
-        ConnEventKind::Deleted(DeleteReason::Expired) => pb::ConnEventKind::Expired,
-        ConnEventKind::Deleted(DeleteReason::Removed) => pb::ConnEventKind::Removed,
-        ConnEventKind::Deleted(DeleteReason::Flushed) => pb::ConnEventKind::Flushed,
-    }) as i32
+    shared::kind_to(k)
 }
 
 fn kind_from(v: i32) -> Result<ConnEventKind, WireError> {
-    Ok(match pb::ConnEventKind::try_from(v) {
-        Ok(pb::ConnEventKind::Created) => ConnEventKind::Created,
-        Ok(pb::ConnEventKind::StateChanged) => ConnEventKind::StateChanged,
-        Ok(pb::ConnEventKind::Refreshed) => ConnEventKind::Refreshed,
-        Ok(pb::ConnEventKind::Expired) => ConnEventKind::Deleted(DeleteReason::Expired),
-        Ok(pb::ConnEventKind::Removed) => ConnEventKind::Deleted(DeleteReason::Removed),
-        Ok(pb::ConnEventKind::Flushed) => ConnEventKind::Deleted(DeleteReason::Flushed),
-        _ => {
-            return Err(WireError::Enum {
-                field: "event.kind",
-                value: v,
-            });
-        }
-    })
-}
-
-// ---- records --------------------------------------------------------------------------
-
-/// A connection record to the wire.
-pub fn record_to(r: &ConnRecord) -> pb::ConnRecord {
-    pb::ConnRecord {
-        proto: proto_to(r.proto),
-        client: Some(endpoint_to(r.client)),
-        vip: Some(endpoint_to(r.vip)),
-        real: Some(endpoint_to(r.real)),
-        method: method_to(r.method),
-        state: state_to(r.state),
-        template: r.flags.contains(ConnFlags::TEMPLATE),
-        timeout_ms: r.timeout_ms,
-        remaining_ms: r.remaining_ms,
-    }
+    Ok(shared::kind_from(v)?)
 }
 
 /// A connection record from the wire; `dest` and `service` are 0 (see the module doc).
 pub fn record_from(r: Option<&pb::ConnRecord>) -> Result<ConnRecord, WireError> {
-    let r = r.ok_or(WireError::Missing("record"))?;
-    let template = r.template;
-    let state = state_from(r.state)?;
-    Ok(ConnRecord {
-        proto: proto_from("record.proto", r.proto)?,
-        client: endpoint_from("record.client", r.client.as_ref())?,
-        vip: endpoint_from("record.vip", r.vip.as_ref())?,
-        real: endpoint_from("record.real", r.real.as_ref())?,
-        method: method_from(r.method)?,
-        dest: DestId(0),
-        service: ServiceId(0),
-        state,
-        flags: if template {
-            ConnFlags::TEMPLATE
-        } else {
-            ConnFlags::EMPTY
-        },
-        timeout_ms: r.timeout_ms,
-        remaining_ms: r.remaining_ms,
-    })
+    Ok(shared::record_from(r)?)
 }
 
 /// What survives a trip through the wire: `dest`/`service` zeroed, only `TEMPLATE` kept.
