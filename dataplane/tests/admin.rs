@@ -3,17 +3,16 @@
 //! shows exactly as asked, a refused call leaves it unchanged, reload (RPC and SIGHUP) applies
 //! a changed file and refuses a broken one, and SIGTERM removes the socket.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
+use common::{Director, scrape};
 use tandem_proto::admin::admin_client::AdminClient;
 use tandem_proto::admin::{self as pb};
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint, Uri};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tandem-dataplane");
+use tonic::transport::Channel;
 const VIP: &str = "203.0.113.10";
 
 fn config_text(prefix: &str, socket: &Path, metrics: u16, weight: &str) -> String {
@@ -48,127 +47,9 @@ weight = {weight}
     )
 }
 
-/// A running director, killed and cleaned up on drop whatever happened.
-struct Director {
-    child: Option<Child>,
-    dir: PathBuf,
-    prefix: String,
-    socket: PathBuf,
-    config: PathBuf,
-    metrics: u16,
-}
-
-impl Director {
-    fn start(name: &str) -> Director {
-        let dir = std::env::temp_dir().join(format!("tandem-admin-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        let prefix = format!("tandem-admin-{}-{name}", std::process::id());
-        // The socket's directory does not exist yet: the director creates it.
-        let socket = dir.join("run").join("admin.sock");
-        let config = dir.join("dp.toml");
-        // A free loopback port for the metrics endpoint.
-        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        std::fs::write(&config, config_text(&prefix, &socket, metrics, "1")).expect("write config");
-        let child = Command::new(BIN)
-            .args(["--config", config.to_str().expect("utf8")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tandem-dataplane");
-        Director {
-            child: Some(child),
-            dir,
-            prefix,
-            socket,
-            config,
-            metrics,
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        if let Some(c) = &self.child {
-            let _ = Command::new("kill")
-                .args([sig, &c.id().to_string()])
-                .status();
-        }
-    }
-
-    /// SIGTERM, then the exit status and stderr.
-    fn stop(&mut self) -> (Option<i32>, String) {
-        self.signal("-TERM");
-        let Some(mut child) = self.child.take() else {
-            return (None, String::new());
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let code = loop {
-            if let Ok(Some(s)) = child.try_wait() {
-                break s.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        (code, err)
-    }
-
-    async fn connect(&mut self) -> AdminClient<Channel> {
-        AdminClient::new(self.channel().await)
-    }
-
-    /// A channel to the admin socket, once the director serves it.
-    async fn channel(&mut self) -> Channel {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(c) = &mut self.child
-                && let Ok(Some(s)) = c.try_wait()
-            {
-                let (_, err) = self.stop();
-                panic!("the director exited early ({s}): {err}");
-            }
-            if self.socket.exists() {
-                let path = self.socket.clone();
-                let ch = Endpoint::try_from("http://[::]:50051")
-                    .expect("uri")
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(TokioIo::new(
-                                tokio::net::UnixStream::connect(path).await?,
-                            ))
-                        }
-                    }))
-                    .await;
-                if let Ok(ch) = ch {
-                    return ch;
-                }
-            }
-            assert!(Instant::now() < deadline, "no admin socket within 30 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Director {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The admin socket; its directory does not exist yet: the director creates it.
+fn admin_socket(dir: &Path) -> PathBuf {
+    dir.join("run").join("admin.sock")
 }
 
 fn key(port: u32) -> pb::ServiceKey {
@@ -236,29 +117,15 @@ fn changes(r: Result<tonic::Response<pb::ChangeResponse>, tonic::Status>) -> (u6
     (r.generation, r.changes)
 }
 
-/// `GET /metrics` over a plain TCP connection: the whole HTTP response.
-async fn scrape(port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect to the metrics endpoint");
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: tandem\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut reply = String::new();
-    tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut reply))
-        .await
-        .expect("an answer within 10 s")
-        .expect("reply");
-    reply
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_over_the_unix_socket() {
-    let mut d = Director::start("api");
-    let mut c = d.connect().await;
+    let mut d = Director::start("admin", "api", |dir, prefix, metrics| {
+        config_text(prefix, &admin_socket(dir), metrics, "1")
+    });
+    let socket = admin_socket(&d.dir);
+    let mut c = AdminClient::new(d.channel(&socket).await);
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&d.socket).expect("socket").permissions(),
+        &std::fs::metadata(&socket).expect("socket").permissions(),
     );
     assert_eq!(mode & 0o777, 0o600, "the socket is for root only");
 
@@ -268,7 +135,7 @@ async fn admin_api_over_the_unix_socket() {
             ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
             server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         };
-        let mut r = ServerReflectionClient::new(d.channel().await);
+        let mut r = ServerReflectionClient::new(d.channel(&socket).await);
         let req = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
@@ -622,5 +489,5 @@ async fn admin_api_over_the_unix_socket() {
     drop(c);
     let (code, err) = d.stop();
     assert_eq!(code, Some(0), "{err}");
-    assert!(!d.socket.exists(), "the socket is removed on exit");
+    assert!(!socket.exists(), "the socket is removed on exit");
 }

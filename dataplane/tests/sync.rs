@@ -16,11 +16,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
+use common::{Director, scrape};
 use tandem_core::conn::{ConnEventKind, ConnFlags, ConnRecord, ConnState, DeleteReason};
 use tandem_core::lb::{DestId, Endpoint, ForwardMethod, Protocol, ServiceId};
 use tandem_proto::admin::admin_client::AdminClient;
@@ -29,9 +30,8 @@ use tandem_proto::sync::local_client::LocalClient;
 use tandem_proto::sync::{self as pb};
 use tandem_syncd::repl::{Change, Item};
 use tandem_syncd::wire::{self, LocalMsg};
-use tonic::transport::{Channel, Endpoint as TonicEndpoint, Uri};
+use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tandem-dataplane");
 const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const RS1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 const RS2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 21);
@@ -75,121 +75,9 @@ method = "nat"
     )
 }
 
-/// A running director, killed and cleaned up on drop whatever happened.
-struct Director {
-    child: Option<Child>,
-    dir: PathBuf,
-    prefix: String,
-    admin: PathBuf,
-    sync: PathBuf,
-    metrics: u16,
-}
-
-impl Director {
-    fn start(name: &str) -> Director {
-        let dir = std::env::temp_dir().join(format!("tandem-sync-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        let prefix = format!("tandem-sync-{}-{name}", std::process::id());
-        let admin = dir.join("admin.sock");
-        let sync = dir.join("run").join("sync.sock");
-        let config = dir.join("dp.toml");
-        // A free loopback port for the metrics endpoint.
-        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        std::fs::write(&config, config_text(&prefix, &admin, &sync, metrics))
-            .expect("write config");
-        let child = Command::new(BIN)
-            .args(["--config", config.to_str().expect("utf8")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tandem-dataplane");
-        Director {
-            child: Some(child),
-            dir,
-            prefix,
-            admin,
-            sync,
-            metrics,
-        }
-    }
-
-    /// SIGTERM, then the exit code and stderr.
-    fn stop(&mut self) -> (Option<i32>, String) {
-        let Some(mut child) = self.child.take() else {
-            return (None, String::new());
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let code = loop {
-            if let Ok(Some(s)) = child.try_wait() {
-                break s.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        (code, err)
-    }
-
-    async fn channel(&mut self, path: PathBuf) -> Channel {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(c) = &mut self.child
-                && let Ok(Some(s)) = c.try_wait()
-            {
-                let (_, err) = self.stop();
-                panic!("the director exited early ({s}): {err}");
-            }
-            if path.exists() {
-                let p = path.clone();
-                let ch = TonicEndpoint::try_from("http://[::]:50051")
-                    .expect("uri")
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let p = p.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(TokioIo::new(
-                                tokio::net::UnixStream::connect(p).await?,
-                            ))
-                        }
-                    }))
-                    .await;
-                if let Ok(ch) = ch {
-                    return ch;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no socket {} within 30 s",
-                path.display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Director {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The admin socket and the sync socket (whose directory the director creates).
+fn sockets(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("admin.sock"), dir.join("run").join("sync.sock"))
 }
 
 fn record(i: u32, real: Ipv4Addr, vip: Ipv4Addr) -> ConnRecord {
@@ -234,23 +122,6 @@ async fn status(c: &mut AdminClient<Channel>) -> apb::Status {
         .await
         .expect("status")
         .into_inner()
-}
-
-/// `GET /metrics` over a plain TCP connection: the whole HTTP response.
-async fn scrape(port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect to the metrics endpoint");
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: tandem\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut reply = String::new();
-    tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut reply))
-        .await
-        .expect("an answer within 10 s")
-        .expect("reply");
-    reply
 }
 
 /// The key of a record for comparisons.
@@ -299,11 +170,15 @@ async fn read_snapshot(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_service_of_the_real_dataplane() {
-    let mut d = Director::start("local");
-    let mut admin = AdminClient::new(d.channel(d.admin.clone()).await);
-    let mut local = LocalClient::new(d.channel(d.sync.clone()).await);
+    let mut d = Director::start("sync", "local", |dir, prefix, metrics| {
+        let (admin, sync) = sockets(dir);
+        config_text(prefix, &admin, &sync, metrics)
+    });
+    let (admin_sock, sync_sock) = sockets(&d.dir);
+    let mut admin = AdminClient::new(d.channel(&admin_sock).await);
+    let mut local = LocalClient::new(d.channel(&sync_sock).await);
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&d.sync).expect("socket").permissions(),
+        &std::fs::metadata(&sync_sock).expect("socket").permissions(),
     );
     assert_eq!(mode & 0o777, 0o600, "the sync socket is for root only");
 
@@ -483,15 +358,19 @@ async fn local_service_of_the_real_dataplane() {
     drop(w2);
     let (code, err) = d.stop();
     assert_eq!(code, Some(0), "clean stop; stderr:\n{err}");
-    assert!(!d.sync.exists(), "sync socket removed");
+    assert!(!sync_sock.exists(), "sync socket removed");
     assert!(err.contains("sync: Local service listening"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syncd_status_report_shows_in_get_status_and_metrics() {
-    let mut d = Director::start("report");
-    let mut admin = AdminClient::new(d.channel(d.admin.clone()).await);
-    let mut local = LocalClient::new(d.channel(d.sync.clone()).await);
+    let mut d = Director::start("sync", "report", |dir, prefix, metrics| {
+        let (admin, sync) = sockets(dir);
+        config_text(prefix, &admin, &sync, metrics)
+    });
+    let (admin_sock, sync_sock) = sockets(&d.dir);
+    let mut admin = AdminClient::new(d.channel(&admin_sock).await);
+    let mut local = LocalClient::new(d.channel(&sync_sock).await);
 
     // ---- no syncd yet ---------------------------------------------------------------------
     assert_eq!(
