@@ -30,6 +30,7 @@ pub fn locate_ctl(explicit: Option<&Path>) -> Result<PathBuf> {
     )
     .map_err(|looked_at| Error::BinaryNotFound {
         binary: CTL_BIN,
+        env: CTL_ENV,
         looked_at,
     })
 }

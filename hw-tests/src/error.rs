@@ -58,14 +58,16 @@ pub enum Error {
         /// Every place that was tried, in order.
         looked_at: Vec<PathBuf>,
     },
-    /// Another of the project's binaries (`tandemctl`) could not be found.
+    /// Another of the project's binaries (`tandemctl`, `tandem-syncd`) could not be found.
     #[error(
-        "{binary} not found (looked at: {}); build it with `cargo build -p {binary}` or set TANDEM_CTL",
+        "{binary} not found (looked at: {}); build it with `cargo build -p {binary}` or set {env}",
         .looked_at.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )]
     BinaryNotFound {
         /// Its name.
         binary: &'static str,
+        /// The environment variable that names it.
+        env: &'static str,
         /// Every place that was tried, in order.
         looked_at: Vec<PathBuf>,
     },

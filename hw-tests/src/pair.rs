@@ -218,9 +218,9 @@ pub fn locate_syncd() -> Result<PathBuf> {
         std::env::var_os("TANDEM_SYNCD"),
         std::env::current_exe().ok(),
     )
-    .map_err(|looked_at| {
-        Error::Topology(format!(
-            "tandem-syncd not found (looked at {looked_at:?}); build it or set TANDEM_SYNCD"
-        ))
+    .map_err(|looked_at| Error::BinaryNotFound {
+        binary: "tandem-syncd",
+        env: "TANDEM_SYNCD",
+        looked_at,
     })
 }
