@@ -264,3 +264,34 @@ proptest! {
         let _ = MS;
     }
 }
+
+/// KNOWN BUG, found by `converges_after_any_fault_schedule` on the last day: with 15 %
+/// duplicates, 3.6 % loss, jitter and lost dataplane events (9 resyncs), one entry converges
+/// with the same state but a different `remaining_ms` on the replica (727 750 ms) than on the
+/// source (174 269 ms): an older record of it was applied after a newer one. The standby would
+/// keep that entry longer than the active. Ignored (so the suite stays green) until fixed;
+/// `cargo test -p tandem-syncd --test repl -- --ignored` reproduces it deterministically.
+#[test]
+#[ignore = "known bug: a stale record can win after resyncs with duplicates (see the doc)"]
+fn stale_record_after_resyncs_with_duplicates() {
+    let mut p = ReplPair::new(
+        3602339190071239779,
+        SenderConfig::default(),
+        ReceiverConfig::default(),
+    );
+    let f = Faults {
+        loss: 36,
+        dup: 151,
+        delay_ms: 1,
+        jitter_ms: 12,
+    };
+    p.to_rx.faults = f;
+    p.to_tx.faults = f;
+    p.load = 4;
+    p.local_loss = 2;
+    for _ in 0..1500u64 {
+        p.step();
+    }
+    p.quiesce(4000);
+    assert_eq!(p.check_equal(), Ok(()));
+}
