@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh
 
+# A one-off run gains nothing from incremental caches, which would double the target directory.
+export CARGO_INCREMENTAL=0
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -27,4 +30,5 @@ set -e
 # doc-test binary with nothing in it).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+du -sh target 2>/dev/null | awk '{ print "target directory: " $1 }'
 exit "$status"
