@@ -29,7 +29,7 @@ use tandem_proto::admin::{self as apb};
 use tandem_proto::sync::local_client::LocalClient;
 use tandem_proto::sync::{self as pb};
 use tandem_syncd::repl::{Change, Item};
-use tandem_syncd::wire::{self, LocalMsg};
+use tandem_syncd::wire::{self, LcoreItem, LocalMsg};
 use tonic::transport::Channel;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -162,7 +162,10 @@ async fn read_snapshot(
                 assert_eq!(Some(i), id, "end of the same snapshot");
                 return (i, records);
             }
-            LocalMsg::Events(e) => panic!("no event expected during this snapshot: {e:?}"),
+            LocalMsg::Events(e) => assert!(
+                e.iter().all(|(_, i)| matches!(i, LcoreItem::Head(_))),
+                "only head marks during this snapshot: {e:?}"
+            ),
             LocalMsg::Locality(l) => panic!("no locality expected: {l:?}"),
         }
     }
@@ -318,7 +321,18 @@ async fn local_service_of_the_real_dataplane() {
             .expect("stream open");
         match wire::local_from(&m).expect("decodes") {
             LocalMsg::Events(evs) => {
-                for (lcore, ev) in evs {
+                for (lcore, item) in evs {
+                    let ev = match item {
+                        LcoreItem::Event(ev) => ev,
+                        LcoreItem::Head(h) => {
+                            let last = seqs.get(&lcore).and_then(|s| s.last()).copied();
+                            assert!(
+                                last.is_none_or(|l| h >= l),
+                                "lcore {lcore}: head {h} behind {last:?}"
+                            );
+                            continue;
+                        }
+                    };
                     assert_eq!(ev.kind, ConnEventKind::Deleted(DeleteReason::Flushed));
                     assert_eq!(ev.record.real.addr, RS2);
                     assert!(flushed.insert(ev.record.client), "each once");
@@ -329,6 +343,28 @@ async fn local_service_of_the_real_dataplane() {
         }
     }
     assert_eq!(flushed, flushed_want);
+    // Each lcore's next head marks (every 50 ms) name its last event: nothing was dropped.
+    let mut heads: BTreeMap<usize, u64> = BTreeMap::new();
+    while seqs.iter().any(|(l, s)| heads.get(l) != s.last()) {
+        let m = tokio::time::timeout(Duration::from_secs(2), w1.message())
+            .await
+            .expect("head marks within 2 s")
+            .expect("stream ok")
+            .expect("stream open");
+        match wire::local_from(&m).expect("decodes") {
+            LocalMsg::Events(evs) => {
+                for (lcore, item) in evs {
+                    match item {
+                        LcoreItem::Head(h) => {
+                            heads.insert(lcore, h);
+                        }
+                        LcoreItem::Event(ev) => panic!("no more events: {ev:?}"),
+                    }
+                }
+            }
+            other => panic!("only head marks now: {other:?}"),
+        }
+    }
     assert_eq!(seqs.len(), 2, "both lcores flushed some");
     for (lcore, s) in &seqs {
         assert!(

@@ -324,8 +324,8 @@ async fn active(
                 let Ok(LocalMsg::Events(evs)) = wire::local_from(&msg) else {
                     panic!("local events do not decode");
                 };
-                for (lcore, ev) in &evs {
-                    s.push_event(*lcore, ev, now);
+                for (lcore, item) in &evs {
+                    s.push_lcore(*lcore, item, now);
                 }
                 produced += n;
                 did = true;

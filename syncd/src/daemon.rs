@@ -549,8 +549,8 @@ impl Core {
                 }
             }
             Ok(LocalMsg::Events(evs)) => {
-                for (lcore, ev) in &evs {
-                    s.push_event(*lcore, ev, now);
+                for (lcore, item) in &evs {
+                    s.push_lcore(*lcore, item, now);
                 }
             }
             Ok(LocalMsg::Locality(c)) => s.push_change(c, now),

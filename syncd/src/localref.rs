@@ -21,8 +21,13 @@
 //!    requires).
 //! 4. **Never wait for syncd.** Events go to each watcher through a bounded queue; when it is
 //!    full the events are dropped (counted) and their sequence numbers are *not* reused, so
-//!    syncd sees the gap, counts `lcore_lost`, and resyncs by reopening the watch. A closed
-//!    watcher is forgotten.
+//!    syncd sees the gap, counts `lcore_lost`, and resyncs. A gap shows only when a later
+//!    number arrives, so each lcore also sends *head marks* (a `LocalEvent` without an event:
+//!    the last number it assigned, every event up to it handed over or dropped): the real
+//!    dataplane at the start of a watch, every 50 ms and soon after a drop. This reference
+//!    ends each batch with one, and cuts a watcher whose queue is full instead of dropping
+//!    into it (syncd reopens the watch and resyncs), since it has no timer to send a late
+//!    mark. A closed watcher is forgotten.
 //!
 //! **`ApplyConnections(stream ApplyRequest)`** — entries in order, each applied at once:
 //! - a connection upsert (delta or snapshot record) is installed with
@@ -135,9 +140,14 @@ impl State {
         if events.is_empty() {
             return;
         }
+        let head = events.last().map_or(0, |e| e.seq);
         let msg = pb::LocalEvents {
             msg: Some(pb::local_events::Msg::Events(pb::LocalEventBatch {
-                events: events.iter().map(|e| wire::local_event_to(0, e)).collect(),
+                events: events
+                    .iter()
+                    .map(|e| wire::local_event_to(0, e))
+                    .chain(std::iter::once(wire::local_head_to(0, head)))
+                    .collect(),
             })),
         };
         let n = events.len() as u64;
@@ -146,7 +156,7 @@ impl State {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 drops += n;
-                true
+                false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         });

@@ -370,11 +370,13 @@ pub enum LocalMsg {
     SnapshotChunk(Vec<Change>),
     /// The watch's snapshot is complete.
     SnapshotEnd(u64),
-    /// Events, each with its lcore and per-lcore sequence number.
-    Events(Vec<(usize, ConnEvent)>),
+    /// Events and head marks, each with its lcore.
+    Events(Vec<(usize, LcoreItem)>),
     /// A locality delta.
     Locality(Change),
 }
+
+pub use crate::repl::LcoreItem;
 
 /// A local event to the wire (the reference dataplane's side).
 pub fn local_event_to(lcore: u32, ev: &ConnEvent) -> pb::LocalEvent {
@@ -385,6 +387,15 @@ pub fn local_event_to(lcore: u32, ev: &ConnEvent) -> pb::LocalEvent {
             kind: kind_to(ev.kind),
             record: Some(record_to(&ev.record)),
         }),
+    }
+}
+
+/// A lcore's head mark to the wire.
+pub fn local_head_to(lcore: u32, last_seq: u64) -> pb::LocalEvent {
+    pb::LocalEvent {
+        lcore,
+        seq: last_seq,
+        event: None,
     }
 }
 
@@ -415,14 +426,14 @@ pub fn local_from(m: &pb::LocalEvents) -> Result<LocalMsg, WireError> {
             Msg::Events(b) => {
                 let mut v = Vec::with_capacity(b.events.len());
                 for e in &b.events {
-                    let ev = e
-                        .event
-                        .as_ref()
-                        .ok_or(WireError::Missing("local_event.event"))?;
                     let lcore = usize::try_from(e.lcore).map_err(|_| WireError::Range {
                         field: "local_event.lcore",
                         value: u64::from(e.lcore),
                     })?;
+                    let Some(ev) = e.event.as_ref() else {
+                        v.push((lcore, LcoreItem::Head(e.seq)));
+                        continue;
+                    };
                     if e.seq == 0 {
                         return Err(WireError::Range {
                             field: "local_event.seq",
@@ -431,11 +442,11 @@ pub fn local_from(m: &pb::LocalEvents) -> Result<LocalMsg, WireError> {
                     }
                     v.push((
                         lcore,
-                        ConnEvent {
+                        LcoreItem::Event(ConnEvent {
                             kind: kind_from(ev.kind)?,
                             seq: e.seq,
                             record: record_from(ev.record.as_ref())?,
-                        },
+                        }),
                     ));
                 }
                 LocalMsg::Events(v)

@@ -223,6 +223,51 @@ fn a_hostile_receiver_cannot_break_the_sender() {
     p.check_equal().unwrap();
 }
 
+#[test]
+fn a_lost_last_event_is_caught_by_the_head_mark() {
+    let mut p = pair(12);
+    p.load = 5;
+    p.run_ms(200);
+    p.quiesce(200);
+    p.check_equal().unwrap();
+    let before = p.sender.metrics(p.now);
+    // One more change whose event the dataplane loses, and no later event of its lcore.
+    let (lcore, ev) = p.src.random_op(&mut p.rng);
+    assert!(
+        p.check_equal().is_err(),
+        "the change is not on the replica yet"
+    );
+    p.quiesce(100);
+    p.check_equal().unwrap();
+    let m = p.sender.metrics(p.now);
+    assert_eq!(
+        m.lcore_lost,
+        before.lcore_lost + 1,
+        "lcore {lcore}, event {}: {m:?}",
+        ev.seq
+    );
+    assert_eq!(m.resyncs, before.resyncs + 1, "{m:?}");
+}
+
+#[test]
+fn head_marks_of_what_was_seen_change_nothing() {
+    let mut p = pair(13);
+    p.load = 5;
+    p.run_ms(200);
+    p.quiesce(200);
+    let before = p.sender.metrics(p.now);
+    for _ in 0..3 {
+        p.heads();
+    }
+    // A mark behind what was seen (a late one) is no loss either.
+    p.sender.lcore_head(0, 1, p.now);
+    let m = p.sender.metrics(p.now);
+    assert_eq!(
+        (m.lcore_lost, m.resyncs, m.snapshots),
+        (before.lcore_lost, before.resyncs, before.snapshots)
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
@@ -265,15 +310,11 @@ proptest! {
     }
 }
 
-/// KNOWN BUG, found by `converges_after_any_fault_schedule` on the last day: with 15 %
-/// duplicates, 3.6 % loss, jitter and lost dataplane events (9 resyncs), one entry converges
-/// with the same state but a different `remaining_ms` on the replica (727 750 ms) than on the
-/// source (174 269 ms): an older record of it was applied after a newer one. The standby would
-/// keep that entry longer than the active. Ignored (so the suite stays green) until fixed;
-/// `cargo test -p tandem-syncd --test repl -- --ignored` reproduces it deterministically.
+/// Found by `converges_after_any_fault_schedule`: with lost dataplane events, one entry kept
+/// a stale `remaining_ms` on the replica because the lost event was the last of its lcore, so
+/// no later sequence number showed the gap. The lcores' head marks now do.
 #[test]
-#[ignore = "known bug: a stale record can win after resyncs with duplicates (see the doc)"]
-fn stale_record_after_resyncs_with_duplicates() {
+fn lost_last_event_under_faults() {
     let mut p = ReplPair::new(
         3602339190071239779,
         SenderConfig::default(),

@@ -11,7 +11,7 @@ use tandem_core::lb::{DestId, Endpoint, ForwardMethod, Protocol, ServiceId};
 use tandem_proto::sync as pb;
 use tandem_syncd::repl::{Batch, Change, Feedback, Item, LocalityEntry, LocalityKey};
 use tandem_syncd::role::{Heartbeat, RoleState};
-use tandem_syncd::wire::{self, LocalMsg, PeerHeartbeat, WireError};
+use tandem_syncd::wire::{self, LcoreItem, LocalMsg, PeerHeartbeat, WireError};
 
 fn endpoint() -> impl Strategy<Value = Endpoint> {
     (any::<u32>(), any::<u16>()).prop_map(|(a, p)| Endpoint {
@@ -159,13 +159,16 @@ proptest! {
     }
 
     #[test]
-    fn local_events_round_trip(lcore in 0u32..256, seq in 1u64.., k in kind(), r in record()) {
+    fn local_events_round_trip(lcore in 0u32..256, seq in 1u64.., head in any::<u64>(), k in kind(), r in record()) {
         let ev = ConnEvent { kind: k, seq, record: r };
         let m = pb::LocalEvents { msg: Some(pb::local_events::Msg::Events(pb::LocalEventBatch {
-            events: vec![wire::local_event_to(lcore, &ev)],
+            events: vec![wire::local_event_to(lcore, &ev), wire::local_head_to(lcore, head)],
         })) };
         let back = wire::local_from(&pb::LocalEvents::decode(m.encode_to_vec().as_slice()).unwrap()).unwrap();
-        prop_assert_eq!(back, LocalMsg::Events(vec![(lcore as usize, ev)]));
+        prop_assert_eq!(
+            back,
+            LocalMsg::Events(vec![(lcore as usize, LcoreItem::Event(ev)), (lcore as usize, LcoreItem::Head(head))])
+        );
     }
 
     /// A record keeps everything but what is not on the wire (indices, local flags).

@@ -25,6 +25,10 @@ use super::{LcoreMsg, Role, SyncCommand, SyncCounters, SyncOp, SyncState, SyncWi
 /// until its own probes fail, seconds later.
 const GARP_REPEATS_NS: [u64; 5] = [0, 100_000_000, 500_000_000, 1_100_000_000, 2_100_000_000];
 
+/// How often a watched lcore sends its head mark (the last sequence number it assigned), so
+/// that syncd notices lost events that no later event follows.
+const HEAD_EVERY_NS: u64 = 50_000_000;
+
 /// The client→VIP key of an entry (what `ConnTable::uninstall` looks up).
 type Key = (Protocol, Endpoint, Endpoint);
 
@@ -56,6 +60,8 @@ pub struct LcoreSync {
     /// When the gratuitous ARPs are due (ns), the next first.
     garp_due: Vec<u64>,
     announces: bool,
+    /// When the next head mark is due (ns); 0 at the start of a watch and after a drop.
+    head_due: u64,
 }
 
 impl LcoreSync {
@@ -72,6 +78,7 @@ impl LcoreSync {
             role_seen: None,
             garp_due: Vec::new(),
             announces: index == 0,
+            head_due: 0,
         }
     }
 
@@ -118,6 +125,16 @@ impl LcoreSync {
                     match tx.try_send(LcoreMsg::Event { watch, event }) {
                         Ok(()) => sent += 1,
                         Err(_) => dropped += 1,
+                    }
+                }
+                if dropped > 0 {
+                    self.head_due = 0;
+                }
+                // Every event up to the table's last number is handed over or dropped now.
+                if now >= self.head_due {
+                    let last_seq = b.conns().next_seq().saturating_sub(1);
+                    if tx.try_send(LcoreMsg::Head { watch, last_seq }).is_ok() {
+                        self.head_due = now.saturating_add(HEAD_EVERY_NS);
                     }
                 }
                 if let Some(c) = self.counters() {
@@ -180,6 +197,7 @@ impl LcoreSync {
                 // Events queued before the walk starts are sent first: they precede every
                 // record of it.
                 self.watch = watch;
+                self.head_due = 0;
                 self.chunk_slots = chunk_slots.max(1);
                 self.walk = Walk::At(0);
             }

@@ -13,8 +13,10 @@
 //!   from then on each worker puts the events it drains from its core `EventQueue`, the
 //!   chunks of its own table walk, and the end of its walk into its own bounded channel
 //!   ([`LcoreMsg`]), in that worker's order, never waiting (a full channel drops events,
-//!   counted; their sequence numbers are gone, so syncd sees the gap and resyncs). A pump task
-//!   turns the channels into the gRPC stream.
+//!   counted; their sequence numbers are gone, so syncd sees the gap and resyncs). Every
+//!   50 ms, and soon after a drop, a head mark with the table's last sequence number follows,
+//!   so a lost event is noticed even when no later one shows the gap. A pump task turns the
+//!   channels into the gRPC stream.
 //! - **Apply**: `ApplyConnections` maps each record to the local service and real server and
 //!   sends it, as [`SyncOp`]s, to the worker that owns the client (`balance::owner`); snapshot
 //!   begin/end become a mark and a sweep on every worker.
@@ -188,6 +190,14 @@ pub enum LcoreMsg {
         watch: u64,
         /// The event, with the lcore's sequence number.
         event: ConnEvent,
+    },
+    /// The lcore's head mark: the last sequence number its table assigned; every event up
+    /// to it went before this in the channel or was dropped.
+    Head {
+        /// The watch it is for.
+        watch: u64,
+        /// The last sequence number assigned.
+        last_seq: u64,
     },
     /// Records of the walk of the lcore's table.
     Chunk {

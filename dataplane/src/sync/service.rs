@@ -191,6 +191,9 @@ async fn pump(
                     LcoreMsg::Event { watch, event } if watch == id => {
                         batch.push(wire::local_event_to(lcore_u32, &event));
                     }
+                    LcoreMsg::Head { watch, last_seq } if watch == id => {
+                        batch.push(wire::local_head_to(lcore_u32, last_seq));
+                    }
                     LcoreMsg::Chunk { watch, records } if watch == id => {
                         // This lcore's earlier events go first.
                         if !batch.is_empty() {

@@ -68,6 +68,15 @@ pub fn local_event_to(lcore: u32, ev: &ConnEvent) -> pb::LocalEvent {
     }
 }
 
+/// One lcore's head mark to the wire (a `LocalEvent` without an event).
+pub fn local_head_to(lcore: u32, last_seq: u64) -> pb::LocalEvent {
+    pb::LocalEvent {
+        lcore,
+        seq: last_seq,
+        event: None,
+    }
+}
+
 /// What one `ApplyRequest` entry asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyEntry {

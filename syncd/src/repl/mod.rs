@@ -42,8 +42,8 @@ pub use receiver::{Receiver, ReceiverConfig, ReceiverMetrics};
 pub use replica::{ConnTableReplica, ModelReplica, ModelValue, Replica, ReplicaStats};
 pub use sender::{Sender, SenderConfig, SenderMetrics, SnapshotRequest};
 pub use types::{
-    Batch, Change, ConnKey, Feedback, Item, LocalityEntry, LocalityKey, MAX_LOCALITY_REALS,
-    ReplicaKey,
+    Batch, Change, ConnKey, Feedback, Item, LcoreItem, LocalityEntry, LocalityKey,
+    MAX_LOCALITY_REALS, ReplicaKey,
 };
 
 /// Nanoseconds in a millisecond.

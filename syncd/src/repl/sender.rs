@@ -7,7 +7,7 @@ use std::time::Duration;
 use tandem_core::conn::ConnEvent;
 
 use super::nanos;
-use super::types::{Batch, Change, Feedback, Item};
+use super::types::{Batch, Change, Feedback, Item, LcoreItem};
 
 /// How a [`Sender`] is bounded and paced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +200,39 @@ impl Sender {
             },
             now,
         );
+    }
+
+    /// One element of the local event stream: [`Sender::push_event`] or
+    /// [`Sender::lcore_head`].
+    pub fn push_lcore(&mut self, lcore: usize, item: &LcoreItem, now: u64) {
+        match item {
+            LcoreItem::Event(ev) => self.push_event(lcore, ev, now),
+            LcoreItem::Head(seq) => self.lcore_head(lcore, *seq, now),
+        }
+    }
+
+    /// Lcore `lcore` says the last sequence number it has assigned is `last_seq`, after
+    /// handing over (or dropping) every event up to it. Without this a lost event that no
+    /// later event of the same lcore follows would never be noticed: its entry would stay
+    /// stale on the replica until the next snapshot. More than was seen is a loss and starts
+    /// a snapshot. Never blocks.
+    pub fn lcore_head(&mut self, lcore: usize, last_seq: u64, now: u64) {
+        let Some(next) = self.lcore_next.get_mut(lcore) else {
+            self.m.lcore_lost += 1;
+            self.resync(now);
+            return;
+        };
+        match *next {
+            Some(expected) if last_seq >= expected => {
+                self.m.lcore_lost += last_seq - expected + 1;
+                *next = Some(last_seq.saturating_add(1));
+                self.resync(now);
+            }
+            Some(_) => {}
+            // Nothing seen from this lcore since the stream (re)started: the snapshot in
+            // progress covers everything up to here.
+            None => *next = Some(last_seq.saturating_add(1)),
+        }
     }
 
     /// The local event stream restarted (the dataplane restarted or the watch was reopened):

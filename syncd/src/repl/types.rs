@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use tandem_core::conn::{ConnEventKind, ConnRecord};
+use tandem_core::conn::{ConnEvent, ConnEventKind, ConnRecord};
 use tandem_core::lb::{Endpoint, Protocol};
 
 /// The key of a replicated connection or template: its client→VIP key, the one
@@ -200,4 +200,14 @@ pub enum Feedback {
         /// The last sequence number it applied in that epoch.
         last_seq: u64,
     },
+}
+
+/// One element of the local dataplane's event stream (a `LocalEventBatch` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LcoreItem {
+    /// An event, with the lcore's sequence number.
+    Event(ConnEvent),
+    /// The lcore's head mark: the last sequence number it assigned (every event up to it
+    /// was handed over or dropped).
+    Head(u64),
 }

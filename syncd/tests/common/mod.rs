@@ -328,8 +328,17 @@ impl ReplPair {
             local_loss: 0,
             next_epoch: 1001,
         };
+        p.heads();
         p.connect();
         p
+    }
+
+    /// Each lcore's head mark (the dataplane sends one when a watch starts and every few
+    /// milliseconds).
+    pub fn heads(&mut self) {
+        for (l, seq) in self.src.lcore_seq.iter().enumerate() {
+            self.sender.lcore_head(l, *seq, self.now);
+        }
     }
 
     pub fn connect(&mut self) {
@@ -356,6 +365,11 @@ impl ReplPair {
             if !self.rng.chance(self.local_loss) {
                 self.sender.push_event(l, &ev, now);
             }
+        }
+        if self.now.is_multiple_of(10 * MS) {
+            // Every 10 ms each lcore says how far its numbering has gone, so that a lost
+            // last event is noticed.
+            self.heads();
         }
         if self.load > 0 && self.rng.chance(self.locality_per_mille) {
             let c = self.src.locality_op(&mut self.rng);
@@ -413,6 +427,7 @@ impl ReplPair {
         self.sender = Sender::new(scfg, self.next_epoch);
         self.next_epoch += 1;
         self.sender.local_restarted(self.now);
+        self.heads();
         self.connect();
     }
 
