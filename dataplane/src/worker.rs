@@ -385,6 +385,17 @@ impl<'m> Lcore<'_, 'm> {
         if self.index == 0 {
             self.heartbeats_out(now);
         }
+        if self.sync.link_check_due(now) {
+            // PCI NICs report their link here; the af_xdp/af_packet PMDs always say up (their
+            // kernel carrier is watched by the control thread instead). A device that cannot
+            // say counts as up.
+            let down = self
+                .shared
+                .ports
+                .iter()
+                .any(|p| p.link().is_ok_and(|l| !l.up));
+            self.sync.device_link(down);
+        }
         if let Some(b) = self.engine.balancer_mut() {
             self.sync.tick(b, now);
         }

@@ -124,6 +124,19 @@ async fn status(c: &mut AdminClient<Channel>) -> apb::Status {
         .into_inner()
 }
 
+/// The status once it counts `n` connections: the lcores publish their figures every
+/// millisecond, so right after an apply the count may lag (more so on a loaded machine).
+async fn status_with(c: &mut AdminClient<Channel>, n: u64) -> apb::Status {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = status(c).await;
+        if st.connections == n || std::time::Instant::now() > deadline {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// The key of a record for comparisons.
 fn key(r: &ConnRecord) -> (Endpoint, Endpoint, Endpoint, u8) {
     (r.client, r.vip, r.real, r.state as u8)
@@ -256,7 +269,7 @@ async fn local_service_of_the_real_dataplane() {
         .expect("apply")
         .into_inner();
     assert_eq!((sum.applied, sum.refused, sum.swept), (300, 2, 0));
-    let st = status(&mut admin).await;
+    let st = status_with(&mut admin, 300).await;
     assert_eq!(st.connections, 300);
     assert!(
         st.lcores.iter().all(|l| l.connections > 0),
@@ -288,7 +301,7 @@ async fn local_service_of_the_real_dataplane() {
         .expect("apply")
         .into_inner();
     assert_eq!((sum.applied, sum.refused, sum.swept), (200, 0, 100));
-    assert_eq!(status(&mut admin).await.connections, 200);
+    assert_eq!(status_with(&mut admin, 200).await.connections, 200);
 
     // ---- events: flushing RS2's connections ---------------------------------------------
     let r = admin
@@ -372,7 +385,7 @@ async fn local_service_of_the_real_dataplane() {
             "lcore {lcore}: consecutive sequence numbers {s:?}"
         );
     }
-    assert_eq!(status(&mut admin).await.connections, 100);
+    assert_eq!(status_with(&mut admin, 100).await.connections, 100);
 
     // ---- a new watch supersedes the old one -----------------------------------------------
     let mut w2 = local

@@ -25,6 +25,9 @@ use super::{LcoreMsg, Role, SyncCommand, SyncCounters, SyncOp, SyncState, SyncWi
 /// until its own probes fail, seconds later.
 const GARP_REPEATS_NS: [u64; 5] = [0, 100_000_000, 500_000_000, 1_100_000_000, 2_100_000_000];
 
+/// How often worker 0 reads the ports' link status from their devices.
+const LINK_EVERY_NS: u64 = 10_000_000;
+
 /// How often a watched lcore sends its head mark (the last sequence number it assigned), so
 /// that syncd notices lost events that no later event follows.
 const HEAD_EVERY_NS: u64 = 50_000_000;
@@ -62,6 +65,10 @@ pub struct LcoreSync {
     announces: bool,
     /// When the next head mark is due (ns); 0 at the start of a watch and after a drop.
     head_due: u64,
+    /// When worker 0 next reads the devices' link status (ns).
+    link_due: u64,
+    /// The devices' link as last read (`None`: not yet).
+    link_down_seen: Option<bool>,
 }
 
 impl LcoreSync {
@@ -79,6 +86,8 @@ impl LcoreSync {
             garp_due: Vec::new(),
             announces: index == 0,
             head_due: 0,
+            link_due: 0,
+            link_down_seen: None,
         }
     }
 
@@ -100,6 +109,33 @@ impl LcoreSync {
                 .extend(GARP_REPEATS_NS.iter().rev().map(|d| now.saturating_add(*d)));
         }
         Some(role)
+    }
+
+    /// Whether worker 0 should read the ports' link status from their devices now (every
+    /// 10 ms, with `[sync]` only).
+    pub fn link_check_due(&mut self, now: u64) -> bool {
+        if !self.announces || self.state.is_none() || now < self.link_due {
+            return false;
+        }
+        self.link_due = now.saturating_add(LINK_EVERY_NS);
+        true
+    }
+
+    /// The devices' link status as worker 0 read it: a port whose device reports its link
+    /// down makes the director unable to serve (syncd's role machine goes to `Fault`).
+    pub fn device_link(&mut self, down: bool) {
+        let Some(state) = &self.state else { return };
+        if self.link_down_seen != Some(down) {
+            if down {
+                tracing::warn!(
+                    "sync: a service port's device reports its link down: standing down"
+                );
+            } else if self.link_down_seen.is_some() {
+                tracing::info!("sync: the service ports' devices report their link up again");
+            }
+            self.link_down_seen = Some(down);
+        }
+        state.set_device_link_down(down);
     }
 
     /// Whether a round of gratuitous ARPs is due now (worker 0, after becoming active).

@@ -127,9 +127,13 @@ impl SyncCounters {
 #[derive(Debug)]
 pub struct SyncState {
     role: AtomicU8,
-    /// The service ports have lost their link ([`ports_down`]): syncd's heartbeat stream is
-    /// refused, so its role machine goes to `Fault` and the peer takes over.
-    ports_down: std::sync::atomic::AtomicBool,
+    /// A kernel-backed service port (af_xdp/af_packet vdev) has lost its carrier
+    /// ([`ports_down`]): syncd's heartbeat stream is refused, so its role machine goes to
+    /// `Fault` and the peer takes over.
+    kernel_link_down: std::sync::atomic::AtomicBool,
+    /// A service port's device (a PCI NIC) reports its link down (`rte_eth_link_get_nowait`,
+    /// read by worker 0 every 10 ms): the same consequence.
+    device_link_down: std::sync::atomic::AtomicBool,
     /// The counters.
     pub counters: SyncCounters,
     /// syncd's latest status report (`Local.ReportStatus`); control-thread work only.
@@ -147,20 +151,35 @@ impl SyncState {
         };
         SyncState {
             role: AtomicU8::new(role.to_u8()),
-            ports_down: std::sync::atomic::AtomicBool::new(false),
+            kernel_link_down: std::sync::atomic::AtomicBool::new(false),
+            device_link_down: std::sync::atomic::AtomicBool::new(false),
             counters: SyncCounters::default(),
             report: report::ReportSlot::default(),
         }
     }
 
-    /// Whether the service ports have lost their link.
+    /// Whether a service port has lost its link (by the kernel's carrier or the device's
+    /// own link status).
     pub fn ports_down(&self) -> bool {
-        self.ports_down.load(Ordering::Acquire)
+        self.kernel_link_down.load(Ordering::Acquire)
+            || self.device_link_down.load(Ordering::Acquire)
     }
 
-    /// Records the ports' link; going down also stands the director down at once.
+    /// Records the kernel-backed ports' carrier; going down also stands the director down
+    /// at once.
     pub fn set_ports_down(&self, down: bool) {
-        self.ports_down.store(down, Ordering::Release);
+        self.kernel_link_down.store(down, Ordering::Release);
+        self.stand_down_if(down);
+    }
+
+    /// Records the devices' own link status (what DPDK reports; PCI NICs); going down also
+    /// stands the director down at once.
+    pub fn set_device_link_down(&self, down: bool) {
+        self.device_link_down.store(down, Ordering::Release);
+        self.stand_down_if(down);
+    }
+
+    fn stand_down_if(&self, down: bool) {
         if down && self.role() == Role::Active {
             self.set_role(Role::Standby);
         }
@@ -392,5 +411,28 @@ mod link_tests {
         s.set_ports_down(true);
         assert!(s.ports_down());
         assert_eq!(s.role(), Role::Standby);
+    }
+
+    #[test]
+    fn either_link_source_counts_and_both_must_recover() {
+        let s = SyncState::new(true);
+        s.set_role(Role::Active);
+        s.set_device_link_down(true);
+        assert!(s.ports_down());
+        assert_eq!(s.role(), Role::Standby);
+        s.set_role(Role::Active);
+        s.set_ports_down(true);
+        s.set_device_link_down(false);
+        assert!(s.ports_down(), "the kernel's carrier is still down");
+        assert_eq!(s.role(), Role::Standby);
+        s.set_ports_down(false);
+        assert!(!s.ports_down());
+        s.set_role(Role::Active);
+        s.set_device_link_down(false);
+        assert_eq!(
+            s.role(),
+            Role::Active,
+            "a link that stays up changes no role"
+        );
     }
 }
