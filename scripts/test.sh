@@ -30,5 +30,11 @@ set -e
 # doc-test binary with nothing in it).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+if [ "$status" -eq 0 ]; then
+    # Every parser's fuzz target, a fixed number of inputs from a fixed seed (repeatable);
+    # longer runs: ./scripts/fuzz.sh SECONDS.
+    echo "== fuzz targets"
+    FUZZ_RUNS=100000 ./scripts/fuzz.sh || status=$?
+fi
 du -sh target 2>/dev/null | awk '{ print "target directory: " $1 }'
 exit "$status"
