@@ -820,6 +820,14 @@ impl Admin for AdminService {
         let r = self.handle.call(|c| c.status()).await?;
         Ok(Response::new(r))
     }
+
+    async fn set_server_health(
+        &self,
+        _req: Request<pb::SetServerHealthRequest>,
+    ) -> Result<Response<pb::SetServerHealthResponse>, Status> {
+        // Placeholder on the health branch base; the health-dp change implements it.
+        Err(Status::unimplemented("SetServerHealth is not implemented yet"))
+    }
 }
 
 // ---- listeners ---------------------------------------------------------------------------
