@@ -86,7 +86,7 @@ fn sockets(dir: &Path) -> (PathBuf, PathBuf) {
 fn record(i: u32, real: Ipv4Addr) -> ConnRecord {
     ConnRecord {
         proto: Protocol::Tcp,
-        client: Endpoint::new(Ipv4Addr::from(0x0a09_0000 + i), 40_000 + i as u16),
+        client: Endpoint::new(Ipv4Addr::from(0x0a09_0000 + i), 40_000 + (i % 1000) as u16),
         vip: Endpoint::new(VIP, 80),
         real: Endpoint::new(real, 80),
         method: ForwardMethod::Nat,
@@ -206,7 +206,7 @@ async fn conns_to(c: &mut AdminClient<Channel>, server: Ipv4Addr) -> usize {
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 const UP: i32 = apb::HealthState::Up as i32;

@@ -555,7 +555,14 @@ impl ControlState {
         now_unix_ms: u64,
     ) -> Result<HealthChange, ControlError> {
         let i = self.position(proto, vip)?;
-        self.server_position(i, server, proto, vip)?;
+        let j = self.server_position(i, server, proto, vip)?;
+        let configured_weight = self.specs[i].dests[j].weight;
+        // The weight the workers serve the server with (`None`: not at all).
+        let served = |e: Effect| match e {
+            Effect::Configured => Some(configured_weight),
+            Effect::Quiesced => Some(0),
+            Effect::Removed => None,
+        };
         let key: HealthKey = (proto, vip, server);
         let old = self.health.get(&key);
         let old_effect = health::effect(&self.health, &key);
@@ -582,7 +589,7 @@ impl ControlState {
         let new_effect = entry.verdict.effect();
         let mut health = self.health.clone();
         health.insert(key, entry);
-        if new_effect == old_effect {
+        if served(new_effect) == served(old_effect) {
             // What the workers serve is unchanged (no verdict -> UP, a weight-0 server
             // quiesced, the same verdict again): nothing to publish.
             self.health = health;
