@@ -62,15 +62,36 @@ impl CtlError {
                 target: target.to_string(),
                 reason: innermost(status).unwrap_or(message),
             },
-            Code::DeadlineExceeded | Code::Cancelled => {
+            Code::DeadlineExceeded => {
                 CtlError::Failed(format!("the dataplane at {target} did not answer in time"))
             }
+            Code::Cancelled if timed_out(status) || status.source().is_none() => {
+                CtlError::Failed(format!("the dataplane at {target} did not answer in time"))
+            }
+            // Cancelled by the connection going away (a TLS 1.3 server refusing our
+            // certificate does so after the handshake looked complete to us): unreachable.
+            Code::Cancelled => CtlError::Unreachable {
+                target: target.to_string(),
+                reason: innermost(status).unwrap_or(message),
+            },
             code => CtlError::Failed(format!(
                 "the dataplane at {target} failed: {}: {message}",
                 code.description()
             )),
         }
     }
+}
+
+/// Whether `status` is tonic's own call timeout (`TimeoutExpired` in its source chain).
+fn timed_out(status: &tonic::Status) -> bool {
+    let mut cur = status.source();
+    while let Some(e) = cur {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// The message of the deepest error in `e`'s source chain, if it has a source: that is the one
@@ -116,6 +137,27 @@ mod tests {
             e.to_string(),
             "cannot reach the dataplane at /s: gone",
             "unavailable names the target"
+        );
+        assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_cancelled_call_is_a_timeout_only_when_it_timed_out() {
+        let timeout = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(timeout.code(), tonic::Code::Cancelled);
+        assert_eq!(
+            CtlError::from_status(&timeout, "/s").to_string(),
+            "the dataplane at /s did not answer in time"
+        );
+        let mut closed = tonic::Status::cancelled("operation was canceled");
+        closed.set_source(std::sync::Arc::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "received fatal alert: CertificateRequired",
+        )));
+        let e = CtlError::from_status(&closed, "https://d:50051");
+        assert_eq!(
+            e.to_string(),
+            "cannot reach the dataplane at https://d:50051: received fatal alert: CertificateRequired"
         );
         assert_eq!(e.exit_code(), 1);
     }
