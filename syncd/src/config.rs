@@ -948,4 +948,216 @@ mod tests {
         assert!(c.tls.ca.starts_with(&dir), "{}", c.tls.ca.display());
         assert!(c.dataplane.socket.is_absolute());
     }
+
+    #[test]
+    fn example_checks_resolve() {
+        use crate::health::check::Probe;
+        use crate::health::{OnFailure, Proto};
+        let c = Config::parse(EXAMPLE, "syncd.toml").expect("example parses");
+        assert_eq!(
+            c.dataplane.admin_socket,
+            PathBuf::from("/run/tandem/admin.sock")
+        );
+        let plans = c.health_plans().expect("plans");
+        assert_eq!(plans.len(), 4);
+        let http = &plans[0];
+        assert_eq!(http.service.to_string(), "tcp 192.0.2.10:80");
+        assert_eq!(http.base.interval, Duration::from_millis(2000));
+        assert_eq!((http.base.rise, http.base.fall), (2, 3));
+        assert_eq!(http.base.on_failure, OnFailure::Quiesce);
+        assert_eq!(http.base.bind, Some(Ipv4Addr::new(172, 16, 0, 253)));
+        let Probe::Http(h) = &http.base.probe else {
+            panic!("not http: {:?}", http.base.probe)
+        };
+        assert_eq!(
+            (h.path.as_str(), h.status.as_slice()),
+            ("/health", &[200, 204][..])
+        );
+        assert!(h.tls.is_none());
+        // The override inherits the block's settings and changes two.
+        let s3 = "172.16.0.3:8000".parse().expect("addr");
+        let o = http.spec_for(s3).expect("checked");
+        assert_eq!((o.connect_port, o.fall, o.rise), (Some(8081), 2, 2));
+        assert!(matches!(&o.probe, Probe::Http(h) if h.path == "/health"));
+        let s2 = "172.16.0.2:80".parse().expect("addr");
+        assert_eq!(http.spec_for(s2).map(|s| s.fall), Some(3));
+        // Restricted servers.
+        let https = &plans[1];
+        assert_eq!(https.base.probe.name(), "https");
+        assert!(
+            https
+                .spec_for("172.16.0.2:443".parse().expect("a"))
+                .is_some()
+        );
+        assert!(
+            https
+                .spec_for("172.16.0.3:443".parse().expect("a"))
+                .is_some()
+        );
+        assert!(
+            https
+                .spec_for("172.16.0.3:8443".parse().expect("a"))
+                .is_none()
+        );
+        assert!(
+            https
+                .spec_for("172.16.0.4:443".parse().expect("a"))
+                .is_none()
+        );
+        assert_eq!(plans[2].service.proto, Proto::Udp);
+        let Probe::Udp(u) = &plans[2].base.probe else {
+            panic!("not udp")
+        };
+        assert_eq!(u.expect.as_deref(), Some(&[0x12, 0x34][..]));
+        assert_eq!(u.payload.len(), 33);
+        assert_eq!(plans[2].base.timeout, Duration::from_millis(1000));
+        assert_eq!(plans[3].base.probe.name(), "exec");
+    }
+
+    #[test]
+    fn no_checks_is_fine() {
+        let cut = EXAMPLE.find("[health]").expect("health section");
+        let c = Config::parse(&EXAMPLE[..cut], "t.toml").expect("parses");
+        assert!(c.checks.is_empty());
+        assert_eq!(c.health.poll_interval_ms, 1000);
+    }
+
+    #[test]
+    fn bad_checks_name_their_key() {
+        let cut = EXAMPLE.find("[health]").expect("health section");
+        let head = &EXAMPLE[..cut];
+        let check = |body: &str| {
+            err(&format!(
+                "{head}[[check]]\nservice = \"tcp:192.0.2.10:80\"\n{body}\n"
+            ))
+        };
+        let cases = [
+            (
+                "type = \"tcp\"\npath = \"/\"",
+                "check[0].path: only for http/https checks (this one is tcp)",
+            ),
+            (
+                "interval_ms = 1000",
+                "check[0].type: missing (tcp, http, https, udp or exec)",
+            ),
+            (
+                "type = \"tcp\"\ninterval_ms = 1000\ntimeout_ms = 2000",
+                "check[0].timeout_ms: 2000 must be at least 10 and at most interval_ms (1000)",
+            ),
+            (
+                "type = \"tcp\"\nfall = 0",
+                "check[0].fall: 0 is out of range (1-100)",
+            ),
+            (
+                "type = \"tcp\"\ninterval_ms = 50",
+                "check[0].interval_ms: 50 is out of range (100-3600000)",
+            ),
+            (
+                "type = \"http\"\nstatus = [200, 700]",
+                "check[0].status: 700 is not an HTTP status (100-599)",
+            ),
+            (
+                "type = \"http\"\npath = \"health\"",
+                "check[0].path: `health` must start with /",
+            ),
+            (
+                "type = \"https\"\nverify = true",
+                "check[0].ca_file: verify = true needs the CA file",
+            ),
+            (
+                "type = \"http\"\nverify = true",
+                "check[0].verify: only for https checks (this one is http)",
+            ),
+            (
+                "type = \"udp\"",
+                "check[0].payload: give exactly one of payload and payload_hex",
+            ),
+            (
+                "type = \"udp\"\npayload_hex = \"abc\"",
+                "check[0].payload_hex: must be an even number of hex digits",
+            ),
+            (
+                "type = \"udp\"\npayload = \"a\"\nexpect_hex = \"zz\"",
+                "check[0].expect_hex: `zz` is not hex",
+            ),
+            (
+                "type = \"exec\"\ncommand = \"check.sh\"",
+                "check[0].command: `check.sh` must be an absolute path",
+            ),
+            (
+                "type = \"exec\"",
+                "check[0].command: missing for an exec check",
+            ),
+            (
+                "type = \"tcp\"\nservers = [\"172.16.0.2:0\"]",
+                "check[0].servers[0]: `172.16.0.2:0` has port 0",
+            ),
+            (
+                "type = \"tcp\"\nservers = [\"172.16.0.2\"]\n[[check.server]]\naddress = \"172.16.0.3\"\nfall = 1",
+                "check[0].server[0]: 172.16.0.3 is not in check[0].servers",
+            ),
+            (
+                "type = \"tcp\"\n[[check.server]]\naddress = \"172.16.0.3\"\npath = \"/\"",
+                "check[0].server[0].path: only for http/https checks (this one is tcp)",
+            ),
+            (
+                "type = \"tcp\"\n[[check.server]]\naddress = \"172.16.0.3\"\ntype = \"http\"\npath = \"/x\"",
+                "no error",
+            ),
+            (
+                "type = \"tcp\"\non_failure = \"drop\"",
+                "unknown variant `drop`",
+            ),
+            (
+                "type = \"tcp\"\nconnect_port = 0",
+                "check[0].connect_port: 0 is not a port",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = check(body);
+            assert!(e.contains(want), "{body}\n  got: {e}\n want: {want}");
+        }
+        // Unknown keys are refused with their line, in blocks and overrides.
+        let e = check("type = \"tcp\"\nintervall_ms = 5");
+        assert!(e.contains("line ") && e.contains("intervall_ms"), "{e}");
+        let e = check("type = \"tcp\"\n[[check.server]]\naddress = \"172.16.0.3\"\nrize = 2");
+        assert!(e.contains("line ") && e.contains("rize"), "{e}");
+        // The service.
+        let e = err(&format!(
+            "{head}[[check]]\nservice = \"sctp:1.2.3.4:80\"\ntype = \"tcp\"\n"
+        ));
+        assert!(e.contains("check[0].service: `sctp:1.2.3.4:80` is not a service (tcp:VIP:PORT or udp:VIP:PORT)"), "{e}");
+        let two = "[[check]]\nservice = \"tcp:192.0.2.10:80\"\ntype = \"tcp\"\n";
+        let e = err(&format!("{head}{two}{two}"));
+        assert!(
+            e.contains("check[1].service: tcp 192.0.2.10:80 already has a check (check[0])"),
+            "{e}"
+        );
+        let e = err(&format!("{head}[health]\npoll_interval_ms = 10\n"));
+        assert!(
+            e.contains("health.poll_interval_ms: 10 is out of range"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn https_ca_files_are_read_relative_to_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cut = EXAMPLE.find("[health]").expect("health section");
+        let text = format!(
+            "{}[[check]]\nservice = \"tcp:192.0.2.10:443\"\ntype = \"https\"\nverify = true\nca_file = \"servers-ca.pem\"\n",
+            &EXAMPLE[..cut]
+        );
+        let f = dir.path().join("s.toml");
+        std::fs::write(&f, text).expect("write");
+        let c = Config::load(&f).expect("load");
+        let e = c.health_plans().expect_err("no CA file yet");
+        assert!(
+            e.starts_with("check[0].ca_file: cannot read ") && e.contains("servers-ca.pem"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("servers-ca.pem"), "not a pem").expect("write");
+        let e = c.health_plans().expect_err("bad CA file");
+        assert_eq!(e, "check[0].ca_file: no CERTIFICATE in the file");
+    }
 }

@@ -153,7 +153,10 @@ async fn http_status_body_and_failures() {
     let (addr, seen) = http_server(None).await;
     let t = target(addr);
     let run = |p: Probe| async move { check::run(&p, t, "", T).await };
-    assert_eq!(run(http("/ok", &[200], None)).await, Ok("status 200".into()));
+    assert_eq!(
+        run(http("/ok", &[200], None)).await,
+        Ok("status 200".into())
+    );
     {
         let reqs = seen.lock().unwrap();
         assert!(
@@ -171,9 +174,18 @@ async fn http_status_body_and_failures() {
         run(http("/ok", &[200], Some("nope"))).await,
         Err("status 200, body does not contain `nope`".into())
     );
-    assert_eq!(run(http("/503", &[200], None)).await, Err("status 503".into()));
-    assert_eq!(run(http("/503", &[200, 503], None)).await, Ok("status 503".into()));
-    assert_eq!(run(http("/204", &[200], None)).await, Err("status 204".into()));
+    assert_eq!(
+        run(http("/503", &[200], None)).await,
+        Err("status 503".into())
+    );
+    assert_eq!(
+        run(http("/503", &[200, 503], None)).await,
+        Ok("status 503".into())
+    );
+    assert_eq!(
+        run(http("/204", &[200], None)).await,
+        Err("status 204".into())
+    );
     // Chunked: the match spans two chunks.
     assert_eq!(
         run(http("/chunked", &[200], Some("healthy ok"))).await,
@@ -201,7 +213,13 @@ async fn http_status_body_and_failures() {
     );
     assert!(start.elapsed() < Duration::from_millis(1500));
     // Nothing listening.
-    let r = check::run(&http("/ok", &[200], None), target(closed_port().await), "", T).await;
+    let r = check::run(
+        &http("/ok", &[200], None),
+        target(closed_port().await),
+        "",
+        T,
+    )
+    .await;
     assert_eq!(r, Err("connect: connection refused".into()));
 }
 
@@ -213,7 +231,8 @@ struct Pki {
 fn pki(name: &str) -> Pki {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, "health test CA");
+    p.distinguished_name
+        .push(DnType::CommonName, "health test CA");
     let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
     let key = KeyPair::generate().unwrap();
     let leaf = CertificateParams::new(vec![name.to_string()])
@@ -265,18 +284,42 @@ async fn https_with_and_without_verification() {
     );
     // verify with the right CA and name.
     assert_eq!(
-        check::run(&https(Some(&server.ca_pem), Some("rs1.tandem.test"), None), t, "", T).await,
+        check::run(
+            &https(Some(&server.ca_pem), Some("rs1.tandem.test"), None),
+            t,
+            "",
+            T
+        )
+        .await,
         Ok("status 200".into())
     );
     // verify with the right CA but another name.
-    let r = check::run(&https(Some(&server.ca_pem), Some("rs2.tandem.test"), None), t, "", T).await;
+    let r = check::run(
+        &https(Some(&server.ca_pem), Some("rs2.tandem.test"), None),
+        t,
+        "",
+        T,
+    )
+    .await;
     let e = r.unwrap_err();
-    assert!(e.starts_with("tls: ") && e.contains("certificate not valid for name \"rs2.tandem.test\""), "{e}");
+    assert!(
+        e.starts_with("tls: ") && e.contains("certificate not valid for name \"rs2.tandem.test\""),
+        "{e}"
+    );
     // verify with another CA of the same name (an impostor key).
     let other = pki("rs1.tandem.test");
-    let r = check::run(&https(Some(&other.ca_pem), Some("rs1.tandem.test"), None), t, "", T).await;
+    let r = check::run(
+        &https(Some(&other.ca_pem), Some("rs1.tandem.test"), None),
+        t,
+        "",
+        T,
+    )
+    .await;
     let e = r.unwrap_err();
-    assert!(e.starts_with("tls: ") && e.contains("invalid peer certificate: BadSignature"), "{e}");
+    assert!(
+        e.starts_with("tls: ") && e.contains("invalid peer certificate: BadSignature"),
+        "{e}"
+    );
     // A plain HTTP server waits for a request line that never comes: no handshake.
     let (plain, _) = http_server(None).await;
     let r = check::run(&https(None, None, None), target(plain), "", T).await;
@@ -397,5 +440,8 @@ async fn exec_exit_codes_environment_and_timeout() {
     assert!(!marker.exists(), "the command outlived its timeout");
     let missing = dir.path().join("missing.sh");
     let e = check::run(&exec(missing, &[]), t, "", T).await.unwrap_err();
-    assert!(e.starts_with("cannot run ") && e.ends_with("no such file or directory"), "{e}");
+    assert!(
+        e.starts_with("cannot run ") && e.ends_with("no such file or directory"),
+        "{e}"
+    );
 }
