@@ -5,191 +5,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tandem_proto::admin as apb;
-use tandem_proto::admin::admin_server::{Admin, AdminServer};
 use tandem_syncd::health::check::Probe;
 use tandem_syncd::health::{self, GrpcAdmin, OnFailure, Plan, Proto, ServiceSel, Settings, Spec};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::{Request, Response, Status};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+mod adminref;
+use adminref::TestAdmin;
 
-#[derive(Default)]
-struct AdminState {
-    servers: Vec<SocketAddrV4>,
-    health: Vec<(SocketAddrV4, apb::ServerHealth)>,
-    calls: Vec<apb::SetServerHealthRequest>,
-    unimplemented: bool,
-}
-
-#[derive(Clone, Default)]
-struct TestAdmin(Arc<Mutex<AdminState>>);
-
-fn no<T>() -> Result<Response<T>, Status> {
-    Err(Status::unimplemented("not in this test"))
-}
-
-#[tonic::async_trait]
-impl Admin for TestAdmin {
-    async fn add_service(
-        &self,
-        _: Request<apb::AddServiceRequest>,
-    ) -> Result<Response<apb::ChangeResponse>, Status> {
-        no()
-    }
-    async fn edit_service(
-        &self,
-        _: Request<apb::EditServiceRequest>,
-    ) -> Result<Response<apb::ChangeResponse>, Status> {
-        no()
-    }
-    async fn delete_service(
-        &self,
-        _: Request<apb::DeleteServiceRequest>,
-    ) -> Result<Response<apb::ChangeResponse>, Status> {
-        no()
-    }
-    async fn add_server(
-        &self,
-        _: Request<apb::AddServerRequest>,
-    ) -> Result<Response<apb::ChangeResponse>, Status> {
-        no()
-    }
-    async fn edit_server(
-        &self,
-        _: Request<apb::EditServerRequest>,
-    ) -> Result<Response<apb::ChangeResponse>, Status> {
-        no()
-    }
-    async fn delete_server(
-        &self,
-        _: Request<apb::DeleteServerRequest>,
-    ) -> Result<Response<apb::ChangeResponse>, Status> {
-        no()
-    }
-    async fn replace_services(
-        &self,
-        _: Request<apb::ReplaceServicesRequest>,
-    ) -> Result<Response<apb::ChangeResponse>, Status> {
-        no()
-    }
-    async fn reload(
-        &self,
-        _: Request<apb::ReloadRequest>,
-    ) -> Result<Response<apb::ChangeResponse>, Status> {
-        no()
-    }
-    async fn list_connections(
-        &self,
-        _: Request<apb::ListConnectionsRequest>,
-    ) -> Result<Response<apb::ListConnectionsResponse>, Status> {
-        no()
-    }
-    async fn zero_counters(
-        &self,
-        _: Request<apb::ZeroCountersRequest>,
-    ) -> Result<Response<apb::ZeroCountersResponse>, Status> {
-        no()
-    }
-    async fn get_timeouts(
-        &self,
-        _: Request<apb::GetTimeoutsRequest>,
-    ) -> Result<Response<apb::Timeouts>, Status> {
-        no()
-    }
-    async fn set_timeouts(
-        &self,
-        _: Request<apb::Timeouts>,
-    ) -> Result<Response<apb::Timeouts>, Status> {
-        no()
-    }
-    async fn get_status(
-        &self,
-        _: Request<apb::GetStatusRequest>,
-    ) -> Result<Response<apb::Status>, Status> {
-        no()
-    }
-
-    async fn list_services(
-        &self,
-        _: Request<apb::ListServicesRequest>,
-    ) -> Result<Response<apb::ListServicesResponse>, Status> {
-        let st = self.0.lock().unwrap();
-        let servers = st
-            .servers
-            .iter()
-            .map(|s| apb::ServerStatus {
-                config: Some(apb::ServerConfig {
-                    key: Some(apb::ServerKey {
-                        address: s.ip().to_string(),
-                        port: s.port().into(),
-                    }),
-                    method: apb::ForwardMethod::Nat as i32,
-                    weight: 1,
-                }),
-                health: st.health.iter().find(|h| h.0 == *s).map(|h| h.1.clone()),
-                ..Default::default()
-            })
-            .collect();
-        Ok(Response::new(apb::ListServicesResponse {
-            services: vec![apb::ServiceStatus {
-                config: Some(apb::ServiceConfig {
-                    key: Some(apb::ServiceKey {
-                        protocol: apb::Protocol::Tcp as i32,
-                        address: VIP.to_string(),
-                        port: 80,
-                    }),
-                    ..Default::default()
-                }),
-                servers,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }))
-    }
-
-    async fn set_server_health(
-        &self,
-        req: Request<apb::SetServerHealthRequest>,
-    ) -> Result<Response<apb::SetServerHealthResponse>, Status> {
-        let req = req.into_inner();
-        let mut st = self.0.lock().unwrap();
-        st.calls.push(req.clone());
-        if st.unimplemented {
-            return Err(Status::unimplemented(
-                "SetServerHealth is not implemented yet",
-            ));
-        }
-        let k = req.server.clone().unwrap();
-        let addr = SocketAddrV4::new(k.address.parse().unwrap(), u16::try_from(k.port).unwrap());
-        let h = apb::ServerHealth {
-            state: req.state,
-            action: req.action,
-            checker: req.checker.clone(),
-            reason: req.reason.clone(),
-            since_unix_ms: 1,
-        };
-        let changed = match st.health.iter_mut().find(|x| x.0 == addr) {
-            Some(x) => {
-                let c = x.1.state != h.state || x.1.action != h.action;
-                x.1 = h;
-                c
-            }
-            None => {
-                st.health.push((addr, h));
-                true
-            }
-        };
-        Ok(Response::new(apb::SetServerHealthResponse {
-            message: format!("{addr} {}", req.state),
-            changed,
-        }))
-    }
-}
+const VIP: Ipv4Addr = adminref::VIP;
 
 struct Harness {
     admin: TestAdmin,
@@ -230,20 +57,8 @@ fn plan(rise: u32, fall: u32) -> Plan {
 async fn start(servers: Vec<SocketAddrV4>, unimplemented: bool, active: bool) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("admin.sock");
-    let admin = TestAdmin::default();
-    {
-        let mut st = admin.0.lock().unwrap();
-        st.servers = servers;
-        st.unimplemented = unimplemented;
-    }
-    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
-    let svc = AdminServer::new(admin.clone());
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
-            .await;
-    });
+    let admin = TestAdmin::serve(&sock, servers);
+    admin.0.lock().unwrap().unimplemented = unimplemented;
     let (active_tx, active_rx) = watch::channel(active);
     let (status_tx, status_rx) = watch::channel(serde_json::Value::Null);
     let (stop_tx, stop_rx) = watch::channel(false);

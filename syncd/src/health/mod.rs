@@ -258,6 +258,9 @@ pub struct Reported {
     pub action: apb::HealthAction,
 }
 
+/// A service of the dataplane's listing: its servers and the health it reports for each.
+pub type ListedService = (ServiceSel, Vec<(SocketAddrV4, Option<Reported>)>);
+
 /// One target's machines and figures.
 #[derive(Debug)]
 struct Target {
@@ -350,12 +353,7 @@ impl Targets {
     /// Brings the set in line with the dataplane's listing: a target for every listed
     /// server a plan checks (new ones get a fresh machine in `Unknown`), none for the rest.
     /// A changed spec keeps the target's state and runs. Returns (added, removed).
-    pub fn sync(
-        &mut self,
-        plans: &[Plan],
-        listing: &[(ServiceSel, Vec<(SocketAddrV4, Option<Reported>)>)],
-        now: u64,
-    ) -> (usize, usize) {
+    pub fn sync(&mut self, plans: &[Plan], listing: &[ListedService], now: u64) -> (usize, usize) {
         let mut seen = std::collections::BTreeSet::new();
         let mut added = 0;
         for (service, servers) in listing {
@@ -645,7 +643,7 @@ impl AdminApi for GrpcAdmin {
 }
 
 /// The listing as the targets want it: every service's servers with their reported health.
-type Listing = Vec<(ServiceSel, Vec<(SocketAddrV4, Option<Reported>)>)>;
+type Listing = Vec<ListedService>;
 
 fn listing(resp: &apb::ListServicesResponse) -> Listing {
     resp.services
