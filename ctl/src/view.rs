@@ -10,8 +10,11 @@
 //!   "flags": [string], "persistence_timeout_s": u32 (0 = not persistent),
 //!   "persistence_netmask": string|null, "stats": Stats, "rates": Rates,
 //!   "servers": [Server]}`, Server is `{"address", "port", "method": "nat"|"tunnel"|
-//!   "direct_route", "weight", "active_connections", "inactive_connections", "stats",
-//!   "rates"}`, Stats is `{"connections", "packets_in", "packets_out", "bytes_in",
+//!   "direct_route", "weight" (configured, whatever the health), "active_connections",
+//!   "inactive_connections", "health": Health|null (null: no checker has reported), "stats",
+//!   "rates"}`, Health is `{"state": "up"|"down", "action": "quiesce"|"remove" (what DOWN
+//!   does), "checker": string, "reason": string, "since_unix_ms": u64 (when the state last
+//!   changed), "changes": u64 (state changes so far)}`, Stats is `{"connections", "packets_in", "packets_out", "bytes_in",
 //!   "bytes_out"}` and Rates is `{"connections_per_s", "packets_in_per_s",
 //!   "packets_out_per_s", "bytes_in_per_s", "bytes_out_per_s"}`.
 //! * `conns`: `{"connections": [{"protocol", "client_address", "client_port",
@@ -85,10 +88,53 @@ pub struct ServerView {
     pub active_connections: u64,
     /// Other connections.
     pub inactive_connections: u64,
+    /// The last health verdict, if a checker has reported.
+    pub health: Option<HealthView>,
     /// Counters.
     pub stats: StatsView,
     /// Rates.
     pub rates: RatesView,
+}
+
+/// A real server's health as the last checker verdict left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthView {
+    /// `up` or `down` (`unknown` from a newer server).
+    pub state: String,
+    /// What DOWN does: `quiesce` (weight 0 for new connections) or `remove`.
+    pub action: String,
+    /// Which checker.
+    pub checker: String,
+    /// Why.
+    pub reason: String,
+    /// When the state last changed (Unix milliseconds).
+    pub since_unix_ms: u64,
+    /// State changes so far.
+    pub changes: u64,
+}
+
+/// The health of a listing's server, `None` when no checker has reported.
+fn health_view(h: Option<&admin::ServerHealth>) -> Option<HealthView> {
+    let h = h?;
+    let state = match admin::HealthState::try_from(h.state) {
+        Ok(admin::HealthState::Unspecified) => return None,
+        Ok(admin::HealthState::Up) => "up",
+        Ok(admin::HealthState::Down) => "down",
+        Err(_) => "unknown",
+    };
+    let action = match admin::HealthAction::try_from(h.action) {
+        Ok(admin::HealthAction::Unspecified | admin::HealthAction::Quiesce) => "quiesce",
+        Ok(admin::HealthAction::Remove) => "remove",
+        Err(_) => "unknown",
+    };
+    Some(HealthView {
+        state: state.into(),
+        action: action.into(),
+        checker: h.checker.clone(),
+        reason: h.reason.clone(),
+        since_unix_ms: h.since_unix_ms,
+        changes: h.changes,
+    })
 }
 
 /// Cumulative counters.
@@ -194,6 +240,7 @@ pub fn service_view(s: &admin::ServiceStatus) -> ServiceView {
                     weight: c.weight,
                     active_connections: d.active_connections,
                     inactive_connections: d.inactive_connections,
+                    health: health_view(d.health.as_ref()),
                     stats: stats_view(d.stats.as_ref()),
                     rates: rates_view(d.rates.as_ref()),
                 }
@@ -215,7 +262,8 @@ pub fn list_view(resp: &admin::ListServicesResponse, role: Option<String>) -> Li
 /// Which columns a listing shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListFormat {
-    /// Scheduler, flags, forward, weight, active and inactive connections (`-L -n`).
+    /// Scheduler, flags, forward, weight, active and inactive connections, and health
+    /// (`-L -n`).
     Plain,
     /// Counters (`--stats`).
     Stats,
@@ -276,7 +324,9 @@ fn push_line(out: &mut String, line: &str) {
 }
 
 /// The table `ipvsadm -L -n` (or `--stats`, `--rate`) prints, with a Tandem header line.
-/// Column widths are ipvsadm's; trailing blanks are trimmed.
+/// Column widths are ipvsadm's; trailing blanks are trimmed. The plain listing has one more
+/// column at the end, `Health` (`up`, `down`, or `-` when no checker has reported); the
+/// weight shown is the configured one, also while a server is down.
 pub fn render_list(v: &ListView, format: ListFormat, exact: bool) -> String {
     let mut out = String::new();
     push_line(&mut out, &header(v));
@@ -286,7 +336,7 @@ pub fn render_list(v: &ListView, format: ListFormat, exact: bool) -> String {
             push_line(&mut out, "Prot LocalAddress:Port Scheduler Flags");
             push_line(
                 &mut out,
-                "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
+                "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn  Health",
             );
         }
         ListFormat::Stats | ListFormat::Rate => {
@@ -343,11 +393,12 @@ pub fn render_list(v: &ListView, format: ListFormat, exact: bool) -> String {
             let dname = format!("{}:{}", d.address, d.port);
             let line = match format {
                 ListFormat::Plain => format!(
-                    "  -> {dname:<28} {:<7} {:<6} {:<10} {:<10}",
+                    "  -> {dname:<28} {:<7} {:<6} {:<10} {:<10} {}",
                     method_listing(&d.method),
                     d.weight,
                     d.active_connections,
-                    d.inactive_connections
+                    d.inactive_connections,
+                    d.health.as_ref().map_or("-", |h| h.state.as_str())
                 ),
                 ListFormat::Stats => format!(
                     "  -> {dname:<28}{}{}{}{}{}",

@@ -162,12 +162,12 @@ fn ok(sock: &Path, args: &[&str]) -> String {
 const DEMO: &str = "\
 Tandem director (generation 6, standalone)
 Prot LocalAddress:Port Scheduler Flags
-  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn  Health
 TCP  203.0.113.10:80 wrr
-  -> 172.16.0.2:80                Masq    1      0          0
-  -> 172.16.0.3:8000              Masq    2      0          0
+  -> 172.16.0.2:80                Masq    1      0          0          -
+  -> 172.16.0.3:8000              Masq    2      0          0          -
 TCP  203.0.113.10:21 wlc persistent 300
-  -> 172.16.0.3:21                Route   1      0          0
+  -> 172.16.0.3:21                Route   1      0          0          -
 ";
 
 #[test]
@@ -374,6 +374,109 @@ fn save_restore_is_an_identity_over_the_wire() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("tandemctl: line 1: unknown scheduler"));
     assert_eq!(ok(&sock, &["save"]), saved);
+}
+
+/// Health verdicts (sent over the admin API as tandem-syncd's checkers send them) show in
+/// the listing's last column and in its JSON, and are not saved.
+#[test]
+fn health_shows_in_the_listing_and_json_and_is_not_saved() {
+    use tandem_proto::admin as pb;
+    let sock = serve("health");
+    ok(&sock, &["-A", "-t", "203.0.113.10:80", "-s", "wrr"]);
+    for (server, weight) in [("172.16.0.2:80", "1"), ("172.16.0.3:8000", "2"), ("172.16.0.4:80", "1")] {
+        ok(
+            &sock,
+            &["-a", "-t", "203.0.113.10:80", "-r", server, "-m", "-w", weight],
+        );
+    }
+    let saved = ok(&sock, &["-S", "-n"]);
+    let verdict = |address: &str, port: u32, state: pb::HealthState, reason: &str| {
+        pb::SetServerHealthRequest {
+            service: Some(pb::ServiceKey {
+                protocol: pb::Protocol::Tcp.into(),
+                address: "203.0.113.10".into(),
+                port: 80,
+            }),
+            server: Some(pb::ServerKey {
+                address: address.into(),
+                port,
+            }),
+            state: state.into(),
+            action: pb::HealthAction::Quiesce.into(),
+            checker: "http".into(),
+            reason: reason.into(),
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers = rt.block_on(async {
+        let target = tandemctl::client::Target::Socket(sock.to_path_buf());
+        let timeout = std::time::Duration::from_secs(10);
+        let mut c = tandemctl::client::connect_to(&target, timeout, timeout)
+            .await
+            .unwrap()
+            .client;
+        let mut answers = Vec::new();
+        for req in [
+            verdict("172.16.0.3", 8000, pb::HealthState::Down, "connect: connection refused"),
+            verdict("172.16.0.2", 80, pb::HealthState::Up, "200 OK"),
+        ] {
+            let r = c.set_server_health(req).await.unwrap().into_inner();
+            answers.push((r.message, r.changed));
+        }
+        answers
+    });
+    assert_eq!(
+        answers,
+        [
+            (
+                "TCP 203.0.113.10:80 -> 172.16.0.3:8000 down (quiesced): connect: connection refused"
+                    .to_string(),
+                true
+            ),
+            ("TCP 203.0.113.10:80 -> 172.16.0.2:80 up: 200 OK".to_string(), true)
+        ]
+    );
+    // The quiesced server shows its configured weight; the first UP changed no generation.
+    assert_eq!(
+        ok(&sock, &["-L", "-n"]),
+        "\
+Tandem director (generation 6, standalone)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn  Health
+TCP  203.0.113.10:80 wrr
+  -> 172.16.0.2:80                Masq    1      0          0          up
+  -> 172.16.0.3:8000              Masq    2      0          0          down
+  -> 172.16.0.4:80                Masq    1      0          0          -
+"
+    );
+    let j: serde_json::Value = serde_json::from_str(&ok(&sock, &["-Ln", "-o", "json"])).unwrap();
+    let servers = &j["services"][0]["servers"];
+    let down = &servers[1]["health"];
+    assert_eq!(servers[1]["weight"], 2);
+    assert_eq!(
+        (
+            down["state"].as_str(),
+            down["action"].as_str(),
+            down["checker"].as_str(),
+            down["reason"].as_str(),
+            down["changes"].as_u64()
+        ),
+        (
+            Some("down"),
+            Some("quiesce"),
+            Some("http"),
+            Some("connect: connection refused"),
+            Some(1)
+        )
+    );
+    assert!(down["since_unix_ms"].as_u64().is_some_and(|t| t > 1_700_000_000_000), "{down}");
+    assert_eq!(servers[0]["health"]["state"], "up");
+    assert!(servers[2]["health"].is_null(), "{}", servers[2]);
+    // Health is runtime state: save shows the configuration only.
+    assert_eq!(ok(&sock, &["-S", "-n"]), saved);
 }
 
 /// Runs openssl; false when it is not installed.

@@ -14,12 +14,12 @@ fn the_listing_is_ipvsadms() {
     let expected = "\
 Tandem director (generation 7, standalone)
 Prot LocalAddress:Port Scheduler Flags
-  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn  Health
 TCP  203.0.113.10:80 wrr
-  -> 172.16.0.2:80                Masq    1      0          0
-  -> 172.16.0.3:8000              Masq    2      0          0
+  -> 172.16.0.2:80                Masq    1      0          0          -
+  -> 172.16.0.3:8000              Masq    2      0          0          -
 TCP  203.0.113.10:21 wlc persistent 300
-  -> 172.16.0.3:21                Route   1      0          0
+  -> 172.16.0.3:21                Route   1      0          0          -
 ";
     assert_eq!(view::render_list(&v, ListFormat::Plain, false), expected);
 }
@@ -53,10 +53,10 @@ fn flags_masks_tunnels_udp_and_counts() {
     let expected = "\
 Tandem director (generation 1)
 Prot LocalAddress:Port Scheduler Flags
-  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn  Health
 UDP  203.0.113.20:53 sh (sh-fallback,sh-port) persistent 600 mask 255.255.255.0
-  -> 10.1.2.3:5353                Tunnel  65535  1234567    89
-  -> 10.1.2.4:53                  Route   0      0          12
+  -> 10.1.2.3:5353                Tunnel  65535  1234567    89         -
+  -> 10.1.2.4:53                  Route   0      0          12         -
 TCP  198.51.100.1:443 wlc
 ";
     assert_eq!(view::render_list(&v, ListFormat::Plain, false), expected);
@@ -243,11 +243,11 @@ fn the_listing_json_schema() {
                 "rates": {"connections_per_s": 0, "packets_in_per_s": 0, "packets_out_per_s": 0, "bytes_in_per_s": 0, "bytes_out_per_s": 0},
                 "servers": [
                     {"address": "172.16.0.2", "port": 80, "method": "nat", "weight": 1,
-                     "active_connections": 0, "inactive_connections": 0,
+                     "active_connections": 0, "inactive_connections": 0, "health": null,
                      "stats": {"connections": 0, "packets_in": 0, "packets_out": 0, "bytes_in": 0, "bytes_out": 0},
                      "rates": {"connections_per_s": 0, "packets_in_per_s": 0, "packets_out_per_s": 0, "bytes_in_per_s": 0, "bytes_out_per_s": 0}},
                     {"address": "172.16.0.3", "port": 8000, "method": "nat", "weight": 2,
-                     "active_connections": 0, "inactive_connections": 0,
+                     "active_connections": 0, "inactive_connections": 0, "health": null,
                      "stats": {"connections": 0, "packets_in": 0, "packets_out": 0, "bytes_in": 0, "bytes_out": 0},
                      "rates": {"connections_per_s": 0, "packets_in_per_s": 0, "packets_out_per_s": 0, "bytes_in_per_s": 0, "bytes_out_per_s": 0}}
                 ]
@@ -259,7 +259,7 @@ fn the_listing_json_schema() {
                 "rates": {"connections_per_s": 0, "packets_in_per_s": 0, "packets_out_per_s": 0, "bytes_in_per_s": 0, "bytes_out_per_s": 0},
                 "servers": [
                     {"address": "172.16.0.3", "port": 21, "method": "direct_route", "weight": 1,
-                     "active_connections": 0, "inactive_connections": 0,
+                     "active_connections": 0, "inactive_connections": 0, "health": null,
                      "stats": {"connections": 0, "packets_in": 0, "packets_out": 0, "bytes_in": 0, "bytes_out": 0},
                      "rates": {"connections_per_s": 0, "packets_in_per_s": 0, "packets_out_per_s": 0, "bytes_in_per_s": 0, "bytes_out_per_s": 0}}
                 ]
@@ -267,6 +267,58 @@ fn the_listing_json_schema() {
         ]
     });
     assert_eq!(j, expected);
+}
+
+/// A health checker's verdicts: the extra column (`-` unchecked), the configured weight of a
+/// quiesced server, and the health object in JSON.
+#[test]
+fn the_listing_shows_health() {
+    let mut r = demo();
+    r.services[0].servers[0].health = Some(admin::ServerHealth {
+        state: admin::HealthState::Up.into(),
+        action: admin::HealthAction::Quiesce.into(),
+        checker: "http".into(),
+        reason: "200 OK".into(),
+        since_unix_ms: 1_700_000_000_000,
+        changes: 1,
+    });
+    r.services[0].servers[1].health = Some(admin::ServerHealth {
+        state: admin::HealthState::Down.into(),
+        action: admin::HealthAction::Unspecified.into(),
+        checker: "tcp".into(),
+        reason: "connect: connection refused (3 failures)".into(),
+        since_unix_ms: 1_700_000_001_000,
+        changes: 2,
+    });
+    // A server that sent UNSPECIFIED is unchecked.
+    r.services[1].servers[0].health = Some(admin::ServerHealth::default());
+    let v = view::list_view(&r, Some("standalone".into()));
+    let expected = "\
+Tandem director (generation 7, standalone)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn  Health
+TCP  203.0.113.10:80 wrr
+  -> 172.16.0.2:80                Masq    1      0          0          up
+  -> 172.16.0.3:8000              Masq    2      0          0          down
+TCP  203.0.113.10:21 wlc persistent 300
+  -> 172.16.0.3:21                Route   1      0          0          -
+";
+    assert_eq!(view::render_list(&v, ListFormat::Plain, false), expected);
+    let j = serde_json::to_value(&v).unwrap();
+    assert_eq!(
+        j["services"][0]["servers"][1]["health"],
+        serde_json::json!({
+            "state": "down", "action": "quiesce", "checker": "tcp",
+            "reason": "connect: connection refused (3 failures)",
+            "since_unix_ms": 1_700_000_001_000u64, "changes": 2
+        })
+    );
+    assert_eq!(j["services"][0]["servers"][1]["weight"], 2);
+    assert_eq!(j["services"][0]["servers"][0]["health"]["state"], "up");
+    assert_eq!(j["services"][1]["servers"][0]["health"], serde_json::Value::Null);
+    // The stats and rate listings are ipvsadm's, without the column.
+    let stats = view::render_list(&v, ListFormat::Stats, false);
+    assert!(!stats.contains("Health") && !stats.contains("down"), "{stats}");
 }
 
 #[test]

@@ -523,6 +523,16 @@ pub fn render(status: &admin::Status, services: &admin::ListServicesResponse) ->
         "server_inactive_connections",
         "A real server's other connections, all lcores",
     );
+    let up = gauge_family::<ServerLabels>(
+        &mut reg,
+        "server_up",
+        "0 if the last health verdict on a real server is DOWN, 1 if UP or never checked",
+    );
+    let health_changes = counter_family::<ServerLabels>(
+        &mut reg,
+        "server_health_changes",
+        "Health state changes of a real server (the first verdict included)",
+    );
     for s in &services.services {
         let Some(cfg) = s.config.as_ref() else {
             continue;
@@ -554,6 +564,14 @@ pub fn render(status: &admin::Status, services: &admin::ListServicesResponse) ->
             inactive
                 .get_or_create(&l)
                 .set(clamp(r.inactive_connections));
+            let down = r
+                .health
+                .as_ref()
+                .is_some_and(|h| h.state == i32::from(admin::HealthState::Down));
+            up.get_or_create(&l).set(i64::from(!down));
+            health_changes
+                .get_or_create(&l)
+                .inc_by(r.health.as_ref().map_or(0, |h| h.changes));
             if let Some(st) = r.stats.as_ref() {
                 add_stats(&srv_stats, &l, st);
             }
@@ -669,6 +687,7 @@ mod tests {
                         method: admin::ForwardMethod::Nat.into(),
                         weight: 2,
                     }),
+                    health: None,
                     active_connections: 5,
                     inactive_connections: 2,
                     stats: Some(admin::Stats {
@@ -779,6 +798,44 @@ mod tests {
         assert!(reply.contains("tandem_config_generation 3"), "{reply}");
         let _ = stop_tx.send(());
         server.await.expect("join").expect("serve");
+    }
+
+    #[test]
+    fn server_up_is_0_only_for_a_down_verdict_and_changes_are_counted() {
+        let (status, mut services) = sample();
+        let labels =
+            r#"{protocol="tcp",service="203.0.113.10:80",server="172.16.0.3:8000",method="nat"}"#;
+        let text = render(&status, &services);
+        for line in [
+            format!("tandem_server_up{labels} 1"),
+            format!("tandem_server_health_changes_total{labels} 0"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        }
+        services.services[0].servers[0].health = Some(admin::ServerHealth {
+            state: admin::HealthState::Down.into(),
+            action: admin::HealthAction::Quiesce.into(),
+            checker: "http".into(),
+            reason: "connect: connection refused".into(),
+            since_unix_ms: 1_700_000_000_000,
+            changes: 3,
+        });
+        let text = render(&status, &services);
+        for line in [
+            format!("tandem_server_up{labels} 0"),
+            format!("tandem_server_health_changes_total{labels} 3"),
+            // The configured weight, whatever the health.
+            format!("tandem_server_weight{labels} 2"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        }
+        if let Some(h) = services.services[0].servers[0].health.as_mut() {
+            h.state = admin::HealthState::Up.into();
+            h.changes = 4;
+        }
+        let text = render(&status, &services);
+        let line = format!("tandem_server_up{labels} 1");
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
     }
 
     #[test]

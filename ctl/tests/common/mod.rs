@@ -28,6 +28,7 @@ pub fn server(
             method: method.into(),
             weight,
         }),
+        health: None,
         active_connections: active,
         inactive_connections: inactive,
         stats: None,

@@ -24,10 +24,11 @@ use tandem_proto::admin::admin_server::{Admin, AdminServer};
 use tandem_proto::admin::{self as pb};
 use tandem_proto::{ConvertError, ServiceKey};
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::board::StatsBoard;
 use super::command::{Command, ConnListing, PortFigures};
+use super::health::{Health, HealthAction, HealthState, Verdict};
 use super::state::{Apply, Change, ControlError, ControlState, Rates, add_traffic};
 use crate::stats::{CounterSlot, PortReport};
 
@@ -234,6 +235,46 @@ impl Controller {
         Ok(())
     }
 
+    /// Records a health verdict and hands what it changes to every worker.
+    fn set_health(
+        &mut self,
+        k: ServiceKey,
+        server: Endpoint,
+        verdict: Verdict,
+    ) -> Result<pb::SetServerHealthResponse, Status> {
+        self.running()?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let v = verdict.clone();
+        let c = self
+            .state
+            .set_health(k.proto, k.vip, server, verdict, now_ms)
+            .map_err(status)?;
+        if let Some(apply) = &c.apply {
+            self.broadcast(apply, c.generation)?;
+        }
+        if c.changed {
+            info!(
+                service = %k,
+                server = %server,
+                state = v.state.name(),
+                action = v.action.name(),
+                checker = %v.checker,
+                reason = %v.reason,
+                generation = c.generation,
+                "health: {}",
+                c.line
+            );
+        } else {
+            debug!(service = %k, server = %server, "health: {}", c.line);
+        }
+        Ok(pb::SetServerHealthResponse {
+            message: c.line,
+            changed: c.changed,
+        })
+    }
+
     fn reload(&mut self, dry_run: bool) -> Result<pb::ChangeResponse, Status> {
         self.mutate(|s, b, now| s.reload(dry_run, b, now))
     }
@@ -241,7 +282,8 @@ impl Controller {
     fn list_services(&self, key: Option<ServiceKey>) -> Result<pb::ListServicesResponse, Status> {
         let r = self.running()?;
         let board = r.board.as_ref();
-        let set = self.state.set();
+        // The configured servers (whatever their health), with the ids their counters have.
+        let set = self.state.configured();
         let mut services = Vec::new();
         for spec in self.state.specs() {
             if key.is_some_and(|k| k.proto != spec.proto || k.vip != spec.vip) {
@@ -259,8 +301,13 @@ impl Controller {
                 let rates = self.state.rates(d.id);
                 add_traffic(&mut total, &stats);
                 total_rates.add(&rates);
+                let health = self
+                    .state
+                    .health(spec.proto, spec.vip, d.endpoint)
+                    .map(health_pb);
                 servers.push(pb::ServerStatus {
                     config: Some(pb::ServerConfig::from(ds)),
+                    health,
                     active_connections: f.active,
                     inactive_connections: f.inactive,
                     stats: Some(stats_pb(&stats)),
@@ -425,7 +472,7 @@ impl Controller {
                 sync_events_overflow: t.events_overflow,
             });
         }
-        let set = self.state.set();
+        let set = self.state.configured();
         Ok(pb::Status {
             version: env!("CARGO_PKG_VERSION").into(),
             role: r.sync.role().name().into(),
@@ -478,6 +525,55 @@ fn rates_pb(r: &Rates) -> pb::Rates {
         bytes_in_per_s: u(r.bytes_in),
         bytes_out_per_s: u(r.bytes_out),
     }
+}
+
+fn health_pb(h: &Health) -> pb::ServerHealth {
+    pb::ServerHealth {
+        state: match h.verdict.state {
+            HealthState::Up => pb::HealthState::Up,
+            HealthState::Down => pb::HealthState::Down,
+        }
+        .into(),
+        action: match h.verdict.action {
+            HealthAction::Quiesce => pb::HealthAction::Quiesce,
+            HealthAction::Remove => pb::HealthAction::Remove,
+        }
+        .into(),
+        checker: h.verdict.checker.clone(),
+        reason: h.verdict.reason.clone(),
+        since_unix_ms: h.since_unix_ms,
+        changes: h.changes,
+    }
+}
+
+/// The verdict a `SetServerHealth` request carries (action UNSPECIFIED is QUIESCE).
+fn verdict(req: &pb::SetServerHealthRequest) -> Result<Verdict, Status> {
+    let state = match pb::HealthState::try_from(req.state) {
+        Ok(pb::HealthState::Up) => HealthState::Up,
+        Ok(pb::HealthState::Down) => HealthState::Down,
+        Ok(pb::HealthState::Unspecified) => {
+            return Err(invalid(
+                "state: HEALTH_STATE_UNSPECIFIED is not a verdict (UP or DOWN)",
+            ));
+        }
+        Err(_) => {
+            return Err(invalid(format!(
+                "state: {} is not a health state (UP or DOWN)",
+                req.state
+            )));
+        }
+    };
+    let action = match pb::HealthAction::try_from(req.action) {
+        Ok(pb::HealthAction::Unspecified | pb::HealthAction::Quiesce) => HealthAction::Quiesce,
+        Ok(pb::HealthAction::Remove) => HealthAction::Remove,
+        Err(_) => {
+            return Err(invalid(format!(
+                "action: {} is not a health action (QUIESCE or REMOVE)",
+                req.action
+            )));
+        }
+    };
+    Ok(Verdict::new(state, action, &req.checker, &req.reason))
 }
 
 fn timeouts_pb(t: &Timeouts) -> pb::Timeouts {
@@ -823,10 +919,17 @@ impl Admin for AdminService {
 
     async fn set_server_health(
         &self,
-        _req: Request<pb::SetServerHealthRequest>,
+        req: Request<pb::SetServerHealthRequest>,
     ) -> Result<Response<pb::SetServerHealthResponse>, Status> {
-        // Placeholder on the health branch base; the health-dp change implements it.
-        Err(Status::unimplemented("SetServerHealth is not implemented yet"))
+        let req = req.into_inner();
+        let k = key(req.service.as_ref(), "service key")?;
+        let ep = server(req.server.as_ref())?;
+        let v = verdict(&req)?;
+        let r = self
+            .handle
+            .call(move |c| c.set_health(k, ep, v))
+            .await?;
+        Ok(Response::new(r))
     }
 }
 

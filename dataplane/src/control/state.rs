@@ -13,6 +13,7 @@ use tandem_core::conn::Timeouts;
 use tandem_core::lb::{DestId, Endpoint, ForwardMethod, Protocol, ServiceId};
 use tandem_core::service::{DestSpec, ServiceSet, ServiceSpec};
 
+use super::health::{self, Effect, Health, HealthKey, HealthMap, Verdict};
 use crate::build;
 use crate::config::Config;
 
@@ -148,7 +149,27 @@ fn persistence_text(s: &ServiceSpec) -> String {
     }
 }
 
+/// What a health verdict did.
+#[derive(Debug, Clone, Default)]
+pub struct HealthChange {
+    /// One human line, e.g. `TCP 203.0.113.10:80 -> 172.16.0.2:80 down (quiesced): refused`.
+    pub line: String,
+    /// Whether the verdict differs from the one in force (state, or action when DOWN).
+    pub changed: bool,
+    /// Whether the server's state changed (counted, and logged at info).
+    pub state_changed: bool,
+    /// The generation running after it.
+    pub generation: u64,
+    /// What the workers must do (`None` when what they serve did not change).
+    pub apply: Option<Apply>,
+}
+
 /// The running configuration. See the [module docs](self).
+///
+/// Two snapshots are kept: `configured` numbers every configured real server (the ids and
+/// counters of the listing), and `set`, built from it, is what the workers are given, with
+/// the health verdicts applied ([`health::effective_specs`]). Every server of `set` has its id
+/// from `configured`, so a server a verdict took out comes back with its id and counters.
 #[derive(Debug)]
 pub struct ControlState {
     config_path: PathBuf,
@@ -156,7 +177,12 @@ pub struct ControlState {
     /// restart to change.
     config: Config,
     specs: Vec<ServiceSpec>,
+    /// The configured services and servers, with their stable ids.
+    configured: ServiceSet,
+    /// What the workers serve: `configured` with the verdicts applied.
     set: Arc<ServiceSet>,
+    /// The last verdict on each server that has one.
+    health: HealthMap,
     generation: u64,
     timeouts: Timeouts,
     max_dests: usize,
@@ -185,7 +211,9 @@ impl ControlState {
             config_path: config_path.to_path_buf(),
             config,
             specs,
+            configured: set.clone(),
             set: Arc::new(set),
+            health: HashMap::new(),
             generation: 1,
             timeouts,
             max_dests,
@@ -201,9 +229,21 @@ impl ControlState {
         &self.specs
     }
 
-    /// The running snapshot (what the workers were given last).
+    /// The running snapshot (what the workers were given last: the configured services with
+    /// the health verdicts applied).
     pub fn set(&self) -> &Arc<ServiceSet> {
         &self.set
+    }
+
+    /// The configured services and servers with their ids (every configured server, whatever
+    /// its health): what listings and counters go by.
+    pub fn configured(&self) -> &ServiceSet {
+        &self.configured
+    }
+
+    /// The last verdict on server `server` of service (`proto`, `vip`), if any.
+    pub fn health(&self, proto: Protocol, vip: Endpoint, server: Endpoint) -> Option<&Health> {
+        self.health.get(&(proto, vip, server))
     }
 
     /// The configuration generation: 1 at start, one more per applied change.
@@ -499,6 +539,90 @@ impl ControlState {
         })
     }
 
+    /// A health checker's verdict on server `server` of service (`proto`, `vip`)
+    /// (`Admin.SetServerHealth`). An unknown service or server is refused with nothing
+    /// changed. The verdict is recorded (`since_unix_ms` = `now_unix_ms` when the state
+    /// changes) and, when it changes what the workers serve, a new snapshot is built from the
+    /// configured one (ids kept) and handed to them, with the server's connections flushed
+    /// when it is removed. The same verdict again changes nothing (its checker and reason are
+    /// still recorded).
+    pub fn set_health(
+        &mut self,
+        proto: Protocol,
+        vip: Endpoint,
+        server: Endpoint,
+        verdict: Verdict,
+        now_unix_ms: u64,
+    ) -> Result<HealthChange, ControlError> {
+        let i = self.position(proto, vip)?;
+        let j = self.server_position(i, server, proto, vip)?;
+        let configured_weight = self.specs[i].dests[j].weight;
+        // The weight the workers serve the server with (`None`: not at all).
+        let served = |e: Effect| match e {
+            Effect::Configured => Some(configured_weight),
+            Effect::Quiesced => Some(0),
+            Effect::Removed => None,
+        };
+        let key: HealthKey = (proto, vip, server);
+        let old = self.health.get(&key);
+        let old_effect = health::effect(&self.health, &key);
+        let changed = old.is_none_or(|h| !h.verdict.same_as(&verdict));
+        let state_changed = old.is_none_or(|h| h.verdict.state != verdict.state);
+        let entry = Health {
+            since_unix_ms: match old {
+                Some(h) if !state_changed => h.since_unix_ms,
+                _ => now_unix_ms,
+            },
+            changes: old.map_or(0, |h| h.changes) + u64::from(state_changed),
+            verdict,
+        };
+        let mut line = format!(
+            "{} -> {server} {}{}",
+            service_name(proto, vip),
+            if changed { "" } else { "still " },
+            entry.verdict.describe()
+        );
+        if !entry.verdict.reason.is_empty() {
+            line.push_str(": ");
+            line.push_str(&entry.verdict.reason);
+        }
+        let new_effect = entry.verdict.effect();
+        let mut health = self.health.clone();
+        health.insert(key, entry);
+        if served(new_effect) == served(old_effect) {
+            // What the workers serve is unchanged (no verdict -> UP, a weight-0 server
+            // quiesced, the same verdict again): nothing to publish.
+            self.health = health;
+            return Ok(HealthChange {
+                line,
+                changed,
+                state_changed,
+                generation: self.generation,
+                apply: None,
+            });
+        }
+        let set = effective_set(&self.specs, &health, &self.configured, self.max_dests)?;
+        let flush = if new_effect == Effect::Removed {
+            vec![FlushTarget::Server { proto, vip, server }]
+        } else {
+            vec![]
+        };
+        self.health = health;
+        self.set = Arc::new(set);
+        self.generation += 1;
+        Ok(HealthChange {
+            line,
+            changed,
+            state_changed,
+            generation: self.generation,
+            apply: Some(Apply {
+                services: Some(Arc::clone(&self.set)),
+                flush,
+                timeouts: None,
+            }),
+        })
+    }
+
     /// The core of every service change: `f` edits a copy of the services; the result is
     /// checked completely, diffed, and (unless `dry_run`) becomes the running state.
     fn change(
@@ -517,14 +641,17 @@ impl ControlState {
             now.saturating_duration_since(*since) < RETIRE_AT_LEAST || probe.dest_in_use(*id)
         });
         let retired = &self.retired;
-        let set = ServiceSet::with_previous(
+        let configured = ServiceSet::with_previous(
             &specs,
             self.max_dests,
-            &self.set,
+            &self.configured,
             |s| retired.values().any(|(svc, _)| *svc == s),
             |d| retired.contains_key(&d),
         )
         .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        // Verdicts stay while their server exists (by service and server key).
+        let health = health::kept_for(&self.health, &specs);
+        let set = effective_set(&specs, &health, &configured, self.max_dests)?;
         let (lines, flushes) = diff(&self.specs, &specs, flush);
         if dry_run || lines.is_empty() {
             return Ok(Change {
@@ -533,15 +660,17 @@ impl ControlState {
                 apply: None,
             });
         }
-        // Ids that left the set are retired; ids that (re)appear start from a fresh baseline.
-        for d in self.set.dests() {
-            if set.dest(d.id).is_none_or(|n| n.service != d.service) {
+        // Ids that left the configuration are retired; ids that (re)appear start from a
+        // fresh baseline. (A server a verdict took out of `set` keeps its id: it is still
+        // configured.)
+        for d in self.configured.dests() {
+            if configured.dest(d.id).is_none_or(|n| n.service != d.service) {
                 self.retired.insert(d.id, (d.service, now));
             }
         }
-        for d in set.dests() {
+        for d in configured.dests() {
             let fresh = self
-                .set
+                .configured
                 .dest(d.id)
                 .is_none_or(|o| o.service != d.service || o.endpoint != d.endpoint);
             if fresh {
@@ -549,6 +678,8 @@ impl ControlState {
             }
         }
         self.specs = specs;
+        self.configured = configured;
+        self.health = health;
         self.set = Arc::new(set);
         self.generation += 1;
         Ok(Change {
@@ -633,13 +764,14 @@ impl ControlState {
         service: Option<(Protocol, Endpoint)>,
         probe: &dyn Probe,
     ) -> Result<(), ControlError> {
+        let set = &self.configured;
         let ids: Vec<DestId> = match service {
-            None => self.set.dests().iter().map(|d| d.id).collect(),
+            None => set.dests().iter().map(|d| d.id).collect(),
             Some((proto, vip)) => {
-                let svc = self.set.lookup(proto, vip).ok_or_else(|| {
+                let svc = set.lookup(proto, vip).ok_or_else(|| {
                     ControlError::NotFound(format!("no service {}", service_name(proto, vip)))
                 })?;
-                self.set.service_dests(svc).iter().map(|d| d.id).collect()
+                set.service_dests(svc).iter().map(|d| d.id).collect()
             }
         };
         for id in ids {
@@ -672,7 +804,7 @@ impl ControlState {
         if secs <= 0.0 {
             return;
         }
-        for d in self.set.dests() {
+        for d in self.configured.dests() {
             let i = d.id.0 as usize;
             let cur = probe.traffic(d.id);
             let (Some(last), Some(r)) = (self.last.get_mut(i), self.rates.get_mut(i)) else {
@@ -688,6 +820,25 @@ impl ControlState {
             *last = cur;
         }
     }
+}
+
+/// The snapshot the workers are given: `specs` with the verdicts in `health` applied, every
+/// server numbered as in `configured` (the snapshot of `specs` itself), so nothing new is
+/// numbered and a server a verdict took out gets its id back.
+fn effective_set(
+    specs: &[ServiceSpec],
+    health: &HealthMap,
+    configured: &ServiceSet,
+    max_dests: usize,
+) -> Result<ServiceSet, ControlError> {
+    ServiceSet::with_previous(
+        &health::effective_specs(specs, health),
+        max_dests,
+        configured,
+        |_| false,
+        |_| false,
+    )
+    .map_err(|e| ControlError::Invalid(e.to_string()))
 }
 
 fn timeouts_line(old: &Timeouts, new: &Timeouts) -> String {

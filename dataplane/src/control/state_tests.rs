@@ -471,3 +471,265 @@ fn reload_applies_services_and_timeouts_and_refuses_a_broken_file() {
     assert_eq!((s.generation(), s.specs()[0].dests[1].weight), (2, 4));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// ---- health verdicts ---------------------------------------------------------------------
+
+use super::super::health::{HealthAction, HealthState, Verdict};
+
+fn down(action: HealthAction, reason: &str) -> Verdict {
+    Verdict::new(HealthState::Down, action, "http", reason)
+}
+
+fn up(reason: &str) -> Verdict {
+    Verdict::new(HealthState::Up, HealthAction::Quiesce, "http", reason)
+}
+
+/// (service port, server, id, weight) of every destination the workers are given.
+fn served(s: &ControlState) -> Vec<(u16, Endpoint, u32, u32)> {
+    let set = s.set();
+    set.services()
+        .iter()
+        .flat_map(|svc| {
+            set.service_dests(svc)
+                .iter()
+                .map(|d| (svc.vip.port, d.endpoint, d.id.0, d.weight))
+        })
+        .collect()
+}
+
+/// The same, configured.
+fn configured(s: &ControlState) -> Vec<(u16, Endpoint, u32, u32)> {
+    let set = s.configured();
+    set.services()
+        .iter()
+        .flat_map(|svc| {
+            set.service_dests(svc)
+                .iter()
+                .map(|d| (svc.vip.port, d.endpoint, d.id.0, d.weight))
+        })
+        .collect()
+}
+
+fn health_of(s: &ControlState, server: Endpoint) -> Option<(HealthState, HealthAction, String, u64, u64)> {
+    s.health(Protocol::Tcp, web(), server).map(|h| {
+        (
+            h.verdict.state,
+            h.verdict.action,
+            h.verdict.reason.clone(),
+            h.since_unix_ms,
+            h.changes,
+        )
+    })
+}
+
+#[test]
+fn health_quiesce_remove_and_up_change_what_the_workers_serve_not_the_configuration() {
+    let mut s = state();
+    let p = FakeProbe::default();
+    let all_configured = vec![
+        (80, ep(2, 80), 0, 1),
+        (80, ep(3, 8000), 1, 2),
+        (21, ep(3, 21), 2, 1),
+    ];
+    assert_eq!(served(&s), all_configured);
+    p.conns(1, 50);
+
+    // DOWN + QUIESCE: weight 0 for the workers, the configured weight everywhere else.
+    let c = s
+        .set_health(Protocol::Tcp, web(), ep(3, 8000), down(HealthAction::Quiesce, "refused"), 1_000)
+        .expect("valid");
+    assert_eq!(
+        c.line,
+        "TCP 203.0.113.10:80 -> 172.16.0.3:8000 down (quiesced): refused"
+    );
+    assert!(c.changed && c.state_changed);
+    assert_eq!((c.generation, s.generation()), (2, 2));
+    let apply = c.apply.expect("applies");
+    assert!(Arc::ptr_eq(&apply.services.expect("a new snapshot"), s.set()));
+    assert!(apply.flush.is_empty() && apply.timeouts.is_none());
+    assert_eq!(
+        served(&s),
+        [(80, ep(2, 80), 0, 1), (80, ep(3, 8000), 1, 0), (21, ep(3, 21), 2, 1)]
+    );
+    assert_eq!(configured(&s), all_configured);
+    assert_eq!(s.specs()[0].dests[1].weight, 2);
+    assert_eq!(
+        health_of(&s, ep(3, 8000)),
+        Some((HealthState::Down, HealthAction::Quiesce, "refused".into(), 1_000, 1))
+    );
+
+    // The same verdict again: nothing changes, nothing is published; the reason is updated.
+    let set = Arc::clone(s.set());
+    let c = s
+        .set_health(Protocol::Tcp, web(), ep(3, 8000), down(HealthAction::Quiesce, "timeout"), 2_000)
+        .expect("valid");
+    assert_eq!(
+        c.line,
+        "TCP 203.0.113.10:80 -> 172.16.0.3:8000 still down (quiesced): timeout"
+    );
+    assert!(!c.changed && !c.state_changed && c.apply.is_none());
+    assert_eq!((c.generation, s.generation()), (2, 2));
+    assert!(Arc::ptr_eq(&set, s.set()));
+    assert_eq!(
+        health_of(&s, ep(3, 8000)),
+        Some((HealthState::Down, HealthAction::Quiesce, "timeout".into(), 1_000, 1))
+    );
+
+    // DOWN + REMOVE: out of the workers' set, its connections flushed, still configured.
+    let c = s
+        .set_health(Protocol::Tcp, web(), ep(3, 8000), down(HealthAction::Remove, "refused"), 3_000)
+        .expect("valid");
+    assert_eq!(
+        c.line,
+        "TCP 203.0.113.10:80 -> 172.16.0.3:8000 down (removed, connections flushed): refused"
+    );
+    assert!(c.changed && !c.state_changed);
+    assert_eq!(
+        c.apply.expect("applies").flush,
+        [FlushTarget::Server {
+            proto: Protocol::Tcp,
+            vip: web(),
+            server: ep(3, 8000)
+        }]
+    );
+    assert_eq!(served(&s), [(80, ep(2, 80), 0, 1), (21, ep(3, 21), 2, 1)]);
+    assert!(s.set().dest(DestId(1)).is_none());
+    assert_eq!(configured(&s), all_configured);
+    assert_eq!(s.generation(), 3);
+    assert_eq!(
+        health_of(&s, ep(3, 8000)),
+        Some((HealthState::Down, HealthAction::Remove, "refused".into(), 1_000, 1))
+    );
+
+    // A server added meanwhile does not get the removed one's id.
+    s.add_server(Protocol::Tcp, web(), nat(9, 80, 1), &p, Instant::now())
+        .expect("valid");
+    assert_eq!(
+        served(&s),
+        [(80, ep(2, 80), 0, 1), (80, ep(9, 80), 3, 1), (21, ep(3, 21), 2, 1)]
+    );
+
+    // UP: back with its id, its configured weight and its counters.
+    let c = s
+        .set_health(Protocol::Tcp, web(), ep(3, 8000), up("200 OK"), 4_000)
+        .expect("valid");
+    assert_eq!(c.line, "TCP 203.0.113.10:80 -> 172.16.0.3:8000 up: 200 OK");
+    assert!(c.changed && c.state_changed);
+    assert!(c.apply.expect("applies").flush.is_empty());
+    assert_eq!(
+        served(&s),
+        [
+            (80, ep(2, 80), 0, 1),
+            (80, ep(3, 8000), 1, 2),
+            (80, ep(9, 80), 3, 1),
+            (21, ep(3, 21), 2, 1)
+        ]
+    );
+    assert_eq!(s.stats(DestId(1), &p).conns, 50, "its counters are kept");
+    assert_eq!(
+        health_of(&s, ep(3, 8000)),
+        Some((HealthState::Up, HealthAction::Quiesce, "200 OK".into(), 4_000, 2))
+    );
+    assert_eq!(s.generation(), 5);
+
+    // A first verdict of UP changes the record, not what the workers serve.
+    let set = Arc::clone(s.set());
+    let c = s
+        .set_health(Protocol::Tcp, web(), ep(2, 80), up(""), 5_000)
+        .expect("valid");
+    assert_eq!(c.line, "TCP 203.0.113.10:80 -> 172.16.0.2:80 up");
+    assert!(c.changed && c.state_changed && c.apply.is_none());
+    assert!(Arc::ptr_eq(&set, s.set()));
+    assert_eq!(s.generation(), 5);
+    // DOWN on a weight-0 server: nothing to publish either.
+    s.edit_server(Protocol::Tcp, web(), ep(9, 80), None, Some(0), &p, Instant::now())
+        .expect("valid");
+    let c = s
+        .set_health(Protocol::Tcp, web(), ep(9, 80), down(HealthAction::Quiesce, ""), 6_000)
+        .expect("valid");
+    assert!(c.changed && c.apply.is_none());
+    assert_eq!(s.generation(), 6);
+}
+
+#[test]
+fn health_refusals_change_nothing() {
+    let mut s = state();
+    let before = (s.generation(), served(&s));
+    let e = s
+        .set_health(
+            Protocol::Tcp,
+            Endpoint::new(VIP, 8080),
+            ep(2, 80),
+            down(HealthAction::Remove, ""),
+            1,
+        )
+        .unwrap_err();
+    assert_eq!(
+        e,
+        ControlError::NotFound("no service TCP 203.0.113.10:8080 (add it first)".into())
+    );
+    let e = s
+        .set_health(Protocol::Udp, web(), ep(2, 80), down(HealthAction::Remove, ""), 1)
+        .unwrap_err();
+    assert!(matches!(e, ControlError::NotFound(_)), "{e}");
+    let e = s
+        .set_health(Protocol::Tcp, web(), ep(9, 80), down(HealthAction::Remove, ""), 1)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        ControlError::NotFound("no server 172.16.0.9:80 in service TCP 203.0.113.10:80".into())
+    );
+    assert_eq!((s.generation(), served(&s)), before);
+    assert!(health_of(&s, ep(9, 80)).is_none() && health_of(&s, ep(2, 80)).is_none());
+}
+
+#[test]
+fn verdicts_survive_changes_while_their_server_exists() {
+    let mut s = state();
+    let p = FakeProbe::default();
+    let now = Instant::now();
+    s.set_health(Protocol::Tcp, web(), ep(3, 8000), down(HealthAction::Quiesce, "x"), 1)
+        .expect("valid");
+    s.set_health(Protocol::Tcp, web(), ep(2, 80), down(HealthAction::Remove, "y"), 1)
+        .expect("valid");
+    assert_eq!(served(&s), [(80, ep(3, 8000), 1, 0), (21, ep(3, 21), 2, 1)]);
+    // A weight change of a DOWN server: configured for later, still weight 0 for the workers.
+    let c = s
+        .edit_server(Protocol::Tcp, web(), ep(3, 8000), None, Some(5), &p, now)
+        .expect("valid");
+    assert_eq!(
+        c.lines,
+        ["server 172.16.0.3:8000 of TCP 203.0.113.10:80: weight 2 -> 5"]
+    );
+    assert!(Arc::ptr_eq(
+        &c.apply.and_then(|a| a.services).expect("a snapshot"),
+        s.set()
+    ));
+    assert_eq!(served(&s), [(80, ep(3, 8000), 1, 0), (21, ep(3, 21), 2, 1)]);
+    assert_eq!(configured(&s)[1], (80, ep(3, 8000), 1, 5));
+    // A replacement (restore) that keeps the servers keeps their verdicts, and the ids.
+    let mut specs = s.specs().to_vec();
+    specs[1].scheduler = SchedulerKind::Wlc;
+    s.replace(specs, false, &p, now).expect("valid");
+    assert_eq!(served(&s), [(80, ep(3, 8000), 1, 0), (21, ep(3, 21), 2, 1)]);
+    // A dry run that deletes the server drops nothing.
+    s.replace(vec![], true, &p, now).expect("dry run");
+    assert!(health_of(&s, ep(2, 80)).is_some());
+    // Deleting a server drops its verdict: added again, it is served as configured.
+    s.delete_server(Protocol::Tcp, web(), ep(2, 80), false, &p, now)
+        .expect("valid");
+    assert!(health_of(&s, ep(2, 80)).is_none());
+    s.add_server(Protocol::Tcp, web(), nat(2, 80, 3), &p, now + RETIRE_AT_LEAST)
+        .expect("valid");
+    assert_eq!(
+        served(&s),
+        [(80, ep(3, 8000), 1, 0), (80, ep(2, 80), 0, 3), (21, ep(3, 21), 2, 1)]
+    );
+    // So does deleting its service.
+    s.delete_service(Protocol::Tcp, web(), false, &p, now)
+        .expect("valid");
+    assert!(health_of(&s, ep(3, 8000)).is_none());
+    s.add_service(spec(80, SchedulerKind::Rr, vec![nat(3, 8000, 2)]), &p, now)
+        .expect("valid");
+    assert_eq!(served(&s)[1].3, 2, "served with its configured weight");
+}
