@@ -721,6 +721,11 @@ pub async fn run<A: AdminApi>(
     let mut report_failing = false;
     let mut is_active = *active.borrow_and_update();
     let mut list_jobs: JoinSet<Result<apb::ListServicesResponse, String>> = JoinSet::new();
+    // When the listing in flight was asked for, and when each target's last report was
+    // accepted: a listing asked for before a report landed may not show it yet, and is not
+    // a reason to send it again.
+    let mut list_asked = 0u64;
+    let mut accepted: BTreeMap<TargetKey, u64> = BTreeMap::new();
     info!(
         checks = settings.plans.len(),
         active = is_active,
@@ -749,6 +754,7 @@ pub async fn run<A: AdminApi>(
             }
             _ = poll.tick() => {
                 if list_jobs.is_empty() {
+                    list_asked = now();
                     let a = admin.clone();
                     list_jobs.spawn(async move {
                         match tokio::time::timeout(ADMIN_TIMEOUT, a.list_services()).await {
@@ -772,8 +778,13 @@ pub async fn run<A: AdminApi>(
                             info!(added, removed, targets = targets.len(), "health: checked servers changed");
                         }
                         if is_active {
-                            to_report.extend(targets.out_of_step());
+                            let stale = |k: &TargetKey| {
+                                reporting.contains(k)
+                                    || accepted.get(k).is_some_and(|&t| t >= list_asked)
+                            };
+                            to_report.extend(targets.out_of_step().into_iter().filter(|k| !stale(k)));
                         }
+                        accepted.retain(|k, _| targets.state(k).is_some());
                     }
                     Ok(Err(e)) => {
                         targets.counters.list_failures += 1;
@@ -805,6 +816,7 @@ pub async fn run<A: AdminApi>(
                         reporting.remove(&key);
                         match res {
                             Ok(resp) => {
+                                accepted.insert(key, now());
                                 targets.counters.reports += 1;
                                 if report_failing {
                                     info!("health: the dataplane takes verdicts again");

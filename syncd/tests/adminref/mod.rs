@@ -170,6 +170,7 @@ impl Admin for TestAdmin {
             checker: req.checker.clone(),
             reason: req.reason.clone(),
             since_unix_ms: 1,
+            ..Default::default()
         };
         let changed = match st.health.iter_mut().find(|x| x.0 == addr) {
             Some(x) => {
