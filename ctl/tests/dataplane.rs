@@ -383,10 +383,23 @@ fn health_shows_in_the_listing_and_json_and_is_not_saved() {
     use tandem_proto::admin as pb;
     let sock = serve("health");
     ok(&sock, &["-A", "-t", "203.0.113.10:80", "-s", "wrr"]);
-    for (server, weight) in [("172.16.0.2:80", "1"), ("172.16.0.3:8000", "2"), ("172.16.0.4:80", "1")] {
+    for (server, weight) in [
+        ("172.16.0.2:80", "1"),
+        ("172.16.0.3:8000", "2"),
+        ("172.16.0.4:80", "1"),
+    ] {
         ok(
             &sock,
-            &["-a", "-t", "203.0.113.10:80", "-r", server, "-m", "-w", weight],
+            &[
+                "-a",
+                "-t",
+                "203.0.113.10:80",
+                "-r",
+                server,
+                "-m",
+                "-w",
+                weight,
+            ],
         );
     }
     let saved = ok(&sock, &["-S", "-n"]);
@@ -420,7 +433,12 @@ fn health_shows_in_the_listing_and_json_and_is_not_saved() {
             .client;
         let mut answers = Vec::new();
         for req in [
-            verdict("172.16.0.3", 8000, pb::HealthState::Down, "connect: connection refused"),
+            verdict(
+                "172.16.0.3",
+                8000,
+                pb::HealthState::Down,
+                "connect: connection refused",
+            ),
             verdict("172.16.0.2", 80, pb::HealthState::Up, "200 OK"),
         ] {
             let r = c.set_server_health(req).await.unwrap().into_inner();
@@ -472,7 +490,12 @@ TCP  203.0.113.10:80 wrr
             Some(1)
         )
     );
-    assert!(down["since_unix_ms"].as_u64().is_some_and(|t| t > 1_700_000_000_000), "{down}");
+    assert!(
+        down["since_unix_ms"]
+            .as_u64()
+            .is_some_and(|t| t > 1_700_000_000_000),
+        "{down}"
+    );
     assert_eq!(servers[0]["health"]["state"], "up");
     assert!(servers[2]["health"].is_null(), "{}", servers[2]);
     // Health is runtime state: save shows the configuration only.

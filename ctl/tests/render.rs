@@ -315,10 +315,16 @@ TCP  203.0.113.10:21 wlc persistent 300
     );
     assert_eq!(j["services"][0]["servers"][1]["weight"], 2);
     assert_eq!(j["services"][0]["servers"][0]["health"]["state"], "up");
-    assert_eq!(j["services"][1]["servers"][0]["health"], serde_json::Value::Null);
+    assert_eq!(
+        j["services"][1]["servers"][0]["health"],
+        serde_json::Value::Null
+    );
     // The stats and rate listings are ipvsadm's, without the column.
     let stats = view::render_list(&v, ListFormat::Stats, false);
-    assert!(!stats.contains("Health") && !stats.contains("down"), "{stats}");
+    assert!(
+        !stats.contains("Health") && !stats.contains("down"),
+        "{stats}"
+    );
 }
 
 #[test]

@@ -810,7 +810,10 @@ mod tests {
             format!("tandem_server_up{labels} 1"),
             format!("tandem_server_health_changes_total{labels} 0"),
         ] {
-            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
         }
         services.services[0].servers[0].health = Some(admin::ServerHealth {
             state: admin::HealthState::Down.into(),
@@ -827,7 +830,10 @@ mod tests {
             // The configured weight, whatever the health.
             format!("tandem_server_weight{labels} 2"),
         ] {
-            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
         }
         if let Some(h) = services.services[0].servers[0].health.as_mut() {
             h.state = admin::HealthState::Up.into();
@@ -835,7 +841,10 @@ mod tests {
         }
         let text = render(&status, &services);
         let line = format!("tandem_server_up{labels} 1");
-        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
     }
 
     #[test]

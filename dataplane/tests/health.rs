@@ -285,12 +285,17 @@ async fn health_verdicts_on_the_real_dataplane() {
         "{before} <= {} <= {after}",
         since[1]
     );
-    assert_eq!(conns_to(&mut c, RS2).await, 10, "quiesced: connections continue");
+    assert_eq!(
+        conns_to(&mut c, RS2).await,
+        10,
+        "quiesced: connections continue"
+    );
     // The lcores still know the server (a synced connection to it is installed).
     assert_eq!(install(&mut local, &[record(100, RS2)]).await, (1, 0));
     assert_eq!(conns_to(&mut c, RS2).await, 11);
     let text = scrape(d.metrics).await;
-    let labels = r#"{protocol="tcp",service="203.0.113.10:80",server="203.0.113.21:80",method="nat"}"#;
+    let labels =
+        r#"{protocol="tcp",service="203.0.113.10:80",server="203.0.113.21:80",method="nat"}"#;
     for line in [
         format!("tandem_server_up{labels} 0"),
         format!("tandem_server_health_changes_total{labels} 1"),
@@ -344,7 +349,11 @@ async fn health_verdicts_on_the_real_dataplane() {
             true
         )
     );
-    assert_eq!(conns_to(&mut c, RS2).await, 0, "removed: connections flushed");
+    assert_eq!(
+        conns_to(&mut c, RS2).await,
+        0,
+        "removed: connections flushed"
+    );
     assert_eq!(conns_to(&mut c, RS1).await, 10, "the others' stay");
     assert_eq!(
         install(&mut local, &[record(101, RS2), record(102, RS1)]).await,
@@ -400,7 +409,10 @@ async fn health_verdicts_on_the_real_dataplane() {
         format!("tandem_server_up{labels} 1"),
         format!("tandem_server_health_changes_total{labels} 2"),
     ] {
-        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
     }
 
     // ---- refusals: a clear status, nothing changed ----------------------------------------
@@ -429,10 +441,7 @@ async fn health_verdicts_on_the_real_dataplane() {
         .await
         .expect_err("unknown service");
     assert_eq!(e.code(), Code::NotFound);
-    assert_eq!(
-        e.message(),
-        "no service TCP 203.0.113.10:81 (add it first)"
-    );
+    assert_eq!(e.message(), "no service TCP 203.0.113.10:81 (add it first)");
     let e = c
         .set_server_health(verdict(
             RS1,
@@ -472,8 +481,11 @@ async fn health_verdicts_on_the_real_dataplane() {
     let text = std::fs::read_to_string(&d.config).expect("config");
     let rs1 = format!("address = \"{RS1}\"\nport = 80\nmethod = \"nat\"\nweight = ");
     assert!(text.contains(&format!("{rs1}1\n")), "{text}");
-    std::fs::write(&d.config, text.replace(&format!("{rs1}1\n"), &format!("{rs1}3\n")))
-        .expect("write config");
+    std::fs::write(
+        &d.config,
+        text.replace(&format!("{rs1}1\n"), &format!("{rs1}3\n")),
+    )
+    .expect("write config");
     let r = c
         .reload(apb::ReloadRequest { dry_run: false })
         .await
@@ -495,7 +507,11 @@ async fn health_verdicts_on_the_real_dataplane() {
             Some((DOWN, QUIESCE, "timeout".to_string(), 1))
         )
     );
-    assert_eq!(conns_to(&mut c, RS1).await, 11, "still quiesced, not removed");
+    assert_eq!(
+        conns_to(&mut c, RS1).await,
+        11,
+        "still quiesced, not removed"
+    );
 
     // ---- deleting the server drops its verdict --------------------------------------------
     c.delete_server(apb::DeleteServerRequest {

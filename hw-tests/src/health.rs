@@ -34,7 +34,7 @@ pub fn verdict_bound() -> Duration {
 }
 
 /// One burst of the background traffic.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Burst {
     /// Started, ms after the service was stopped (negative: before).
     pub at_ms: i64,
@@ -45,7 +45,7 @@ pub struct Burst {
 }
 
 /// What the drill saw.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HealthReport {
     /// The service (`tcp 203.0.113.10:80`).
     pub service: String,
@@ -124,7 +124,12 @@ impl HealthReport {
 /// The health state of `server` (`172.16.0.2:80`) in service VIP:port as director `id`'s
 /// dataplane lists it: `Some("up"|"down")`, `Some("-")` without a verdict, `None` if not
 /// listed.
-pub fn dataplane_health(rack: &Rack, id: DirectorId, vip: SocketAddrV4, server: &str) -> Result<Option<String>> {
+pub fn dataplane_health(
+    rack: &Rack,
+    id: DirectorId,
+    vip: SocketAddrV4,
+    server: &str,
+) -> Result<Option<String>> {
     let ctl = rack
         .ctl(id)
         .ok_or_else(|| Error::Topology(format!("director {} has no tandemctl", id.letter())))?;
@@ -171,12 +176,21 @@ fn burst(target: SocketAddrV4, conns: u32) -> ClientOptions {
 
 /// Waits (bounded by `limit`) until A's dataplane lists `server` as `state`; the time it
 /// took.
-fn wait_listed(rack: &Rack, vip: SocketAddrV4, server: &str, state: &str, limit: Duration, cancel: &Cancel) -> Result<Option<u64>> {
+fn wait_listed(
+    rack: &Rack,
+    vip: SocketAddrV4,
+    server: &str,
+    state: &str,
+    limit: Duration,
+    cancel: &Cancel,
+) -> Result<Option<u64>> {
     let t0 = Instant::now();
     loop {
         cancel.check()?;
         if dataplane_health(rack, DirectorId::A, vip, server)?.as_deref() == Some(state) {
-            return Ok(Some(u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX)));
+            return Ok(Some(
+                u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ));
         }
         if t0.elapsed() > limit {
             return Ok(None);
@@ -269,7 +283,8 @@ pub fn health_drill_on(rack: &mut Rack, cancel: &Cancel) -> Result<HealthReport>
     let stopped_at = origin.elapsed();
     let outcome = (|| -> Result<(Duration, Duration)> {
         rack.stop_real_server(VICTIM)?;
-        report.down_after_ms = wait_listed(rack, vip, &server, "down", Duration::from_secs(15), cancel)?;
+        report.down_after_ms =
+            wait_listed(rack, vip, &server, "down", Duration::from_secs(15), cancel)?;
         let down_at = origin.elapsed();
         report.standby_saw_down = rack
             .syncd_status(DirectorId::B)
@@ -283,7 +298,8 @@ pub fn health_drill_on(rack: &mut Rack, cancel: &Cancel) -> Result<HealthReport>
         std::thread::sleep(Duration::from_millis(500));
         let restart_at = origin.elapsed();
         rack.start_real_server(VICTIM, cancel)?;
-        report.up_after_ms = wait_listed(rack, vip, &server, "up", Duration::from_secs(15), cancel)?;
+        report.up_after_ms =
+            wait_listed(rack, vip, &server, "up", Duration::from_secs(15), cancel)?;
         Ok((down_at, restart_at))
     })();
     std::thread::sleep(Duration::from_millis(300));

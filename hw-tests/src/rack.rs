@@ -1290,7 +1290,9 @@ impl Rack {
         let admin = self
             .ctl(id)
             .map(|c| c.socket().to_path_buf())
-            .ok_or_else(|| Error::Topology(format!("director {} has no admin socket", id.letter())))?;
+            .ok_or_else(|| {
+                Error::Topology(format!("director {} has no admin socket", id.letter()))
+            })?;
         write_file(
             &cfg,
             &crate::pair::syncd_config(

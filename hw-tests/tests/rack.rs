@@ -1307,21 +1307,46 @@ fn health_check_quiesces_a_stopped_real_server_and_restores_it() {
     opts.tool = Some(tool());
     let report = tandem_hw_tests::health::run_health_drill(opts)
         .unwrap_or_else(|e| panic!("health drill: {e}"));
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
     let bound = tandem_hw_tests::health::verdict_bound().as_millis() as u64;
     let down = report.down_after_ms.expect("rs1 listed down");
     assert!(down <= bound, "down after {down} ms > {bound} ms");
     // At least `fall` failed checks: never before (fall - 1) intervals (less jitter).
     let fall_floor = u64::from(report.fall - 1) * report.interval_ms * 9 / 10;
-    assert!(down >= fall_floor, "down after {down} ms, before fall {}", report.fall);
+    assert!(
+        down >= fall_floor,
+        "down after {down} ms, before fall {}",
+        report.fall
+    );
     let up = report.up_after_ms.expect("rs1 listed up again");
     assert!(up <= bound, "up after {up} ms > {bound} ms");
-    assert!(report.before.get("rs1").copied().unwrap_or(0) > 0, "{:?}", report.before);
-    assert_eq!(report.while_down.get("rs1"), None, "{:?}", report.while_down);
-    assert_eq!(report.while_down.get("rs2"), Some(&30), "{:?}", report.while_down);
+    assert!(
+        report.before.get("rs1").copied().unwrap_or(0) > 0,
+        "{:?}",
+        report.before
+    );
+    assert_eq!(
+        report.while_down.get("rs1"),
+        None,
+        "{:?}",
+        report.while_down
+    );
+    assert_eq!(
+        report.while_down.get("rs2"),
+        Some(&30),
+        "{:?}",
+        report.while_down
+    );
     assert_eq!(report.while_down_failed, 0);
     assert_eq!(report.bursts_to_victim_while_down, 0, "{:?}", report.bursts);
-    assert!(report.after.get("rs1").copied().unwrap_or(0) > 0, "{:?}", report.after);
+    assert!(
+        report.after.get("rs1").copied().unwrap_or(0) > 0,
+        "{:?}",
+        report.after
+    );
     assert_eq!(report.after.values().sum::<u32>(), 30, "{:?}", report.after);
     assert_eq!(report.after_failed, 0);
     assert!(report.standby_saw_down, "B's checks saw rs1 down");

@@ -129,8 +129,7 @@ impl Verdict {
     /// Whether `other` is the same verdict as far as serving goes: same state and, when DOWN,
     /// same action (checker and reason do not count).
     pub fn same_as(&self, other: &Verdict) -> bool {
-        self.state == other.state
-            && (self.state == HealthState::Up || self.action == other.action)
+        self.state == other.state && (self.state == HealthState::Up || self.action == other.action)
     }
 }
 
@@ -172,7 +171,9 @@ pub fn effective_specs(specs: &[ServiceSpec], health: &HealthMap) -> Vec<Service
                     let key = (s.proto, s.vip, Endpoint::new(d.addr, d.port));
                     match effect(health, &key) {
                         Effect::Configured => Some(*d),
-                        Effect::Quiesced => Some(tandem_core::service::DestSpec { weight: 0, ..*d }),
+                        Effect::Quiesced => {
+                            Some(tandem_core::service::DestSpec { weight: 0, ..*d })
+                        }
                         Effect::Removed => None,
                     }
                 })
@@ -190,8 +191,7 @@ pub fn kept_for(health: &HealthMap, specs: &[ServiceSpec]) -> HealthMap {
             specs.iter().any(|s| {
                 s.proto == *proto
                     && s.vip == *vip
-                    && s
-                        .dests
+                    && s.dests
                         .iter()
                         .any(|d| d.addr == server.addr && d.port == server.port)
             })
@@ -224,7 +224,11 @@ mod tests {
     }
 
     fn key(last: u8) -> HealthKey {
-        (Protocol::Tcp, vip(), Endpoint::new(Ipv4Addr::new(172, 16, 0, last), 80))
+        (
+            Protocol::Tcp,
+            vip(),
+            Endpoint::new(Ipv4Addr::new(172, 16, 0, last), 80),
+        )
     }
 
     fn record(state: HealthState, action: HealthAction) -> Health {
@@ -251,13 +255,20 @@ mod tests {
         health.insert(key(4), record(HealthState::Down, HealthAction::Remove));
         // A verdict on the same server of another protocol's service does not apply.
         health.insert(
-            (Protocol::Udp, vip(), Endpoint::new(Ipv4Addr::new(172, 16, 0, 5), 80)),
+            (
+                Protocol::Udp,
+                vip(),
+                Endpoint::new(Ipv4Addr::new(172, 16, 0, 5), 80),
+            ),
             record(HealthState::Down, HealthAction::Remove),
         );
         let e = effective_specs(&specs, &health);
         assert_eq!(e[0].dests, [dest(2, 1), dest(3, 0), dest(5, 4)]);
         assert_eq!(e[0].scheduler, SchedulerKind::Wrr);
-        assert_eq!(specs[0].dests[1].weight, 2, "the configuration is untouched");
+        assert_eq!(
+            specs[0].dests[1].weight, 2,
+            "the configuration is untouched"
+        );
         assert_eq!(effect(&health, &key(9)), Effect::Configured);
         // Verdicts of servers that are gone are dropped.
         let kept = kept_for(&health, &specs);
@@ -279,7 +290,10 @@ mod tests {
         assert!(!v(Down, Quiesce).same_as(&v(Up, Quiesce)));
         assert!(v(Down, Remove).same_as(&Verdict::new(Down, Remove, "tcp", "other")));
         let w = Verdict::new(Down, Quiesce, " http\n", "line one\nline two\t");
-        assert_eq!((w.checker.as_str(), w.reason.as_str()), ("http", "line one line two"));
+        assert_eq!(
+            (w.checker.as_str(), w.reason.as_str()),
+            ("http", "line one line two")
+        );
         let long = Verdict::new(Down, Quiesce, &"c".repeat(100), &"é".repeat(300));
         assert_eq!(long.checker.chars().count(), MAX_CHECKER_CHARS);
         assert_eq!(long.reason.chars().count(), MAX_REASON_CHARS);

@@ -925,10 +925,7 @@ impl Admin for AdminService {
         let k = key(req.service.as_ref(), "service key")?;
         let ep = server(req.server.as_ref())?;
         let v = verdict(&req)?;
-        let r = self
-            .handle
-            .call(move |c| c.set_health(k, ep, v))
-            .await?;
+        let r = self.handle.call(move |c| c.set_health(k, ep, v)).await?;
         Ok(Response::new(r))
     }
 }

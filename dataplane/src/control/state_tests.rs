@@ -510,7 +510,10 @@ fn configured(s: &ControlState) -> Vec<(u16, Endpoint, u32, u32)> {
         .collect()
 }
 
-fn health_of(s: &ControlState, server: Endpoint) -> Option<(HealthState, HealthAction, String, u64, u64)> {
+fn health_of(
+    s: &ControlState,
+    server: Endpoint,
+) -> Option<(HealthState, HealthAction, String, u64, u64)> {
     s.health(Protocol::Tcp, web(), server).map(|h| {
         (
             h.verdict.state,
@@ -536,7 +539,13 @@ fn health_quiesce_remove_and_up_change_what_the_workers_serve_not_the_configurat
 
     // DOWN + QUIESCE: weight 0 for the workers, the configured weight everywhere else.
     let c = s
-        .set_health(Protocol::Tcp, web(), ep(3, 8000), down(HealthAction::Quiesce, "refused"), 1_000)
+        .set_health(
+            Protocol::Tcp,
+            web(),
+            ep(3, 8000),
+            down(HealthAction::Quiesce, "refused"),
+            1_000,
+        )
         .expect("valid");
     assert_eq!(
         c.line,
@@ -545,23 +554,42 @@ fn health_quiesce_remove_and_up_change_what_the_workers_serve_not_the_configurat
     assert!(c.changed && c.state_changed);
     assert_eq!((c.generation, s.generation()), (2, 2));
     let apply = c.apply.expect("applies");
-    assert!(Arc::ptr_eq(&apply.services.expect("a new snapshot"), s.set()));
+    assert!(Arc::ptr_eq(
+        &apply.services.expect("a new snapshot"),
+        s.set()
+    ));
     assert!(apply.flush.is_empty() && apply.timeouts.is_none());
     assert_eq!(
         served(&s),
-        [(80, ep(2, 80), 0, 1), (80, ep(3, 8000), 1, 0), (21, ep(3, 21), 2, 1)]
+        [
+            (80, ep(2, 80), 0, 1),
+            (80, ep(3, 8000), 1, 0),
+            (21, ep(3, 21), 2, 1)
+        ]
     );
     assert_eq!(configured(&s), all_configured);
     assert_eq!(s.specs()[0].dests[1].weight, 2);
     assert_eq!(
         health_of(&s, ep(3, 8000)),
-        Some((HealthState::Down, HealthAction::Quiesce, "refused".into(), 1_000, 1))
+        Some((
+            HealthState::Down,
+            HealthAction::Quiesce,
+            "refused".into(),
+            1_000,
+            1
+        ))
     );
 
     // The same verdict again: nothing changes, nothing is published; the reason is updated.
     let set = Arc::clone(s.set());
     let c = s
-        .set_health(Protocol::Tcp, web(), ep(3, 8000), down(HealthAction::Quiesce, "timeout"), 2_000)
+        .set_health(
+            Protocol::Tcp,
+            web(),
+            ep(3, 8000),
+            down(HealthAction::Quiesce, "timeout"),
+            2_000,
+        )
         .expect("valid");
     assert_eq!(
         c.line,
@@ -572,12 +600,24 @@ fn health_quiesce_remove_and_up_change_what_the_workers_serve_not_the_configurat
     assert!(Arc::ptr_eq(&set, s.set()));
     assert_eq!(
         health_of(&s, ep(3, 8000)),
-        Some((HealthState::Down, HealthAction::Quiesce, "timeout".into(), 1_000, 1))
+        Some((
+            HealthState::Down,
+            HealthAction::Quiesce,
+            "timeout".into(),
+            1_000,
+            1
+        ))
     );
 
     // DOWN + REMOVE: out of the workers' set, its connections flushed, still configured.
     let c = s
-        .set_health(Protocol::Tcp, web(), ep(3, 8000), down(HealthAction::Remove, "refused"), 3_000)
+        .set_health(
+            Protocol::Tcp,
+            web(),
+            ep(3, 8000),
+            down(HealthAction::Remove, "refused"),
+            3_000,
+        )
         .expect("valid");
     assert_eq!(
         c.line,
@@ -598,7 +638,13 @@ fn health_quiesce_remove_and_up_change_what_the_workers_serve_not_the_configurat
     assert_eq!(s.generation(), 3);
     assert_eq!(
         health_of(&s, ep(3, 8000)),
-        Some((HealthState::Down, HealthAction::Remove, "refused".into(), 1_000, 1))
+        Some((
+            HealthState::Down,
+            HealthAction::Remove,
+            "refused".into(),
+            1_000,
+            1
+        ))
     );
 
     // A server added meanwhile does not get the removed one's id.
@@ -606,7 +652,11 @@ fn health_quiesce_remove_and_up_change_what_the_workers_serve_not_the_configurat
         .expect("valid");
     assert_eq!(
         served(&s),
-        [(80, ep(2, 80), 0, 1), (80, ep(9, 80), 3, 1), (21, ep(3, 21), 2, 1)]
+        [
+            (80, ep(2, 80), 0, 1),
+            (80, ep(9, 80), 3, 1),
+            (21, ep(3, 21), 2, 1)
+        ]
     );
 
     // UP: back with its id, its configured weight and its counters.
@@ -628,7 +678,13 @@ fn health_quiesce_remove_and_up_change_what_the_workers_serve_not_the_configurat
     assert_eq!(s.stats(DestId(1), &p).conns, 50, "its counters are kept");
     assert_eq!(
         health_of(&s, ep(3, 8000)),
-        Some((HealthState::Up, HealthAction::Quiesce, "200 OK".into(), 4_000, 2))
+        Some((
+            HealthState::Up,
+            HealthAction::Quiesce,
+            "200 OK".into(),
+            4_000,
+            2
+        ))
     );
     assert_eq!(s.generation(), 5);
 
@@ -642,10 +698,24 @@ fn health_quiesce_remove_and_up_change_what_the_workers_serve_not_the_configurat
     assert!(Arc::ptr_eq(&set, s.set()));
     assert_eq!(s.generation(), 5);
     // DOWN on a weight-0 server: nothing to publish either.
-    s.edit_server(Protocol::Tcp, web(), ep(9, 80), None, Some(0), &p, Instant::now())
-        .expect("valid");
+    s.edit_server(
+        Protocol::Tcp,
+        web(),
+        ep(9, 80),
+        None,
+        Some(0),
+        &p,
+        Instant::now(),
+    )
+    .expect("valid");
     let c = s
-        .set_health(Protocol::Tcp, web(), ep(9, 80), down(HealthAction::Quiesce, ""), 6_000)
+        .set_health(
+            Protocol::Tcp,
+            web(),
+            ep(9, 80),
+            down(HealthAction::Quiesce, ""),
+            6_000,
+        )
         .expect("valid");
     assert!(c.changed && c.apply.is_none());
     assert_eq!(s.generation(), 6);
@@ -669,11 +739,23 @@ fn health_refusals_change_nothing() {
         ControlError::NotFound("no service TCP 203.0.113.10:8080 (add it first)".into())
     );
     let e = s
-        .set_health(Protocol::Udp, web(), ep(2, 80), down(HealthAction::Remove, ""), 1)
+        .set_health(
+            Protocol::Udp,
+            web(),
+            ep(2, 80),
+            down(HealthAction::Remove, ""),
+            1,
+        )
         .unwrap_err();
     assert!(matches!(e, ControlError::NotFound(_)), "{e}");
     let e = s
-        .set_health(Protocol::Tcp, web(), ep(9, 80), down(HealthAction::Remove, ""), 1)
+        .set_health(
+            Protocol::Tcp,
+            web(),
+            ep(9, 80),
+            down(HealthAction::Remove, ""),
+            1,
+        )
         .unwrap_err();
     assert_eq!(
         e,
@@ -688,10 +770,22 @@ fn verdicts_survive_changes_while_their_server_exists() {
     let mut s = state();
     let p = FakeProbe::default();
     let now = Instant::now();
-    s.set_health(Protocol::Tcp, web(), ep(3, 8000), down(HealthAction::Quiesce, "x"), 1)
-        .expect("valid");
-    s.set_health(Protocol::Tcp, web(), ep(2, 80), down(HealthAction::Remove, "y"), 1)
-        .expect("valid");
+    s.set_health(
+        Protocol::Tcp,
+        web(),
+        ep(3, 8000),
+        down(HealthAction::Quiesce, "x"),
+        1,
+    )
+    .expect("valid");
+    s.set_health(
+        Protocol::Tcp,
+        web(),
+        ep(2, 80),
+        down(HealthAction::Remove, "y"),
+        1,
+    )
+    .expect("valid");
     assert_eq!(served(&s), [(80, ep(3, 8000), 1, 0), (21, ep(3, 21), 2, 1)]);
     // A weight change of a DOWN server: configured for later, still weight 0 for the workers.
     let c = s
@@ -719,11 +813,21 @@ fn verdicts_survive_changes_while_their_server_exists() {
     s.delete_server(Protocol::Tcp, web(), ep(2, 80), false, &p, now)
         .expect("valid");
     assert!(health_of(&s, ep(2, 80)).is_none());
-    s.add_server(Protocol::Tcp, web(), nat(2, 80, 3), &p, now + RETIRE_AT_LEAST)
-        .expect("valid");
+    s.add_server(
+        Protocol::Tcp,
+        web(),
+        nat(2, 80, 3),
+        &p,
+        now + RETIRE_AT_LEAST,
+    )
+    .expect("valid");
     assert_eq!(
         served(&s),
-        [(80, ep(3, 8000), 1, 0), (80, ep(2, 80), 0, 3), (21, ep(3, 21), 2, 1)]
+        [
+            (80, ep(3, 8000), 1, 0),
+            (80, ep(2, 80), 0, 3),
+            (21, ep(3, 21), 2, 1)
+        ]
     );
     // So does deleting its service.
     s.delete_service(Protocol::Tcp, web(), false, &p, now)
