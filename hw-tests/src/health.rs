@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -93,7 +93,7 @@ impl HealthReport {
         self.down_after_ms.is_some_and(|t| t <= bound)
             && self.up_after_ms.is_some_and(|t| t <= bound)
             && self.before.get(VICTIM).copied().unwrap_or(0) > 0
-            && self.while_down.get(VICTIM).is_none()
+            && !self.while_down.contains_key(VICTIM)
             && self.while_down.values().sum::<u32>() == 30
             && self.while_down_failed == 0
             && self.after.get(VICTIM).copied().unwrap_or(0) > 0
@@ -155,7 +155,7 @@ pub fn dataplane_health(
         .map(|s| s["health"]["state"].as_str().unwrap_or("-").to_string()))
 }
 
-fn client(tool: &PathBuf, netns: &str, opts: &ClientOptions) -> Result<ClientReport> {
+fn client(tool: &Path, netns: &str, opts: &ClientOptions) -> Result<ClientReport> {
     let mut argv = vec![tool.display().to_string()];
     argv.extend(opts.to_args());
     let cmd = Cmd::in_netns(netns, argv).timeout(opts.timeout + Duration::from_secs(15));

@@ -303,6 +303,14 @@ fn demo_json_all_checks_pass() {
         assert_eq!(d["survived"], 20, "{d}");
         assert_eq!(d["broken"], 0, "{d}");
     }
+    // The health-check step: rs1 stopped, quiesced, none of 30 new connections to it,
+    // restored.
+    let h = &v["health"];
+    assert_eq!(h["server"], "172.16.0.2:80", "{h}");
+    assert_eq!(h["while_down"]["rs2"], 30, "{h}");
+    assert!(h["while_down"]["rs1"].is_null(), "{h}");
+    assert!(h["after"]["rs1"].as_u64() > Some(0), "{h}");
+    assert_eq!(h["standby_untouched"], true, "{h}");
     assert_eq!(v["vip_ping_ok"], true);
     assert_eq!(v["director"], "A");
     assert_eq!(v["vip"], "203.0.113.10");
@@ -354,6 +362,7 @@ fn demo_json_all_checks_pass() {
         "director_a_address_ping",
         "director_b_address_ping",
         "rack_down",
+        "health_check_quiesce",
     ] {
         let c = checks
             .iter()
@@ -1311,7 +1320,7 @@ fn health_check_quiesces_a_stopped_real_server_and_restores_it() {
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
     );
-    let bound = tandem_hw_tests::health::verdict_bound().as_millis() as u64;
+    let bound = u64::try_from(tandem_hw_tests::health::verdict_bound().as_millis()).expect("ms");
     let down = report.down_after_ms.expect("rs1 listed down");
     assert!(down <= bound, "down after {down} ms > {bound} ms");
     // At least `fall` failed checks: never before (fall - 1) intervals (less jitter).
