@@ -117,12 +117,14 @@ impl Verdict {
         }
     }
 
-    /// `up`, `down (quiesced)` or `down (removed, connections flushed)`.
-    pub fn describe(&self) -> &'static str {
+    /// `up`, `down (quiesced)` or `down (removed, connections flushed)`; with `applied`
+    /// false (the verdict was in force already) nothing was flushed: `down (removed)`.
+    pub fn describe(&self, applied: bool) -> &'static str {
         match self.effect() {
             Effect::Configured => "up",
             Effect::Quiesced => "down (quiesced)",
-            Effect::Removed => "down (removed, connections flushed)",
+            Effect::Removed if applied => "down (removed, connections flushed)",
+            Effect::Removed => "down (removed)",
         }
     }
 

@@ -573,14 +573,16 @@ impl ControlState {
                 Some(h) if !state_changed => h.since_unix_ms,
                 _ => now_unix_ms,
             },
-            changes: old.map_or(0, |h| h.changes) + u64::from(state_changed),
+            changes: old
+                .map_or(0, |h| h.changes)
+                .saturating_add(u64::from(state_changed)),
             verdict,
         };
         let mut line = format!(
             "{} -> {server} {}{}",
             service_name(proto, vip),
             if changed { "" } else { "still " },
-            entry.verdict.describe()
+            entry.verdict.describe(changed)
         );
         if !entry.verdict.reason.is_empty() {
             line.push_str(": ");

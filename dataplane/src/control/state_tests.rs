@@ -646,6 +646,20 @@ fn health_quiesce_remove_and_up_change_what_the_workers_serve_not_the_configurat
             1
         ))
     );
+    let c = s
+        .set_health(
+            Protocol::Tcp,
+            web(),
+            ep(3, 8000),
+            down(HealthAction::Remove, "refused"),
+            3_500,
+        )
+        .expect("valid");
+    assert_eq!(
+        c.line,
+        "TCP 203.0.113.10:80 -> 172.16.0.3:8000 still down (removed): refused"
+    );
+    assert!(!c.changed && c.apply.is_none() && s.generation() == 3);
 
     // A server added meanwhile does not get the removed one's id.
     s.add_server(Protocol::Tcp, web(), nat(9, 80, 1), &p, Instant::now())
