@@ -103,6 +103,9 @@ pub struct DemoReport {
     /// The failover drills the demo ends with (`kill`, one per mode), each on a failover pair
     /// built for it.
     pub drills: Vec<crate::drill::DrillReport>,
+    /// The health-check drill after them (a real server's service stopped and started
+    /// again on a failover pair: quiesced after `fall` intervals, back after `rise`).
+    pub health: Option<crate::health::HealthReport>,
 }
 
 impl DemoReport {
@@ -144,6 +147,26 @@ impl DemoReport {
                 if let Some(p) = &d.svg {
                     out.push_str(&format!("picture ({}): {p}\n", d.mode));
                 }
+            }
+            out.push('\n');
+        }
+        if let Some(h) = &self.health {
+            out.push_str(&format!(
+                "\nhealth checks ({} of {} stopped under traffic; tcp checks every {} ms, fall {}, rise {}):\n",
+                h.server, h.service, h.interval_ms, h.fall, h.rise
+            ));
+            out.push_str(&format!(
+                "before: {:?}\ndown in A's dataplane after {} ms, then: {:?} ({} failed)\nup again after {} ms, then: {:?} ({} failed)\n",
+                h.before,
+                h.down_after_ms.map_or("-".into(), |v| v.to_string()),
+                h.while_down,
+                h.while_down_failed,
+                h.up_after_ms.map_or("-".into(), |v| v.to_string()),
+                h.after,
+                h.after_failed,
+            ));
+            for l in &h.log_lines {
+                out.push_str(&format!("A's syncd: {l}\n"));
             }
             out.push('\n');
         }
@@ -225,6 +248,15 @@ pub fn run_demo_with_drills(
             Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) => report.push(Check::new(&name, false, e.to_string())),
         }
+    }
+    opts.cancel.check()?;
+    match crate::health::run_health_drill(opts.clone()) {
+        Ok(h) => {
+            report.push(Check::new("health_check_quiesce", h.passed(), h.summary()));
+            report.health = Some(h);
+        }
+        Err(Error::Interrupted) => return Err(Error::Interrupted),
+        Err(e) => report.push(Check::new("health_check_quiesce", false, e.to_string())),
     }
     Ok(finish(report))
 }

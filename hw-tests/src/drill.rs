@@ -849,7 +849,7 @@ fn wait_role(
 /// up after B's initial hold, as happens on a loaded box: B then holds on, there being no
 /// preemption), B's syncd is restarted once so that A takes over and B comes back as the
 /// standby.
-fn settle(rack: &mut Rack, cancel: &Cancel) -> Result<()> {
+pub(crate) fn settle(rack: &mut Rack, cancel: &Cancel) -> Result<()> {
     let deadline = Instant::now() + ROLE_WAIT;
     let mut since = 0;
     let mut restarted = false;

@@ -4,6 +4,12 @@
 //! certificates the rack makes with `rcgen` at `up` time. The sync link is a third bridge,
 //! `br-sync`, with a kernel interface `sync0` in each director namespace (the dataplanes'
 //! ports are DPDK's; syncd needs the kernel's TCP). A has the higher priority.
+//!
+//! Health checks: each director namespace also gets a kernel interface `hc0` on the inside
+//! bridge (`br-in`, the real servers' network) with its own address, and syncd's checks of
+//! the rack's real servers leave from it (`[health] bind`): the path a real director's
+//! checks take through a kernel interface on the inside or management network, since the
+//! DPDK ports are invisible to the kernel.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -16,7 +22,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::net::Ipv4Cidr;
-use crate::rack::{DirectorId, RackSpec};
+use crate::rack::{BRIDGE_IN, DirectorId, RackSpec};
 use crate::topology::Interface;
 
 /// The sync-link bridge.
@@ -25,6 +31,25 @@ pub const BRIDGE_SYNC: &str = "br-sync";
 pub const SYNC_IFACE: &str = "sync0";
 /// The syncd TCP port on the sync link.
 pub const SYNC_PORT: u16 = 7800;
+
+/// The health checks' interface in each director namespace (on the inside bridge).
+pub const HEALTH_IFACE: &str = "hc0";
+/// Time between two checks of one real server in the rack, ms.
+pub const CHECK_INTERVAL_MS: u64 = 300;
+/// A check not done by then failed, ms.
+pub const CHECK_TIMEOUT_MS: u64 = 250;
+/// Consecutive failures that take a real server down in the rack.
+pub const CHECK_FALL: u32 = 2;
+/// Consecutive successes that bring it back.
+pub const CHECK_RISE: u32 = 2;
+
+/// A director's health-check address on the inside network: 172.16.0.231 (A), .232 (B).
+pub fn health_address(id: DirectorId) -> Ipv4Addr {
+    match id {
+        DirectorId::A => Ipv4Addr::new(172, 16, 0, 231),
+        DirectorId::B => Ipv4Addr::new(172, 16, 0, 232),
+    }
+}
 
 /// A director's address on the sync link: 10.255.0.11 (A), .12 (B).
 pub fn sync_address(id: DirectorId) -> Ipv4Addr {
@@ -70,14 +95,24 @@ pub fn make_pair(spec: &mut RackSpec) -> Result<()> {
         }
         let host = d.host.clone();
         let addr = sync_address(d.id);
-        if let Some(h) = spec.topology.hosts.iter_mut().find(|h| h.name == host)
-            && !h.interfaces.iter().any(|i| i.name == SYNC_IFACE)
-        {
-            h.interfaces.push(Interface::kernel(
-                SYNC_IFACE,
-                BRIDGE_SYNC,
-                &[Ipv4Cidr { addr, len: 24 }],
-            ));
+        if let Some(h) = spec.topology.hosts.iter_mut().find(|h| h.name == host) {
+            if !h.interfaces.iter().any(|i| i.name == SYNC_IFACE) {
+                h.interfaces.push(Interface::kernel(
+                    SYNC_IFACE,
+                    BRIDGE_SYNC,
+                    &[Ipv4Cidr { addr, len: 24 }],
+                ));
+            }
+            if !h.interfaces.iter().any(|i| i.name == HEALTH_IFACE) {
+                h.interfaces.push(Interface::kernel(
+                    HEALTH_IFACE,
+                    BRIDGE_IN,
+                    &[Ipv4Cidr {
+                        addr: health_address(d.id),
+                        len: 24,
+                    }],
+                ));
+            }
         }
     }
     Ok(())
@@ -132,13 +167,44 @@ pub fn write_certificates(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The `tandem-syncd` configuration of director `id`.
+/// The `[health]` section and one `[[check]]` per service of director `id`: TCP services
+/// get a `tcp` check, UDP services a `udp` one (the rack's `serve` answers every datagram
+/// with its name, the port and the request), from the director's `hc0` address.
+pub fn health_checks(spec: &RackSpec, id: DirectorId) -> String {
+    use tandem_dataplane::config::ProtocolName;
+    let mut out = format!(
+        "[health]\npoll_interval_ms = 500\nbind = \"{}\"\n",
+        health_address(id)
+    );
+    let Some(d) = spec.director(id) else {
+        return out;
+    };
+    for s in &d.services {
+        let (proto, kind) = match s.protocol {
+            ProtocolName::Tcp => ("tcp", "type = \"tcp\"\n".to_string()),
+            ProtocolName::Udp => (
+                "udp",
+                "type = \"udp\"\npayload = \"health\"\nexpect = \"health\"\n".to_string(),
+            ),
+        };
+        out.push_str(&format!(
+            "\n[[check]]\nservice = \"{proto}:{}:{}\"\n{kind}interval_ms = {CHECK_INTERVAL_MS}\ntimeout_ms = {CHECK_TIMEOUT_MS}\nrise = {CHECK_RISE}\nfall = {CHECK_FALL}\non_failure = \"quiesce\"\n",
+            s.address, s.port
+        ));
+    }
+    out
+}
+
+/// The `tandem-syncd` configuration of director `id`; `admin` is its dataplane's admin
+/// socket and `checks` the health-check sections ([`health_checks`]).
 pub fn syncd_config(
     id: DirectorId,
     certs: &Path,
     socket: &Path,
     status: &Path,
     preempt: bool,
+    admin: &Path,
+    checks: &str,
 ) -> String {
     let peer = other(id);
     format!(
@@ -166,12 +232,14 @@ peer_name = "{peer_name}"
 
 [dataplane]
 socket = "{socket}"
+admin_socket = "{admin}"
 
 [daemon]
 log_level = "info"
 status_file = "{status}"
 status_interval_ms = 50
-"#,
+
+{checks}"#,
         node = if id == DirectorId::A { 1 } else { 2 },
         priority = priority(id),
         listen = sync_address(id),
@@ -182,6 +250,7 @@ status_interval_ms = 50
         peer_name = tls_name(peer),
         socket = socket.display(),
         status = status.display(),
+        admin = admin.display(),
     )
 }
 
@@ -199,6 +268,50 @@ pub struct SyncdStatus {
     /// Why it changed to it (`PeerDead`, `Yielded`, ...).
     #[serde(default)]
     pub role_reason: String,
+    /// The health checks (`null` without checks).
+    #[serde(default)]
+    pub health: Option<HealthStatus>,
+}
+
+/// What the rack reads of the `health` section of a syncd status file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HealthStatus {
+    /// Whether this syncd reports verdicts (it is active).
+    #[serde(default)]
+    pub reporting: bool,
+    /// Transitions to down so far.
+    #[serde(default)]
+    pub went_down: u64,
+    /// Transitions to up so far.
+    #[serde(default)]
+    pub went_up: u64,
+    /// One entry per checked real server.
+    #[serde(default)]
+    pub targets: Vec<HealthTarget>,
+}
+
+/// One checked real server in a syncd status file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HealthTarget {
+    /// `tcp 203.0.113.10:80`.
+    pub service: String,
+    /// `172.16.0.2:80`.
+    pub server: String,
+    /// `unknown`, `up` or `down`.
+    pub state: String,
+    /// The last result's detail or reason.
+    #[serde(default)]
+    pub last: Option<String>,
+}
+
+impl HealthStatus {
+    /// The state of `server` in `service` (`tcp 203.0.113.10:80`, `172.16.0.2:80`).
+    pub fn state(&self, service: &str, server: &str) -> Option<&str> {
+        self.targets
+            .iter()
+            .find(|t| t.service == service && t.server == server)
+            .map(|t| t.state.as_str())
+    }
 }
 
 impl SyncdStatus {
@@ -223,4 +336,60 @@ pub fn locate_syncd() -> Result<PathBuf> {
         env: "TANDEM_SYNCD",
         looked_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_directors_get_a_health_interface_and_a_check_per_service() {
+        let mut spec = RackSpec::default_rack();
+        make_pair(&mut spec).expect("pair");
+        for (id, host, addr) in [
+            (DirectorId::A, "dira", "172.16.0.231"),
+            (DirectorId::B, "dirb", "172.16.0.232"),
+        ] {
+            let h = spec
+                .topology
+                .hosts
+                .iter()
+                .find(|h| h.name == host)
+                .expect("director host");
+            let hc = h
+                .interfaces
+                .iter()
+                .find(|i| i.name == HEALTH_IFACE)
+                .expect("hc0");
+            assert_eq!(hc.bridge, BRIDGE_IN);
+            assert_eq!(
+                hc.owner,
+                crate::topology::Owner::Kernel {
+                    addresses: vec![Ipv4Cidr {
+                        addr: addr.parse().expect("addr"),
+                        len: 24
+                    }]
+                }
+            );
+            let checks = health_checks(&spec, id);
+            assert!(
+                checks.starts_with(&format!(
+                    "[health]\npoll_interval_ms = 500\nbind = \"{addr}\"\n"
+                )),
+                "{checks}"
+            );
+            // Every service of the rack once (4 TCP, 3 UDP).
+            assert_eq!(checks.matches("[[check]]").count(), 7, "{checks}");
+            assert!(checks.contains(
+                "[[check]]\nservice = \"tcp:203.0.113.10:80\"\ntype = \"tcp\"\ninterval_ms = 300\ntimeout_ms = 250\nrise = 2\nfall = 2\non_failure = \"quiesce\"\n"
+            ), "{checks}");
+            assert!(checks.contains(
+                "[[check]]\nservice = \"udp:203.0.113.10:53\"\ntype = \"udp\"\npayload = \"health\"\nexpect = \"health\"\n"
+            ), "{checks}");
+        }
+        // Making a pair twice adds nothing.
+        let before = spec.topology.clone();
+        make_pair(&mut spec).expect("pair again");
+        assert_eq!(spec.topology, before);
+    }
 }

@@ -912,6 +912,9 @@ struct RunningHelper {
     pid: u32,
     ready: PathBuf,
     log: PathBuf,
+    /// Where and how it was started (for a restart).
+    netns: String,
+    argv: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -1111,8 +1114,49 @@ impl Rack {
             pid,
             ready,
             log,
+            netns: netns.to_owned(),
+            argv,
         });
         Ok(())
+    }
+
+    /// Stops real server `host`'s service (its `serve` process, SIGKILL: every port it
+    /// serves stops answering, connections are reset), as a crashed daemon on a real
+    /// server. The server itself stays up.
+    pub fn stop_real_server(&mut self, host: &str) -> Result<()> {
+        let name = serve_helper(host);
+        let h = self
+            .helpers
+            .iter_mut()
+            .find(|h| h.name == name)
+            .ok_or_else(|| Error::Topology(format!("no service on real server {host}")))?;
+        if let Some(mut c) = h.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            tracing::info!(helper = %name, pid = h.pid, "real server's service stopped");
+        }
+        let _ = std::fs::remove_file(&h.ready);
+        Ok(())
+    }
+
+    /// Starts real server `host`'s service again (after [`Rack::stop_real_server`]) and
+    /// waits until it has bound its sockets.
+    pub fn start_real_server(&mut self, host: &str, cancel: &Cancel) -> Result<()> {
+        let name = serve_helper(host);
+        let index = self
+            .helpers
+            .iter()
+            .position(|h| h.name == name)
+            .ok_or_else(|| Error::Topology(format!("no service on real server {host}")))?;
+        let h = self.helpers.remove(index);
+        if h.child.is_some() {
+            self.helpers.insert(index, h);
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(&h.ready);
+        self.spawn_helper(&h.netns, h.name, h.argv, h.ready)?;
+        let last = self.helpers.len() - 1;
+        self.wait_helper(last, cancel)
     }
 
     fn wait_helper(&mut self, index: usize, cancel: &Cancel) -> Result<()> {
@@ -1243,6 +1287,12 @@ impl Rack {
         let netns = self.prefix.netns(&d.host);
         let certs = self.state.path().join("certs");
         let cfg = self.state.syncd_config(id);
+        let admin = self
+            .ctl(id)
+            .map(|c| c.socket().to_path_buf())
+            .ok_or_else(|| {
+                Error::Topology(format!("director {} has no admin socket", id.letter()))
+            })?;
         write_file(
             &cfg,
             &crate::pair::syncd_config(
@@ -1251,6 +1301,8 @@ impl Rack {
                 &self.state.sync_socket(id),
                 &self.state.syncd_status(id),
                 preempt,
+                &admin,
+                &crate::pair::health_checks(&self.spec, id),
             ),
         )?;
         let child = process::spawn_in_netns(&netns, syncd, &cfg, &self.state.syncd_log(id))?;

@@ -303,6 +303,14 @@ fn demo_json_all_checks_pass() {
         assert_eq!(d["survived"], 20, "{d}");
         assert_eq!(d["broken"], 0, "{d}");
     }
+    // The health-check step: rs1 stopped, quiesced, none of 30 new connections to it,
+    // restored.
+    let h = &v["health"];
+    assert_eq!(h["server"], "172.16.0.2:80", "{h}");
+    assert_eq!(h["while_down"]["rs2"], 30, "{h}");
+    assert!(h["while_down"]["rs1"].is_null(), "{h}");
+    assert!(h["after"]["rs1"].as_u64() > Some(0), "{h}");
+    assert_eq!(h["standby_untouched"], true, "{h}");
     assert_eq!(v["vip_ping_ok"], true);
     assert_eq!(v["director"], "A");
     assert_eq!(v["vip"], "203.0.113.10");
@@ -354,6 +362,7 @@ fn demo_json_all_checks_pass() {
         "director_a_address_ping",
         "director_b_address_ping",
         "rack_down",
+        "health_check_quiesce",
     ] {
         let c = checks
             .iter()
@@ -1288,4 +1297,78 @@ fn failover_drill_link_down_is_taken_over() {
     assert_eq!(r.b_role_after.as_deref(), Some("Active"), "{r:?}");
     drop(cleanup);
     assert_nothing_left(&Prefix::new("trld").expect("prefix"));
+}
+
+/// Health checks on a failover pair (tandem-syncd's checkers from each director's kernel
+/// interface `hc0`, the verdicts applied by A's dataplane): with traffic running through the
+/// NAT VIP's port 80, rs1's service is stopped; after `fall` check intervals A's dataplane
+/// lists rs1:80 down and no new connection reaches rs1 (rs2 takes them all, none fails);
+/// rs1's service is started again and after `rise` intervals it gets new connections again.
+/// The standby B saw rs1 down in its own checks but left its dataplane alone.
+#[test]
+fn health_check_quiesces_a_stopped_real_server_and_restores_it() {
+    let Some(_lock) = rack_tier("health_check_quiesces_a_stopped_real_server_and_restores_it")
+    else {
+        return;
+    };
+    let cleanup = Cleanup::new("trhc");
+    let mut opts = RackOptions::new(cleanup.0.clone());
+    opts.tool = Some(tool());
+    let report = tandem_hw_tests::health::run_health_drill(opts)
+        .unwrap_or_else(|e| panic!("health drill: {e}"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    let bound = u64::try_from(tandem_hw_tests::health::verdict_bound().as_millis()).expect("ms");
+    let down = report.down_after_ms.expect("rs1 listed down");
+    assert!(down <= bound, "down after {down} ms > {bound} ms");
+    // At least `fall` failed checks: never before (fall - 1) intervals (less jitter).
+    let fall_floor = u64::from(report.fall - 1) * report.interval_ms * 9 / 10;
+    assert!(
+        down >= fall_floor,
+        "down after {down} ms, before fall {}",
+        report.fall
+    );
+    let up = report.up_after_ms.expect("rs1 listed up again");
+    assert!(up <= bound, "up after {up} ms > {bound} ms");
+    assert!(
+        report.before.get("rs1").copied().unwrap_or(0) > 0,
+        "{:?}",
+        report.before
+    );
+    assert_eq!(
+        report.while_down.get("rs1"),
+        None,
+        "{:?}",
+        report.while_down
+    );
+    assert_eq!(
+        report.while_down.get("rs2"),
+        Some(&30),
+        "{:?}",
+        report.while_down
+    );
+    assert_eq!(report.while_down_failed, 0);
+    assert_eq!(report.bursts_to_victim_while_down, 0, "{:?}", report.bursts);
+    assert!(
+        report.after.get("rs1").copied().unwrap_or(0) > 0,
+        "{:?}",
+        report.after
+    );
+    assert_eq!(report.after.values().sum::<u32>(), 30, "{:?}", report.after);
+    assert_eq!(report.after_failed, 0);
+    assert!(report.standby_saw_down, "B's checks saw rs1 down");
+    assert!(report.standby_untouched, "B's dataplane got no verdict");
+    assert!(
+        report
+            .log_lines
+            .iter()
+            .any(|l| l.contains("server down: tcp 203.0.113.10:80 -> 172.16.0.2:80, tcp: connect: connection refused (2 failures)")),
+        "{:?}",
+        report.log_lines
+    );
+    assert!(report.passed());
+    drop(cleanup);
+    assert_nothing_left(&Prefix::new("trhc").expect("prefix"));
 }

@@ -61,6 +61,9 @@ pub enum DaemonError {
     /// The peer endpoint cannot be built.
     #[error("sync_link.peer: {0}")]
     Endpoint(String),
+    /// The health checks' configuration or admin client is unusable.
+    #[error("health checks: {0}")]
+    Health(String),
 }
 
 /// The most bytes one gRPC message may have on the sync link (a batch of `max_batch`
@@ -338,6 +341,11 @@ struct Core {
     peer_hb_up: bool,
     local_up: Option<bool>,
     c: Counters,
+    /// Whether this director is active, for the health checks (only the active reports
+    /// verdicts to its dataplane).
+    active_tx: watch::Sender<bool>,
+    /// The health checks' status (`null` without checks).
+    health: watch::Receiver<serde_json::Value>,
 }
 
 impl Core {
@@ -374,6 +382,7 @@ impl Core {
                 "role changed"
             );
             self.last_state = state;
+            self.active_tx.send_replace(state.is_active());
         }
         while let Some(a) = self.role.poll_action() {
             self.act(a, now);
@@ -731,6 +740,7 @@ impl Core {
                 "sender_links": c.sender_links,
                 "receiver_links": c.receiver_links,
             },
+            "health": self.health.borrow().clone(),
         })
     }
 }
@@ -1269,6 +1279,9 @@ pub async fn run<L: LocalDataplane>(
     let (dp_role, dp_role_rx) = watch::channel(None);
     let (watch_want, watch_want_rx) = watch::channel(None);
     let (report_tx, report_rx) = watch::channel::<Option<pb::SyncReport>>(None);
+    let (active_tx, active_rx) = watch::channel(false);
+    let (health_tx, health_rx) = watch::channel(serde_json::Value::Null);
+    let plans = cfg.health_plans().map_err(DaemonError::Health)?;
 
     let base = Instant::now();
     let incarnation = unix_nanos();
@@ -1296,6 +1309,8 @@ pub async fn run<L: LocalDataplane>(
         peer_hb_up: false,
         local_up: None,
         c: Counters::default(),
+        active_tx,
+        health: health_rx,
     };
     info!(
         node = cfg.node.id,
@@ -1390,6 +1405,26 @@ pub async fn run<L: LocalDataplane>(
         report_rx,
         stop_rx.clone(),
     )));
+    if !plans.is_empty() {
+        let admin = crate::health::GrpcAdmin::new(cfg.dataplane.admin_socket.clone())
+            .map_err(|e| DaemonError::Health(format!("dataplane.admin_socket: {}", chain(&e))))?;
+        info!(
+            checks = plans.len(),
+            admin_socket = %cfg.dataplane.admin_socket.display(),
+            "health checks configured"
+        );
+        tasks.push(tokio::spawn(crate::health::run(
+            crate::health::Settings {
+                plans,
+                poll_interval: Duration::from_millis(cfg.health.poll_interval_ms),
+                max_in_flight: cfg.health.max_in_flight,
+            },
+            admin,
+            active_rx,
+            health_tx,
+            stop_rx.clone(),
+        )));
+    }
 
     let status_file: PathBuf = cfg.daemon.status_file.clone();
     let mut tick = tokio::time::interval(TICK);

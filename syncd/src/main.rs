@@ -45,6 +45,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = cfg.health_plans() {
+        eprintln!("tandem-syncd: {}: {e}", cli.config.display());
+        return ExitCode::from(2);
+    }
     if cli.check {
         eprintln!("tandem-syncd: {} is valid", cli.config.display());
         return ExitCode::SUCCESS;

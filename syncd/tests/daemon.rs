@@ -16,6 +16,8 @@ use tandem_core::lb::{Endpoint, Protocol};
 use tandem_proto::sync as pb;
 use tandem_syncd::localref::{RefDataplane, RefServer, ServiceNet};
 
+mod adminref;
+
 fn ep(a: [u8; 4], port: u16) -> Endpoint {
     Endpoint {
         addr: Ipv4Addr::from(a),
@@ -98,6 +100,11 @@ struct Syncd {
 
 impl Syncd {
     fn start(dir: &Path, c: &NodeCfg) -> Syncd {
+        Syncd::start_with(dir, c, "")
+    }
+
+    /// With `extra` appended to the configuration (health checks).
+    fn start_with(dir: &Path, c: &NodeCfg, extra: &str) -> Syncd {
         let status = dir.join(format!("{}-status.json", c.name));
         let log = dir.join(format!("{}.log", c.name));
         let cfg = format!(
@@ -124,11 +131,13 @@ peer_name = "{peer_name}"
 
 [dataplane]
 socket = "{name}.sock"
+admin_socket = "{name}-admin.sock"
 
 [daemon]
 log_level = "info"
 status_file = "{name}-status.json"
 status_interval_ms = 20
+{extra}
 "#,
             id = c.id,
             priority = c.priority,
@@ -528,4 +537,135 @@ async fn malformed_peer_messages_are_counted_not_fatal() {
     assert!(counted.is_some(), "{:#?}", a.status());
     assert!(a.alive());
     assert_eq!(a.role(), "Active");
+}
+
+/// Health checks in both directors of a pair: both check, only the active reports its
+/// verdicts to its dataplane, and a standby that takes over reports every known verdict at
+/// once (the listing is polled only every 5 s here, so nothing else could send them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_verdicts_reach_only_the_active_dataplane_and_follow_a_takeover() {
+    use std::net::SocketAddrV4;
+    use tandem_proto::admin as apb;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new(d, "pair");
+    let net = ServiceNet::new();
+    let (_dp_a, _srv_a) = dataplane(1, &net, d, "a");
+    let (_dp_b, _srv_b) = dataplane(2, &net, d, "b");
+    // One real server up (a listener), one down (a closed port).
+    let up_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let std::net::SocketAddr::V4(up) = up_l.local_addr().unwrap() else {
+        panic!("v4")
+    };
+    tokio::spawn(async move {
+        while let Ok((s, _)) = up_l.accept().await {
+            drop(s);
+        }
+    });
+    let down = SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, free_port());
+    let admin_a = adminref::TestAdmin::serve(&d.join("a-admin.sock"), vec![up, down]);
+    let admin_b = adminref::TestAdmin::serve(&d.join("b-admin.sock"), vec![up, down]);
+    let checks = r#"
+[health]
+poll_interval_ms = 5000
+
+[[check]]
+service = "tcp:192.0.2.1:80"
+type = "tcp"
+interval_ms = 100
+timeout_ms = 100
+rise = 1
+fall = 2
+on_failure = "remove"
+"#;
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Syncd::start_with(
+        d,
+        &NodeCfg {
+            name: "a",
+            id: 1,
+            priority: 200,
+            listen: pa,
+            peer: pb,
+            ca: ca.ca_path(),
+            cert: ca.leaf("director-a", "director-a.tandem"),
+            peer_name: "director-b.tandem",
+        },
+        checks,
+    );
+    let b = Syncd::start_with(
+        d,
+        &NodeCfg {
+            name: "b",
+            id: 2,
+            priority: 100,
+            listen: pb,
+            peer: pa,
+            ca: ca.ca_path(),
+            cert: ca.leaf("director-b", "director-b.tandem"),
+            peer_name: "director-a.tandem",
+        },
+        checks,
+    );
+    let (up_s, down_s) = (up.to_string(), down.to_string());
+    let state_of = |s: &Syncd, server: &str| -> String {
+        s.status()
+            .and_then(|st| {
+                st["health"]["targets"].as_array().and_then(|ts| {
+                    ts.iter()
+                        .find(|t| t["server"] == server)
+                        .and_then(|t| t["state"].as_str().map(str::to_string))
+                })
+            })
+            .unwrap_or_default()
+    };
+    let both_known = |s: &Syncd| state_of(s, &up_s) == "up" && state_of(s, &down_s) == "down";
+    let settled = wait_for(Duration::from_secs(10), || {
+        a.role() == "Active"
+            && b.role() == "Standby"
+            && both_known(&a)
+            && both_known(&b)
+            && admin_a.calls().len() >= 2
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "a {} {:?}, b {} {:?}",
+        a.role(),
+        a.status().map(|s| s["health"].clone()),
+        b.role(),
+        b.status().map(|s| s["health"].clone())
+    );
+    const UP: i32 = apb::HealthState::Up as i32;
+    const DOWN: i32 = apb::HealthState::Down as i32;
+    const REMOVE: i32 = apb::HealthAction::Remove as i32;
+    let mut calls: Vec<(String, i32, i32)> = admin_a
+        .calls()
+        .into_iter()
+        .map(|c| (c.0, c.1, c.2))
+        .collect();
+    calls.sort();
+    let mut want = vec![(up_s.clone(), UP, REMOVE), (down_s.clone(), DOWN, REMOVE)];
+    want.sort();
+    assert_eq!(calls, want);
+    // The standby checked the same servers and said nothing to its dataplane.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(admin_b.calls(), vec![]);
+    assert_eq!(b.status().unwrap()["health"]["reporting"], false);
+    assert!(b.log().contains(&format!("server down: tcp 192.0.2.1:80 -> {down_s}, tcp: connect: connection refused (2 failures)")), "{}", b.log());
+
+    // A dies: B takes over and reports both verdicts at once.
+    a.kill9();
+    let took = wait_for(Duration::from_secs(5), || admin_b.calls().len() >= 2).await;
+    assert!(took.is_some(), "b {} calls {:?}", b.role(), admin_b.calls());
+    assert!(took.unwrap() < Duration::from_millis(1500), "{took:?}");
+    let active = wait_for(Duration::from_secs(2), || b.role() == "Active").await;
+    assert!(active.is_some(), "b {}", b.role());
+    let mut calls: Vec<(String, i32, i32)> = admin_b
+        .calls()
+        .into_iter()
+        .map(|c| (c.0, c.1, c.2))
+        .collect();
+    calls.sort();
+    assert_eq!(calls, want);
 }
