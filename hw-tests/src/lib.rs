@@ -32,6 +32,7 @@ pub mod demo;
 pub mod drill;
 pub mod error;
 pub mod exec;
+pub mod hosts;
 pub mod modes;
 pub mod net;
 pub mod pair;
