@@ -838,8 +838,9 @@ impl Target<'_> {
         )
     }
 
-    /// Runs director `id`'s fault `name` (a shell command on its host).
-    fn fault(&self, id: DirectorId, name: &str) -> Result<String> {
+    /// Runs director `id`'s fault `name` (a shell command on its host): what ran, and when it
+    /// started and was done (unix ms, the host's clock).
+    fn fault(&self, id: DirectorId, name: &str) -> Result<(String, u64, u64)> {
         let f = self.desc.fault(id, name)?;
         if f.run == crate::hosts::RACK_RESTART {
             return Err(Error::Topology(format!(
@@ -848,12 +849,12 @@ impl Target<'_> {
                 f.run
             )));
         }
-        self.desc.run_fault(&f)?;
-        Ok(format!("{}: {}", f.on, f.run))
+        let (start, done) = self.desc.run_fault(&f)?;
+        Ok((format!("{}: {}", f.on, f.run), start, done))
     }
 
     /// The `kill` fault of director `id`; on the virtual rack its processes are then reaped.
-    fn kill(&mut self, id: DirectorId) -> Result<String> {
+    fn kill(&mut self, id: DirectorId) -> Result<(String, u64, u64)> {
         let what = self.fault(id, "kill")?;
         if let Some(rack) = self.rack.as_deref_mut() {
             rack.reap(id, Duration::from_secs(3));
@@ -875,7 +876,7 @@ impl Target<'_> {
             })?;
             rack.restart_director(id, preempt, timeout, cancel)
         } else {
-            self.desc.run_fault(&f)
+            self.desc.run_fault(&f).map(|_| ())
         }
     }
 }
@@ -997,23 +998,21 @@ fn inject(
     let done_ms;
     match fault {
         Fault::Kill => {
-            fault_ms = now();
-            killed.push(target.kill(DirectorId::A)?);
-            done_ms = now();
+            let what;
+            (what, fault_ms, done_ms) = target.kill(DirectorId::A)?;
+            killed.push(what);
             steps.push(("A killed".into(), fault_ms));
         }
         Fault::LinkDown => {
-            fault_ms = now();
-            target.fault(DirectorId::A, "link-down")?;
-            done_ms = now();
+            (_, fault_ms, done_ms) = target.fault(DirectorId::A, "link-down")?;
             steps.push(("A's links down".into(), fault_ms));
             let t = wait_role(target, DirectorId::B, "Active", fault_ms, ROLE_WAIT, cancel)?;
             steps.push(("B active".into(), t));
         }
         Fault::Failback => {
-            fault_ms = now();
-            killed.push(target.kill(DirectorId::A)?);
-            done_ms = now();
+            let what;
+            (what, fault_ms, done_ms) = target.kill(DirectorId::A)?;
+            killed.push(what);
             steps.push(("A killed".into(), fault_ms));
             let t = wait_role(target, DirectorId::B, "Active", fault_ms, ROLE_WAIT, cancel)?;
             steps.push(("B active".into(), t));
@@ -1027,21 +1026,19 @@ fn inject(
         }
         Fault::StandbyRestart => {
             let r = now();
-            killed.push(target.kill(DirectorId::B)?);
+            killed.push(target.kill(DirectorId::B)?.0);
             target.restart(DirectorId::B, false, cancel)?;
             steps.push(("B restarted".into(), r));
             let t = wait_role(target, DirectorId::B, "Standby", r, ROLE_WAIT, cancel)?;
             steps.push(("B standby (sync complete)".into(), t));
             std::thread::sleep(Duration::from_millis(500));
-            fault_ms = now();
-            killed.push(target.kill(DirectorId::A)?);
-            done_ms = now();
+            let what;
+            (what, fault_ms, done_ms) = target.kill(DirectorId::A)?;
+            killed.push(what);
             steps.push(("A killed".into(), fault_ms));
         }
         Fault::SyncCut => {
-            fault_ms = now();
-            target.fault(DirectorId::A, "sync-down")?;
-            done_ms = now();
+            (_, fault_ms, done_ms) = target.fault(DirectorId::A, "sync-down")?;
             steps.push(("sync link down in A".into(), fault_ms));
             std::thread::sleep(after);
             let h = now();
@@ -1124,10 +1121,11 @@ pub fn run_drill_from(
     opts: &DrillOptions,
 ) -> Result<DrillReport> {
     let vars = rack_vars(&rack_opts);
-    let desc = match file {
+    let mut desc = match file {
         Some(p) => RackFile::load(p, &vars)?,
         None => RackFile::default_virtual(&vars)?,
     };
+    let _shared = SharedSsh::new(&mut desc)?;
     let cancel = rack_opts.cancel.clone();
     match desc.build {
         Build::Virtual => {
@@ -1151,6 +1149,61 @@ pub fn run_drill_from(
                 ready_timeout: rack_opts.ready_timeout,
             };
             drill_on(&mut target, &cancel, opts)
+        }
+    }
+}
+
+/// The drill's shared ssh connections (one per ssh host, [`RackFile::share_ssh_connections`]):
+/// closed, and their private socket directory removed, on drop.
+struct SharedSsh {
+    desc: Option<RackFile>,
+    dir: PathBuf,
+}
+
+impl SharedSsh {
+    fn new(desc: &mut RackFile) -> Result<SharedSsh> {
+        let dir = std::env::temp_dir().join(format!("tandem-rack-ssh-{}", std::process::id()));
+        if !desc.hosts.iter().any(|h| !h.access.is_local()) {
+            return Ok(SharedSsh { desc: None, dir });
+        }
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        desc.share_ssh_connections(&dir);
+        // Log in to every ssh host now: the connections are made before anything is timed,
+        // and an unreachable host is named before the rack is built.
+        // (On the host itself, not in its namespace: a virtual rack's do not exist yet.)
+        for h in desc.hosts.iter().filter(|h| !h.access.is_local()) {
+            let mut argv = h.access.ssh_argv();
+            argv.extend(["--".into(), "true".into()]);
+            crate::exec::Cmd::new(argv)
+                .timeout(crate::hosts::SMALL_TIMEOUT)
+                .run()
+                .map_err(|e| {
+                    Error::Topology(format!(
+                        "host `{}` cannot be reached ({}): {e}",
+                        h.name,
+                        h.access.describe()
+                    ))
+                })?;
+        }
+        Ok(SharedSsh {
+            desc: Some(desc.clone()),
+            dir,
+        })
+    }
+}
+
+impl Drop for SharedSsh {
+    fn drop(&mut self) {
+        if let Some(d) = self.desc.take() {
+            d.close_ssh_connections();
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

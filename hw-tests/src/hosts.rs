@@ -37,6 +37,10 @@ pub const RACK_RESTART: &str = "rack:restart";
 /// Bound on one fault command.
 pub const FAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an idle shared ssh connection stays (`ControlPersist`, seconds): a drill that dies
+/// without closing its connections leaves none for longer.
+pub const CONTROL_PERSIST_S: u32 = 60;
+
 /// Bound on one small command on a host (a `cat`, a `touch`).
 pub const SMALL_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -191,6 +195,10 @@ pub enum Access {
         options: Vec<String>,
         /// `ConnectTimeout`, seconds.
         connect_timeout_s: u32,
+        /// The directory of ssh's connection-sharing sockets (`ControlMaster`): one login
+        /// per host for the whole drill, each later command a new session on it (an ssh login
+        /// takes 0.5-1.5 s on a loaded machine; a shared connection's session milliseconds).
+        control_dir: Option<String>,
     },
 }
 
@@ -222,30 +230,8 @@ impl Access {
                 out.extend(argv.iter().cloned());
                 out
             }
-            Access::Ssh {
-                destination,
-                port,
-                identity,
-                netns,
-                options,
-                connect_timeout_s,
-            } => {
-                let mut out: Vec<String> = vec![
-                    "ssh".into(),
-                    "-p".into(),
-                    port.to_string(),
-                    "-o".into(),
-                    "BatchMode=yes".into(),
-                    "-o".into(),
-                    format!("ConnectTimeout={connect_timeout_s}"),
-                ];
-                if let Some(id) = identity {
-                    out.extend(["-i".into(), id.clone(), "-o".into(), "IdentitiesOnly=yes".into()]);
-                }
-                for o in options {
-                    out.extend(["-o".into(), o.clone()]);
-                }
-                out.push(destination.clone());
+            Access::Ssh { netns, .. } => {
+                let mut out = self.ssh_argv();
                 out.push("--".into());
                 // ssh joins its arguments with spaces for the remote shell: quote each word.
                 let remote: Vec<String> = enter(netns)
@@ -257,6 +243,54 @@ impl Access {
                 out
             }
         }
+    }
+
+    /// `ssh [options] destination` (empty for a local host).
+    pub fn ssh_argv(&self) -> Vec<String> {
+        let Access::Ssh {
+            destination,
+            port,
+            identity,
+            options,
+            connect_timeout_s,
+            control_dir,
+            ..
+        } = self
+        else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = vec![
+            "ssh".into(),
+            "-p".into(),
+            port.to_string(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            format!("ConnectTimeout={connect_timeout_s}"),
+        ];
+        if let Some(id) = identity {
+            out.extend([
+                "-i".into(),
+                id.clone(),
+                "-o".into(),
+                "IdentitiesOnly=yes".into(),
+            ]);
+        }
+        if let Some(dir) = control_dir {
+            out.extend([
+                "-o".into(),
+                "ControlMaster=auto".into(),
+                "-o".into(),
+                format!("ControlPath={dir}/%C"),
+                "-o".into(),
+                format!("ControlPersist={CONTROL_PERSIST_S}"),
+            ]);
+        }
+        for o in options {
+            out.extend(["-o".into(), o.clone()]);
+        }
+        out.push(destination.clone());
+        out
     }
 
     /// `argv` on the host, bounded by `timeout`.
@@ -434,6 +468,7 @@ impl RackFile {
                         netns: netns(&a.netns),
                         options: a.options.iter().map(|o| vars.fill(o)).collect(),
                         connect_timeout_s: a.connect_timeout_s.unwrap_or(5).clamp(1, 60),
+                        control_dir: None,
                     }
                 }
                 _ => {
@@ -537,11 +572,51 @@ impl RackFile {
     }
 
     /// Runs a fault command (not [`RACK_RESTART`]) on its host, bounded by [`FAULT_TIMEOUT`].
-    pub fn run_fault(&self, f: &FaultCommand) -> Result<()> {
+    /// Returns when it started and when it was done (unix ms) by the host's clock (`date`
+    /// around the command there: an ssh login takes longer than most faults), or by this
+    /// machine's around the whole command if the host's `date` cannot tell.
+    pub fn run_fault(&self, f: &FaultCommand) -> Result<(u64, u64)> {
         let host = self.host_named(&f.on)?;
         tracing::info!(host = %host.name, access = %host.access.describe(), command = %f.run, "fault command");
-        host.access.shell(&f.run, FAULT_TIMEOUT).run()?;
-        Ok(())
+        let script = format!("date +%s%3N\n(\n{}\n)\nrc=$?\ndate +%s%3N\nexit $rc", f.run);
+        let before = crate::rack::now_unix_ms();
+        let out = host.access.shell(&script, FAULT_TIMEOUT).run()?;
+        let after = crate::rack::now_unix_ms();
+        let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+        let times = (
+            lines.first().and_then(|l| l.parse::<u64>().ok()),
+            lines.last().and_then(|l| l.parse::<u64>().ok()),
+        );
+        Ok(match times {
+            (Some(a), Some(b)) if a <= b && b.abs_diff(after) < 600_000 => (a, b),
+            _ => (before, after),
+        })
+    }
+
+    /// Makes every ssh host share one connection per host (`ControlMaster`), its sockets in
+    /// `dir` (a private directory of this machine).
+    pub fn share_ssh_connections(&mut self, dir: &Path) {
+        for h in &mut self.hosts {
+            if let Access::Ssh { control_dir, .. } = &mut h.access {
+                *control_dir = Some(dir.display().to_string());
+            }
+        }
+    }
+
+    /// Closes the shared ssh connections (`ssh -O exit`), each bounded.
+    pub fn close_ssh_connections(&self) {
+        for h in &self.hosts {
+            if let Access::Ssh {
+                control_dir: Some(_),
+                ..
+            } = &h.access
+            {
+                let mut argv = h.access.ssh_argv();
+                let dest = argv.pop().unwrap_or_default();
+                argv.extend(["-O".into(), "exit".into(), dest]);
+                let _ = Cmd::new(argv).timeout(SMALL_TIMEOUT).output();
+            }
+        }
     }
 
     /// The VIP of `mode`.
@@ -644,6 +719,7 @@ mod tests {
             netns: Some("t-client".into()),
             options: vec!["StrictHostKeyChecking=no".into()],
             connect_timeout_s: 5,
+            control_dir: None,
         };
         let argv = a.wrap(&["sh".into(), "-c".into(), "echo 'hi' $x".into()]);
         assert_eq!(&argv[..3], &["ssh", "-p", "2222"]);
