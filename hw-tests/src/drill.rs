@@ -1066,8 +1066,8 @@ fn sample_roles(
     id: DirectorId,
     bound: Duration,
 ) -> std::thread::JoinHandle<Vec<RoleSample>> {
-    let count = u32::try_from(bound.as_millis() / ROLE_SAMPLE_EVERY.as_millis().max(1))
-        .unwrap_or(u32::MAX);
+    let count =
+        u32::try_from(bound.as_millis() / ROLE_SAMPLE_EVERY.as_millis().max(1)).unwrap_or(u32::MAX);
     let cmd = crate::hosts::sample_status_cmd(
         host,
         ROLE_SAMPLE_EVERY,
@@ -1345,7 +1345,9 @@ pub fn drill_on(
                         .map_err(|e| Error::io(format!("writing {}", to.display()), e))
                 }) {
                     Ok(()) => report.kept_logs.push(to.display().to_string()),
-                    Err(e) => tracing::warn!(error = %e, host = %host.name, log = %what, "keeping a log"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, host = %host.name, log = %what, "keeping a log")
+                    }
                 }
             }
         }

@@ -307,8 +307,9 @@ impl Access {
     /// shares the file system), with `cat` over ssh.
     pub fn read_file(&self, path: &str) -> Result<String> {
         match self {
-            Access::Local { .. } => std::fs::read_to_string(path)
-                .map_err(|e| Error::io(format!("reading {path}"), e)),
+            Access::Local { .. } => {
+                std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {path}"), e))
+            }
             Access::Ssh { .. } => Ok(self
                 .command(&["cat".into(), path.into()], SMALL_TIMEOUT)
                 .run()?
@@ -424,28 +425,36 @@ impl RackFile {
 
     /// The virtual rack's default ([`DEFAULT_VIRTUAL`]).
     pub fn default_virtual(vars: &Vars) -> Result<RackFile> {
-        Self::parse(DEFAULT_VIRTUAL, "the embedded deploy/rack-virtual.toml", vars)
+        Self::parse(
+            DEFAULT_VIRTUAL,
+            "the embedded deploy/rack-virtual.toml",
+            vars,
+        )
     }
 
     /// Parses and checks `text` (`origin` names it in errors).
     pub fn parse(text: &str, origin: &str, vars: &Vars) -> Result<RackFile> {
-        let raw: RackFileSection =
-            toml::from_str(text).map_err(|e| Error::parse(format!("rack description {origin}"), e.to_string()))?;
+        let raw: RackFileSection = toml::from_str(text)
+            .map_err(|e| Error::parse(format!("rack description {origin}"), e.to_string()))?;
         let bad = |m: String| Error::parse(format!("rack description {origin}"), m);
         let mut hosts = Vec::new();
         for h in &raw.hosts {
             if h.name.is_empty() || hosts.iter().any(|o: &Host| o.name == h.name) {
-                return Err(bad(format!("host name `{}` is empty or not unique", h.name)));
+                return Err(bad(format!(
+                    "host name `{}` is empty or not unique",
+                    h.name
+                )));
             }
             let a = &h.access;
-            let netns = |n: &Option<String>| {
-                n.as_deref()
-                    .map(|s| vars.fill(s))
-                    .filter(|s| !s.is_empty())
-            };
+            let netns =
+                |n: &Option<String>| n.as_deref().map(|s| vars.fill(s)).filter(|s| !s.is_empty());
             let access = match (&a.local, &a.ssh) {
                 (Some(local), None) => {
-                    if a.port.is_some() || a.identity.is_some() || a.netns.is_some() || !a.options.is_empty() {
+                    if a.port.is_some()
+                        || a.identity.is_some()
+                        || a.netns.is_some()
+                        || !a.options.is_empty()
+                    {
                         return Err(bad(format!(
                             "host `{}`: access.local takes no port, identity, netns or options \
                              (its value is the namespace)",
@@ -458,8 +467,14 @@ impl RackFile {
                 }
                 (None, Some(dest)) => {
                     let dest = vars.fill(dest);
-                    if dest.is_empty() || dest.starts_with('-') || dest.contains(char::is_whitespace) {
-                        return Err(bad(format!("host `{}`: access.ssh `{dest}` is not user@host", h.name)));
+                    if dest.is_empty()
+                        || dest.starts_with('-')
+                        || dest.contains(char::is_whitespace)
+                    {
+                        return Err(bad(format!(
+                            "host `{}`: access.ssh `{dest}` is not user@host",
+                            h.name
+                        )));
                     }
                     Access::Ssh {
                         destination: dest,
@@ -486,7 +501,13 @@ impl RackFile {
                         FaultSection::Here(run) => (h.name.clone(), run.clone()),
                         FaultSection::On { on, run } => (on.clone(), run.clone()),
                     };
-                    (k.clone(), FaultCommand { on, run: vars.fill(&run) })
+                    (
+                        k.clone(),
+                        FaultCommand {
+                            on,
+                            run: vars.fill(&run),
+                        },
+                    )
                 })
                 .collect();
             hosts.push(Host {
@@ -494,20 +515,32 @@ impl RackFile {
                 role: h.role,
                 address: h.address,
                 access,
-                tool: h.tool.as_deref().map_or_else(|| "tandem-rack".into(), |t| vars.fill(t)),
-                workdir: h.workdir.as_deref().map_or_else(|| "/tmp".into(), |w| vars.fill(w)),
+                tool: h
+                    .tool
+                    .as_deref()
+                    .map_or_else(|| "tandem-rack".into(), |t| vars.fill(t)),
+                workdir: h
+                    .workdir
+                    .as_deref()
+                    .map_or_else(|| "/tmp".into(), |w| vars.fill(w)),
                 syncd_status: h
                     .syncd_status
                     .as_deref()
                     .map_or_else(|| "/run/tandem/syncd-status.json".into(), |s| vars.fill(s)),
                 faults,
-                logs: h.logs.iter().map(|(k, v)| (k.clone(), vars.fill(v))).collect(),
+                logs: h
+                    .logs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), vars.fill(v)))
+                    .collect(),
             });
         }
         for role in [Role::Client, Role::DirectorA, Role::DirectorB] {
             let n = hosts.iter().filter(|h| h.role == role).count();
             if n != 1 {
-                return Err(bad(format!("{n} hosts with role {role:?}; exactly one is needed")));
+                return Err(bad(format!(
+                    "{n} hosts with role {role:?}; exactly one is needed"
+                )));
             }
         }
         for h in &hosts {
@@ -631,7 +664,10 @@ impl RackFile {
 
     /// Each host with the argv that reaches it (for `tandem-rack rack-check`).
     pub fn describe(&self) -> String {
-        let mut out = format!("rack `{}` (build {:?}), port {}\n", self.name, self.build, self.port);
+        let mut out = format!(
+            "rack `{}` (build {:?}), port {}\n",
+            self.name, self.build, self.port
+        );
         for (m, v) in &self.vips {
             out.push_str(&format!("  vip {m}: {v}\n"));
         }
@@ -644,7 +680,11 @@ impl RackFile {
                 h.access.describe()
             ));
             for (k, f) in &h.faults {
-                let on = if f.on == h.name { String::new() } else { format!(" (on {})", f.on) };
+                let on = if f.on == h.name {
+                    String::new()
+                } else {
+                    format!(" (on {})", f.on)
+                };
                 out.push_str(&format!("      fault {k}{on}: {}\n", f.run));
             }
         }
@@ -663,10 +703,10 @@ pub fn syncd_status(host: &Host) -> Option<crate::pair::SyncdStatus> {
 /// for the whole drill instead of one per sample.
 pub fn sample_status_cmd(host: &Host, every: Duration, count: u32, bound: Duration) -> Cmd {
     let script = format!(
-        "i=0; while [ $i -lt {count} ] && [ ! -e {stop} ]; do cat {file} 2>/dev/null; echo; echo --; sleep {secs}; i=$((i+1)); done",
+        "i=0; while [ $i -lt {count} ] && [ ! -e {stop} ]; do cat {file} 2>/dev/null; echo; echo --; sleep {secs:.3}; i=$((i+1)); done",
         stop = shell_quote(&host.stop_file()),
         file = shell_quote(&host.syncd_status),
-        secs = format!("{:.3}", every.as_secs_f64()),
+        secs = every.as_secs_f64(),
     );
     host.access.shell(&script, bound)
 }
@@ -702,12 +742,56 @@ mod tests {
             }
         );
         assert_eq!(a.syncd_status, "/run/tandem-rack/tnd/a.syncd.json");
-        for f in ["kill", "restart", "link-down", "link-up", "sync-down", "sync-up"] {
+        for f in [
+            "kill",
+            "restart",
+            "link-down",
+            "link-up",
+            "sync-down",
+            "sync-up",
+        ] {
             assert!(r.fault(DirectorId::A, f).is_ok(), "A {f}");
             assert!(r.fault(DirectorId::B, f).is_ok(), "B {f}");
         }
         assert_eq!(r.host(Role::Client).expect("client").tool, "/x/tandem-rack");
-        assert_eq!(r.vip(Mode::Dr).ok(), Some("203.0.113.30".parse().expect("ip")));
+        assert_eq!(
+            r.vip(Mode::Dr).ok(),
+            Some("203.0.113.30".parse().expect("ip"))
+        );
+    }
+
+    #[test]
+    fn the_ssh_example_parses() {
+        let r = RackFile::parse(
+            include_str!("../../deploy/rack-example-ssh.toml"),
+            "deploy/rack-example-ssh.toml",
+            &vars(),
+        )
+        .expect("the example");
+        assert_eq!(r.build, Build::None);
+        let a = r.director(DirectorId::A).expect("A");
+        assert!(
+            matches!(&a.access, Access::Ssh { destination, port: 22, .. } if destination == "root@director-a.lab.example")
+        );
+        assert_eq!(
+            r.fault(DirectorId::A, "link-down")
+                .map(|f| f.on)
+                .ok()
+                .as_deref(),
+            Some("switch")
+        );
+        assert_eq!(
+            r.fault(DirectorId::A, "power-off")
+                .map(|f| f.on)
+                .ok()
+                .as_deref(),
+            Some("pdu")
+        );
+        assert_eq!(
+            r.host(Role::Client).expect("client").tool,
+            "/usr/local/bin/tandem-rack"
+        );
+        assert!(r.vip(Mode::Tun).is_err());
     }
 
     #[test]
@@ -741,11 +825,31 @@ mod tests {
         let a = "[[host]]\nname = \"a\"\nrole = \"director-a\"\naccess = { ssh = \"root@a\" }\n";
         let b = "[[host]]\nname = \"b\"\nrole = \"director-b\"\naccess = { ssh = \"root@b\", port = 2200 }\n";
         assert!(RackFile::parse(&base(&format!("{client}{a}{b}")), "t", &v).is_ok());
-        let e = |t: String| RackFile::parse(&t, "t", &v).expect_err("refused").to_string();
+        let e = |t: String| {
+            RackFile::parse(&t, "t", &v)
+                .expect_err("refused")
+                .to_string()
+        };
         assert!(e(base(&format!("{client}{a}"))).contains("DirectorB"));
-        assert!(e(base(&format!("{client}{a}{b}").replace("ssh = \"root@b\"", "ssh = \"root@b\", local = \"\""))).contains("exactly one"));
-        assert!(e(base(&format!("{client}{a}{b}faults = {{ kill = {{ on = \"pdu\", run = \"off\" }} }}\n"))).contains("unknown host `pdu`"));
-        assert!(e(base(&format!("{client}{a}{b}faults = {{ restart = \"rack:restart\" }}\n"))).contains("virtual"));
+        assert!(
+            e(base(&format!("{client}{a}{b}").replace(
+                "ssh = \"root@b\"",
+                "ssh = \"root@b\", local = \"\""
+            )))
+            .contains("exactly one")
+        );
+        assert!(
+            e(base(&format!(
+                "{client}{a}{b}faults = {{ kill = {{ on = \"pdu\", run = \"off\" }} }}\n"
+            )))
+            .contains("unknown host `pdu`")
+        );
+        assert!(
+            e(base(&format!(
+                "{client}{a}{b}faults = {{ restart = \"rack:restart\" }}\n"
+            )))
+            .contains("virtual")
+        );
         assert!(e(base(&format!("{client}{a}{b}colour = \"red\"\n"))).contains("colour"));
     }
 

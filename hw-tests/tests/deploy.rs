@@ -83,11 +83,7 @@ fn help(binary: &Path) -> String {
 
 /// Every `--flag` of every command line of `unit` that runs `binary` (by file name) is in the
 /// binary's `--help`.
-fn flags_exist(
-    unit: &BTreeMap<(String, String), Vec<String>>,
-    name: &str,
-    binary: &Path,
-) -> usize {
+fn flags_exist(unit: &BTreeMap<(String, String), Vec<String>>, name: &str, binary: &Path) -> usize {
     let help = help(binary);
     let mut checked = 0;
     for key in ["ExecStart", "ExecStartPre", "ExecReload"] {
@@ -97,7 +93,10 @@ fn flags_exist(
             .flatten()
         {
             let words: Vec<&str> = line.split_whitespace().collect();
-            if words.first().is_none_or(|w| !w.ends_with(&format!("/{name}"))) {
+            if words
+                .first()
+                .is_none_or(|w| !w.ends_with(&format!("/{name}")))
+            {
                 continue;
             }
             for w in words.iter().filter(|w| w.starts_with("--")) {
@@ -125,10 +124,7 @@ fn systemd_units_have_the_expected_keys_and_verify() {
     assert_eq!(one(&dp, "Service", "LimitMEMLOCK"), "infinity");
     assert_eq!(one(&dp, "Service", "RuntimeDirectory"), "tandem");
     assert_eq!(one(&dp, "Service", "RuntimeDirectoryPreserve"), "yes");
-    assert_eq!(
-        one(&dp, "Service", "ExecReload"),
-        "/bin/kill -HUP $MAINPID"
-    );
+    assert_eq!(one(&dp, "Service", "ExecReload"), "/bin/kill -HUP $MAINPID");
     let pre = dp
         .get(&("Service".into(), "ExecStartPre".into()))
         .expect("ExecStartPre");
@@ -188,7 +184,13 @@ fn systemd_units_have_the_expected_keys_and_verify() {
         .expect("systemd-analyze verify");
     println!("systemd-analyze verify: {} {}", out.stdout, out.stderr);
     assert!(out.status.success(), "{}", out.stderr);
-    for bad in ["Unknown", "ignoring", "bad unit", "not executable", "Failed"] {
+    for bad in [
+        "Unknown",
+        "ignoring",
+        "bad unit",
+        "not executable",
+        "Failed",
+    ] {
         assert!(!out.stderr.contains(bad), "{}", out.stderr);
     }
 }
@@ -224,14 +226,18 @@ fn director_pci_config_passes_check() {
         .collect();
     assert_eq!(cfg.ports.len(), 2);
     for p in &cfg.ports {
-        assert!(allowed.contains(&&p.device), "{} not allowed by -a", p.device);
+        assert!(
+            allowed.contains(&&p.device),
+            "{} not allowed by -a",
+            p.device
+        );
         assert_eq!(p.device.len(), "0000:03:00.0".len(), "{}", p.device);
     }
     assert!(cfg.sync.is_some());
     // The pool holds every queue's descriptors: 2 ports x 4 lcores x (rx + tx) + caches.
     let d = &cfg.dataplane;
-    let needed = 2 * 4 * (u32::from(d.rx_descriptors) + u32::from(d.tx_descriptors))
-        + 4 * d.mbuf_cache;
+    let needed =
+        2 * 4 * (u32::from(d.rx_descriptors) + u32::from(d.tx_descriptors)) + 4 * d.mbuf_cache;
     assert!(d.mbufs > 2 * needed, "{} mbufs for {needed}", d.mbufs);
 }
 
@@ -278,7 +284,10 @@ fn make_certs_gives_certificates_syncd_accepts() {
     let b = example
         .replace("director-a.pem", "director-b.pem")
         .replace("director-a.key", "director-b.key")
-        .replace("peer_name = \"director-b.tandem\"", "peer_name = \"director-a.tandem\"");
+        .replace(
+            "peer_name = \"director-b.tandem\"",
+            "peer_name = \"director-a.tandem\"",
+        );
     assert_ne!(b, example);
     let syncd = locate_syncd().expect("tandem-syncd (cargo build --bins)");
     for (name, text) in [("a.toml", example), ("b.toml", b)] {

@@ -343,7 +343,10 @@ fn failover_drill_kill_over_ssh() {
     let sessions = log.matches("Starting session: command").count();
     let logins = log.matches("Accepted publickey for root").count();
     assert!(sessions >= 10, "{sessions} ssh sessions:\n{log}");
-    assert!(logins <= 4, "{logins} ssh logins, connections not shared:\n{log}");
+    assert!(
+        logins <= 4,
+        "{logins} ssh logins, connections not shared:\n{log}"
+    );
     drop(sshd);
     drop(cleanup);
     let left = rack::rack_namespaces(&Prefix::new(PREFIX).expect("prefix")).expect("ip netns");
