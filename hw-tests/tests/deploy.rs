@@ -322,3 +322,139 @@ fn make_certs_gives_certificates_syncd_accepts() {
     .expect("tandem-syncd --check");
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
 }
+
+/// A running dataplane and its files: stopped (SIGKILL if still running), its temp dir and
+/// DPDK runtime dir removed on drop.
+struct Dataplane {
+    child: Option<std::process::Child>,
+    dir: TempDir,
+    runtime: PathBuf,
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.runtime);
+    }
+}
+
+/// `deploy/director-pci.toml` as it is — pool, descriptors, connection tables, two ports,
+/// `[sync]`, services — with only what needs hardware swapped: the two PCI ports become
+/// `net_null` vdevs, `-l 2-5` becomes four lcores on this machine's CPUs, no hugepages, and
+/// the paths go to a temp dir. Every one of the four workers polls its own queue on both
+/// ports (RSS configured, 4 rx/tx queues per port) and the dataplane stops cleanly.
+#[test]
+fn director_pci_config_runs_four_workers_with_a_queue_each() {
+    if !tandem_hw_tests::exec::is_root() {
+        println!("SKIP: director_pci_config_runs_four_workers_with_a_queue_each: not root (DPDK)");
+        return;
+    }
+    let text = std::fs::read_to_string(repo().join("deploy/director-pci.toml")).expect("file");
+    let tmp = TempDir::new("pci");
+    let prefix = format!("tandem-pcitest-{}", std::process::id());
+    let (start, end) = (
+        text.find("args = [").expect("[eal] args"),
+        text.find("\n]\n").expect("end of args") + 2,
+    );
+    let args = format!(
+        "args = [\"--lcores\", \"(0-3)@(0-{})\", \"--no-pci\", \"--no-huge\", \"-m\", \"1024\", \
+         \"--file-prefix\", \"{prefix}\", \"--vdev\", \"net_null0\", \"--vdev\", \"net_null1\", \
+         \"--log-level\", \"lib.eal:warning\"]",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .saturating_sub(1)
+    );
+    let d = tmp.0.display();
+    let cfg = format!("{}{args}{}", &text[..start], &text[end..])
+        .replace("\"0000:03:00.0\"", "\"net_null0\"")
+        .replace("\"0000:03:00.1\"", "\"net_null1\"")
+        .replace("/run/tandem/stats.json", &format!("{d}/stats.json"))
+        .replace("/run/tandem/admin.sock", &format!("{d}/admin.sock"))
+        .replace("/run/tandem/dataplane-sync.sock", &format!("{d}/sync.sock"))
+        .replace("metrics_listen = \"127.0.0.1:9610\"\n", "");
+    let path = tmp.0.join("director.toml");
+    std::fs::write(&path, &cfg).expect("writing the config");
+    let log = std::fs::File::create(tmp.0.join("log")).expect("log");
+    let dataplane = locate_dataplane(None).expect("tandem-dataplane (cargo build --bins)");
+    let child = std::process::Command::new(&dataplane)
+        .arg("--config")
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("starting tandem-dataplane");
+    let mut dp = Dataplane {
+        child: Some(child),
+        runtime: PathBuf::from("/var/run/dpdk").join(&prefix),
+        dir: tmp,
+    };
+    let stats = dp.dir.0.join("stats.json");
+    let log = || std::fs::read_to_string(dp.dir.0.join("log")).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let rx = loop {
+        if let Some(c) = dp.child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            panic!("tandem-dataplane exited ({status}):\n{}", log());
+        }
+        let rx: Vec<(u64, u64)> = std::fs::read_to_string(&stats)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| {
+                v["lcores"].as_array().map(|a| {
+                    a.iter()
+                        .map(|l| {
+                            (
+                                l["lcore"].as_u64().unwrap_or(u64::MAX),
+                                l["counters"]["rx_packets"].as_u64().unwrap_or(0),
+                            )
+                        })
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
+        if rx.len() == 4 && rx.iter().all(|(_, n)| *n > 0) {
+            break rx;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stats with four busy lcores within 60 s (last {rx:?}):\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("frames per lcore: {rx:?}");
+    assert_eq!(rx.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    let text = log();
+    for port in [
+        "port=outside device=net_null0",
+        "port=inside device=net_null1",
+    ] {
+        assert!(text.contains(port), "{port} not started:\n{text}");
+    }
+    let pid = dp.child.as_ref().map(|c| c.id()).expect("child");
+    Cmd::new(["kill".to_owned(), "-TERM".into(), pid.to_string()])
+        .timeout(Duration::from_secs(5))
+        .run()
+        .expect("SIGTERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = dp.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            dp.child = None;
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit within 30 s of SIGTERM:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}:\n{}", log());
+    assert!(log().contains("stopped cleanly"), "{}", log());
+}
