@@ -279,7 +279,8 @@ enum Command {
         /// The prefix its {prefix}/{state} placeholders stand for.
         #[command(flatten)]
         prefix: PrefixArg,
-        /// Reach every host (bounded: the ssh connect timeout, 15 s per host at most).
+        /// Reach every host (bounded: the ssh connect timeout, 15 s per host at most): for a
+        /// rack that exists (`build = "none"`, or a virtual rack that is up).
         #[arg(long)]
         probe: bool,
     },
