@@ -12,8 +12,11 @@ packages=(
   libbpf-dev libnuma-dev libelf-dev zlib1g-dev libpcap-dev
   # the virtual rack: namespaces, veth, bridges, ping, sysctl
   iproute2 iputils-ping procps kmod ethtool tcpdump
-  # TLS for the sync link later; python for small rack helpers
-  libssl-dev ca-certificates python3
+  # TLS for the sync link; openssl for deploy/make-certs.sh; python for small rack helpers
+  libssl-dev ca-certificates python3 openssl
+  # drills over ssh (tandem-rack drill --rack FILE; the ssh drill test runs its own sshd on
+  # loopback); systemd-analyze verifies the units in deploy/systemd
+  openssh-client openssh-server systemd
 )
 
 missing=()

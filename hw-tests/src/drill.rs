@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::exec::{Cancel, Cmd};
+use crate::exec::Cancel;
+use crate::hosts::{Build, Host, RackFile, Role, shell_quote};
 use crate::rack::{DirectorId, Mode, Rack, RackOptions, now_unix_ms};
 
 /// Message interval per connection.
@@ -806,13 +807,84 @@ pub struct DrillOptions {
 /// How long a multi-step fault may take beyond `warmup + after` (a dataplane restart, the
 /// resync), the client's hard bound.
 const STEPS_BUDGET: Duration = Duration::from_secs(60);
+
 /// Bound for a director to reach a role.
 const ROLE_WAIT: Duration = Duration::from_secs(30);
+
+/// The rack a drill runs on: its description (every command on a host goes through the
+/// host's [`crate::hosts::Access`]), and the virtual rack when the drill built it (for the
+/// faults only it can do: `rack:restart`, restarting a syncd that won the start-up election).
+#[derive(Debug)]
+pub struct Target<'r> {
+    /// The rack description.
+    pub desc: RackFile,
+    /// The virtual rack, when `build = "virtual"`.
+    pub rack: Option<&'r mut Rack>,
+    /// Bound on a restarted dataplane's readiness (`rack:restart`).
+    pub ready_timeout: Duration,
+}
+
+impl Target<'_> {
+    /// Director `id`'s syncd status file, read on its host.
+    fn status(&self, id: DirectorId) -> Option<crate::pair::SyncdStatus> {
+        crate::hosts::syncd_status(self.desc.director(id).ok()?)
+    }
+
+    /// Where director `id`'s syncd status file is, for messages.
+    fn status_where(&self, id: DirectorId) -> String {
+        self.desc.director(id).map_or_else(
+            |e| e.to_string(),
+            |h| format!("{} on {} ({})", h.syncd_status, h.name, h.access.describe()),
+        )
+    }
+
+    /// Runs director `id`'s fault `name` (a shell command on its host): what ran, and when it
+    /// started and was done (unix ms, the host's clock).
+    fn fault(&self, id: DirectorId, name: &str) -> Result<(String, u64, u64)> {
+        let f = self.desc.fault(id, name)?;
+        if f.run == crate::hosts::RACK_RESTART {
+            return Err(Error::Topology(format!(
+                "fault `{name}` of director {} is `{}`, which only `restart` may be",
+                id.letter(),
+                f.run
+            )));
+        }
+        let (start, done) = self.desc.run_fault(&f)?;
+        Ok((format!("{}: {}", f.on, f.run), start, done))
+    }
+
+    /// The `kill` fault of director `id`; on the virtual rack its processes are then reaped.
+    fn kill(&mut self, id: DirectorId) -> Result<(String, u64, u64)> {
+        let what = self.fault(id, "kill")?;
+        if let Some(rack) = self.rack.as_deref_mut() {
+            rack.reap(id, Duration::from_secs(3));
+        }
+        Ok(what)
+    }
+
+    /// The `restart` fault of director `id`: the virtual rack's own (`rack:restart`, with
+    /// `preempt` for its syncd) or the description's command.
+    fn restart(&mut self, id: DirectorId, preempt: bool, cancel: &Cancel) -> Result<()> {
+        let f = self.desc.fault(id, "restart")?;
+        if f.run == crate::hosts::RACK_RESTART {
+            let timeout = self.ready_timeout;
+            let rack = self.rack.as_deref_mut().ok_or_else(|| {
+                Error::Topology(format!(
+                    "`{}` needs the virtual rack (build = \"virtual\")",
+                    crate::hosts::RACK_RESTART
+                ))
+            })?;
+            rack.restart_director(id, preempt, timeout, cancel)
+        } else {
+            self.desc.run_fault(&f).map(|_| ())
+        }
+    }
+}
 
 /// Waits (bounded) until director `id`'s syncd reports `role` in a status file written after
 /// `since_ms`; returns when (unix ms).
 fn wait_role(
-    rack: &Rack,
+    target: &Target<'_>,
     id: DirectorId,
     role: &str,
     since_ms: u64,
@@ -822,7 +894,7 @@ fn wait_role(
     let deadline = Instant::now() + timeout;
     loop {
         cancel.check()?;
-        let st = rack.syncd_status(id);
+        let st = target.status(id);
         if let Some(s) = &st
             && s.role == role
             && s.updated_unix_ms > since_ms
@@ -834,29 +906,30 @@ fn wait_role(
         }
         if Instant::now() > deadline {
             return Err(Error::Topology(format!(
-                "director {} did not become {role} within {} s (last: {:?}; see {})",
+                "director {} did not become {role} within {} s (last: {:?}; status file {})",
                 id.letter(),
                 timeout.as_secs(),
                 st.map(|s| s.role),
-                rack.state().syncd_log(id).display()
+                target.status_where(id)
             )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Waits (bounded) for A active and B standby. If B won the start-up election (A's syncd came
-/// up after B's initial hold, as happens on a loaded box: B then holds on, there being no
-/// preemption), B's syncd is restarted once so that A takes over and B comes back as the
-/// standby.
-pub(crate) fn settle(rack: &mut Rack, cancel: &Cancel) -> Result<()> {
+/// Waits (bounded) for A active and B standby. On the virtual rack, if B won the start-up
+/// election (A's syncd came up after B's initial hold, as happens on a loaded box: B then
+/// holds on, there being no preemption), B's syncd is restarted once so that A takes over
+/// and B comes back as the standby. A real rack must be in that state when the drill starts.
+pub(crate) fn settle(target: &mut Target<'_>, cancel: &Cancel) -> Result<()> {
     let deadline = Instant::now() + ROLE_WAIT;
     let mut since = 0;
     let mut restarted = false;
     loop {
         cancel.check()?;
         let role = |id| {
-            rack.syncd_status(id)
+            target
+                .status(id)
                 .filter(|s| s.updated_unix_ms > since)
                 .map(|s| s.role)
         };
@@ -867,17 +940,22 @@ pub(crate) fn settle(rack: &mut Rack, cancel: &Cancel) -> Result<()> {
         let b_won =
             b.as_deref() == Some("Active") && matches!(a.as_deref(), Some("Standby" | "Syncing"));
         if b_won && !restarted {
-            tracing::warn!("B won the start-up election; restarting B's syncd so that A is active");
-            since = now_unix_ms();
-            rack.restart_syncd(DirectorId::B, false)?;
-            restarted = true;
+            if let Some(rack) = target.rack.as_deref_mut() {
+                tracing::warn!(
+                    "B won the start-up election; restarting B's syncd so that A is active"
+                );
+                since = now_unix_ms();
+                rack.restart_syncd(DirectorId::B, false)?;
+                restarted = true;
+            }
         }
         if Instant::now() > deadline {
             return Err(Error::Topology(format!(
                 "the pair did not settle (A active, B standby) within {} s: A {a:?}, B {b:?} \
-                 (see {})",
+                 (status files: {}; {})",
                 ROLE_WAIT.as_secs(),
-                rack.state().path().display()
+                target.status_where(DirectorId::A),
+                target.status_where(DirectorId::B)
             )));
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -886,8 +964,8 @@ pub(crate) fn settle(rack: &mut Rack, cancel: &Cancel) -> Result<()> {
 
 /// The role in director `id`'s status file, or `gone (was …)` when the file is no longer
 /// rewritten (its syncd was killed).
-fn role_now(rack: &Rack, id: DirectorId) -> Option<String> {
-    let s = rack.syncd_status(id)?;
+fn role_now(target: &Target<'_>, id: DirectorId) -> Option<String> {
+    let s = target.status(id)?;
     if now_unix_ms().saturating_sub(s.updated_unix_ms) > 10 * STATUS_INTERVAL_MS {
         Some(format!("gone (was {})", s.role))
     } else {
@@ -908,10 +986,9 @@ struct Injected {
 }
 
 fn inject(
-    rack: &mut Rack,
+    target: &mut Target<'_>,
     fault: Fault,
     after: Duration,
-    ready_timeout: Duration,
     cancel: &Cancel,
 ) -> Result<Injected> {
     let mut steps = Vec::new();
@@ -921,57 +998,53 @@ fn inject(
     let done_ms;
     match fault {
         Fault::Kill => {
-            fault_ms = now();
-            killed = rack.kill_director(DirectorId::A);
-            done_ms = now();
+            let what;
+            (what, fault_ms, done_ms) = target.kill(DirectorId::A)?;
+            killed.push(what);
             steps.push(("A killed".into(), fault_ms));
         }
         Fault::LinkDown => {
-            fault_ms = now();
-            let ports = rack.set_ports_link(DirectorId::A, false)?;
-            done_ms = now();
-            steps.push((format!("A's ports down ({})", ports.join(", ")), fault_ms));
-            let t = wait_role(rack, DirectorId::B, "Active", fault_ms, ROLE_WAIT, cancel)?;
+            (_, fault_ms, done_ms) = target.fault(DirectorId::A, "link-down")?;
+            steps.push(("A's links down".into(), fault_ms));
+            let t = wait_role(target, DirectorId::B, "Active", fault_ms, ROLE_WAIT, cancel)?;
             steps.push(("B active".into(), t));
         }
         Fault::Failback => {
-            fault_ms = now();
-            killed = rack.kill_director(DirectorId::A);
-            done_ms = now();
+            let what;
+            (what, fault_ms, done_ms) = target.kill(DirectorId::A)?;
+            killed.push(what);
             steps.push(("A killed".into(), fault_ms));
-            let t = wait_role(rack, DirectorId::B, "Active", fault_ms, ROLE_WAIT, cancel)?;
+            let t = wait_role(target, DirectorId::B, "Active", fault_ms, ROLE_WAIT, cancel)?;
             steps.push(("B active".into(), t));
             std::thread::sleep(Duration::from_millis(1000));
             let r = now();
-            rack.restart_director(DirectorId::A, true, ready_timeout, cancel)?;
+            target.restart(DirectorId::A, true, cancel)?;
             steps.push(("A restarted".into(), r));
             steps.push(("A's syncd up".into(), now()));
-            let t = wait_role(rack, DirectorId::A, "Active", r, ROLE_WAIT, cancel)?;
+            let t = wait_role(target, DirectorId::A, "Active", r, ROLE_WAIT, cancel)?;
             steps.push(("A active again".into(), t));
         }
         Fault::StandbyRestart => {
             let r = now();
-            killed = rack.kill_director(DirectorId::B);
-            rack.restart_director(DirectorId::B, false, ready_timeout, cancel)?;
+            killed.push(target.kill(DirectorId::B)?.0);
+            target.restart(DirectorId::B, false, cancel)?;
             steps.push(("B restarted".into(), r));
-            let t = wait_role(rack, DirectorId::B, "Standby", r, ROLE_WAIT, cancel)?;
+            let t = wait_role(target, DirectorId::B, "Standby", r, ROLE_WAIT, cancel)?;
             steps.push(("B standby (sync complete)".into(), t));
             std::thread::sleep(Duration::from_millis(500));
-            fault_ms = now();
-            killed.extend(rack.kill_director(DirectorId::A));
-            done_ms = now();
+            let what;
+            (what, fault_ms, done_ms) = target.kill(DirectorId::A)?;
+            killed.push(what);
             steps.push(("A killed".into(), fault_ms));
         }
         Fault::SyncCut => {
-            fault_ms = now();
-            rack.set_sync_link(DirectorId::A, false)?;
-            done_ms = now();
-            steps.push(("sync0 down in A".into(), fault_ms));
+            (_, fault_ms, done_ms) = target.fault(DirectorId::A, "sync-down")?;
+            steps.push(("sync link down in A".into(), fault_ms));
             std::thread::sleep(after);
             let h = now();
-            rack.set_sync_link(DirectorId::A, true)?;
-            steps.push(("sync0 up".into(), h));
-            let t = wait_role(rack, DirectorId::B, "Standby", h, ROLE_WAIT, cancel)?;
+            target.fault(DirectorId::A, "sync-up")?;
+            steps.push(("sync link up".into(), h));
+            let t = wait_role(target, DirectorId::B, "Standby", h, ROLE_WAIT, cancel)?;
             steps.push(("B standby (resynced)".into(), t));
         }
     }
@@ -985,113 +1058,231 @@ fn inject(
     })
 }
 
-/// Samples both syncd status files every [`ROLE_SAMPLE_EVERY`] until `stop` (bounded by
-/// `bound`).
+/// Samples director `id`'s syncd status file every [`ROLE_SAMPLE_EVERY`] on its host, until the
+/// drill's stop file appears there (bounded by `bound`): one command (one ssh session) for the
+/// whole drill.
 fn sample_roles(
-    files: [(String, PathBuf); 2],
-    stop: Arc<AtomicBool>,
+    host: &Host,
+    id: DirectorId,
     bound: Duration,
 ) -> std::thread::JoinHandle<Vec<RoleSample>> {
-    std::thread::spawn(move || {
-        let end = Instant::now() + bound;
-        let mut out = Vec::new();
-        while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-            for (d, f) in &files {
-                if let Ok(s) = crate::pair::SyncdStatus::read(f) {
-                    out.push(RoleSample {
-                        director: d.clone(),
-                        updated_ms: s.updated_unix_ms,
-                        role: s.role,
-                        role_for_ms: s.role_for_ms,
-                        reason: s.role_reason,
-                    });
-                }
-            }
-            std::thread::sleep(ROLE_SAMPLE_EVERY);
+    let count =
+        u32::try_from(bound.as_millis() / ROLE_SAMPLE_EVERY.as_millis().max(1)).unwrap_or(u32::MAX);
+    let cmd = crate::hosts::sample_status_cmd(
+        host,
+        ROLE_SAMPLE_EVERY,
+        count,
+        bound + Duration::from_secs(30),
+    );
+    std::thread::spawn(move || match cmd.output() {
+        Ok(out) => crate::hosts::parse_samples(&out.stdout)
+            .into_iter()
+            .map(|s| RoleSample {
+                director: id.letter().into(),
+                updated_ms: s.updated_unix_ms,
+                role: s.role,
+                role_for_ms: s.role_for_ms,
+                reason: s.role_reason,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(director = id.letter(), error = %e, "sampling the syncd status file");
+            Vec::new()
         }
-        out
     })
 }
 
-/// Brings a failover pair up (from `rack`), waits for A active and B standby, runs the
-/// drill, tears the rack down (also on failure) and reports.
-pub fn run_drill(mut rack_opts: RackOptions, opts: &DrillOptions) -> Result<DrillReport> {
-    rack_opts.pair = true;
-    let mut rack = Rack::up(&rack_opts)?;
-    let report = drill_on(&mut rack, &rack_opts, opts);
-    rack.down()?;
-    report
+/// Brings a failover pair of the virtual rack up (from `rack`), waits for A active and B
+/// standby, runs the drill, tears the rack down (also on failure) and reports: the embedded
+/// rack description ([`crate::hosts::DEFAULT_VIRTUAL`]).
+pub fn run_drill(rack_opts: RackOptions, opts: &DrillOptions) -> Result<DrillReport> {
+    run_drill_from(rack_opts, None, opts)
 }
 
-/// The drill on a pair that is up (left up, faults and all; the caller tears it down).
-pub fn drill_on(
-    rack: &mut Rack,
-    rack_opts: &RackOptions,
+/// The placeholders of a rack description for the rack of `rack_opts`.
+pub fn rack_vars(rack_opts: &RackOptions) -> crate::hosts::Vars {
+    crate::hosts::Vars {
+        prefix: rack_opts.prefix.to_string(),
+        state: crate::rack::StateDir::for_prefix(&rack_opts.prefix)
+            .path()
+            .display()
+            .to_string(),
+        tool: crate::process::locate_tool(rack_opts.tool.as_deref())
+            .map_or_else(|_| "tandem-rack".into(), |p| p.display().to_string()),
+    }
+}
+
+/// The drill on the rack described by `file` (`None`: the virtual rack's embedded
+/// description). With `build = "virtual"` the virtual rack is built from `rack_opts` first and
+/// torn down after (also on failure); with `build = "none"` the hosts exist already.
+pub fn run_drill_from(
+    mut rack_opts: RackOptions,
+    file: Option<&Path>,
     opts: &DrillOptions,
 ) -> Result<DrillReport> {
-    let cancel: Cancel = rack_opts.cancel.clone();
-    settle(rack, &cancel)?;
-    tracing::info!("pair settled: A active, B standby with a complete copy");
-    let vip = rack.spec().mode_vip(opts.mode);
-    let tool = rack
-        .tool()
-        .ok_or_else(|| Error::Topology("no tandem-rack binary to run the drill client".into()))?
-        .to_path_buf();
-    let stop_file = rack.state().path().join("drill.stop");
-    let _ = std::fs::remove_file(&stop_file);
+    let vars = rack_vars(&rack_opts);
+    let mut desc = match file {
+        Some(p) => RackFile::load(p, &vars)?,
+        None => RackFile::default_virtual(&vars)?,
+    };
+    let _shared = SharedSsh::new(&mut desc)?;
+    let cancel = rack_opts.cancel.clone();
+    match desc.build {
+        Build::Virtual => {
+            rack_opts.pair = true;
+            let mut rack = Rack::up(&rack_opts)?;
+            let report = {
+                let mut target = Target {
+                    desc,
+                    rack: Some(&mut rack),
+                    ready_timeout: rack_opts.ready_timeout,
+                };
+                drill_on(&mut target, &cancel, opts)
+            };
+            rack.down()?;
+            report
+        }
+        Build::None => {
+            let mut target = Target {
+                desc,
+                rack: None,
+                ready_timeout: rack_opts.ready_timeout,
+            };
+            drill_on(&mut target, &cancel, opts)
+        }
+    }
+}
+
+/// The drill's shared ssh connections (one per ssh host, [`RackFile::share_ssh_connections`]):
+/// closed, and their private socket directory removed, on drop.
+struct SharedSsh {
+    desc: Option<RackFile>,
+    dir: PathBuf,
+}
+
+impl SharedSsh {
+    fn new(desc: &mut RackFile) -> Result<SharedSsh> {
+        let dir = std::env::temp_dir().join(format!("tandem-rack-ssh-{}", std::process::id()));
+        if !desc.hosts.iter().any(|h| !h.access.is_local()) {
+            return Ok(SharedSsh { desc: None, dir });
+        }
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        desc.share_ssh_connections(&dir);
+        // Log in to every ssh host now: the connections are made before anything is timed,
+        // and an unreachable host is named before the rack is built.
+        // (On the host itself, not in its namespace: a virtual rack's do not exist yet.)
+        for h in desc.hosts.iter().filter(|h| !h.access.is_local()) {
+            let mut argv = h.access.ssh_argv();
+            argv.extend(["--".into(), "true".into()]);
+            crate::exec::Cmd::new(argv)
+                .timeout(crate::hosts::SMALL_TIMEOUT)
+                .run()
+                .map_err(|e| {
+                    Error::Topology(format!(
+                        "host `{}` cannot be reached ({}): {e}",
+                        h.name,
+                        h.access.describe()
+                    ))
+                })?;
+        }
+        Ok(SharedSsh {
+            desc: Some(desc.clone()),
+            dir,
+        })
+    }
+}
+
+impl Drop for SharedSsh {
+    fn drop(&mut self) {
+        if let Some(d) = self.desc.take() {
+            d.close_ssh_connections();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Runs `f` (a small shell command) on `host`, logging a failure.
+fn on_host(host: &Host, script: &str) {
+    if let Err(e) = host.access.shell(script, crate::hosts::SMALL_TIMEOUT).run() {
+        tracing::warn!(host = %host.name, error = %e, "command on a host");
+    }
+}
+
+/// The drill on a pair that is up (left up, faults and all, except that a `link-down` is
+/// undone with `link-up` when the description has one; the caller tears a virtual rack down).
+pub fn drill_on(
+    target: &mut Target<'_>,
+    cancel: &Cancel,
+    opts: &DrillOptions,
+) -> Result<DrillReport> {
+    settle(target, cancel)?;
+    tracing::info!(rack = %target.desc.name, "pair settled: A active, B standby with a complete copy");
+    let vip = target.desc.vip(opts.mode)?;
+    let port = target.desc.port;
+    let client_host = target.desc.host(Role::Client)?.clone();
+    let hosts: Vec<Host> = [
+        Some(client_host.clone()),
+        target.desc.director(DirectorId::A).ok().cloned(),
+        target.desc.director(DirectorId::B).ok().cloned(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for h in &hosts {
+        on_host(h, &format!("rm -f {}", shell_quote(&h.stop_file())));
+    }
     let bound = opts.warmup + opts.after + STEPS_BUDGET;
-    let client = Cmd::new(vec![
-        "ip".into(),
-        "netns".into(),
-        "exec".into(),
-        rack.client_netns(),
-        tool.display().to_string(),
-        "drill-client".into(),
-        "--target".into(),
-        format!("{vip}:80"),
-        "--conns".into(),
-        opts.conns.to_string(),
-        "--duration-ms".into(),
-        bound.as_millis().to_string(),
-        "--stop-file".into(),
-        stop_file.display().to_string(),
-    ])
-    .timeout(bound + Duration::from_secs(30));
-    let sampling = Arc::new(AtomicBool::new(false));
-    let sampler = sample_roles(
-        [
-            ("A".into(), rack.state().syncd_status(DirectorId::A)),
-            ("B".into(), rack.state().syncd_status(DirectorId::B)),
+    let client = client_host.access.command(
+        &[
+            client_host.tool.clone(),
+            "drill-client".into(),
+            "--target".into(),
+            format!("{vip}:{port}"),
+            "--conns".into(),
+            opts.conns.to_string(),
+            "--duration-ms".into(),
+            bound.as_millis().to_string(),
+            "--stop-file".into(),
+            client_host.stop_file(),
         ],
-        sampling.clone(),
         bound + Duration::from_secs(30),
     );
+    let samplers: Vec<_> = DirectorId::ALL
+        .iter()
+        .filter_map(|&id| {
+            let h = target.desc.director(id).ok()?;
+            Some(sample_roles(h, id, bound))
+        })
+        .collect();
     let handle = std::thread::spawn(move || client.run());
     std::thread::sleep(opts.warmup);
-    let injected = cancel.check().and_then(|()| {
-        inject(
-            rack,
-            opts.fault,
-            opts.after,
-            rack_opts.ready_timeout,
-            &cancel,
-        )
-    });
+    let injected = cancel
+        .check()
+        .and_then(|()| inject(target, opts.fault, opts.after, cancel));
     if injected.is_ok() && opts.fault != Fault::SyncCut {
         std::thread::sleep(opts.after);
     } else if injected.is_ok() {
         // sync-cut: `after` ran with the link cut; a little more after the heal.
         std::thread::sleep(Duration::from_millis(1000));
     }
-    // Whatever happened, the client and the sampler stop now.
-    if let Err(e) = std::fs::write(&stop_file, b"stop\n") {
-        tracing::warn!(error = %e, file = %stop_file.display(), "writing the drill's stop file");
+    // Whatever happened, the client and the samplers stop now.
+    for h in &hosts {
+        on_host(h, &format!("touch {}", shell_quote(&h.stop_file())));
     }
     let out = handle
         .join()
         .map_err(|_| Error::Topology("the drill client thread panicked".into()))?;
-    sampling.store(true, Ordering::Relaxed);
-    let samples = sampler.join().unwrap_or_default();
+    let samples: Vec<RoleSample> = samplers
+        .into_iter()
+        .flat_map(|s| s.join().unwrap_or_default())
+        .collect();
     let injected = injected?;
     tracing::info!(steps = ?injected.steps, "fault injected");
     let out = out?;
@@ -1114,8 +1305,15 @@ pub fn drill_on(
         })
         .collect();
     report.set_roles(&samples, fault_ms);
-    report.a_role_after = role_now(rack, DirectorId::A);
-    report.b_role_after = role_now(rack, DirectorId::B);
+    report.a_role_after = role_now(target, DirectorId::A);
+    report.b_role_after = role_now(target, DirectorId::B);
+    if opts.fault == Fault::LinkDown {
+        if let Ok(f) = target.desc.fault(DirectorId::A, "link-up") {
+            if let Err(e) = target.desc.run_fault(&f) {
+                tracing::warn!(error = %e, "restoring A's links after the drill");
+            }
+        }
+    }
     let path = opts
         .svg
         .clone()
@@ -1132,14 +1330,24 @@ pub fn drill_on(
         || slow(report.new_flow_ms)
     {
         for id in DirectorId::ALL {
-            for (from, what) in [
-                (rack.state().syncd_log(id), "syncd.log"),
-                (rack.state().log(id), "dataplane.log"),
-            ] {
-                let to = path.with_extension(format!("{}.{what}", id.lower()));
-                match std::fs::copy(&from, &to) {
-                    Ok(_) => report.kept_logs.push(to.display().to_string()),
-                    Err(e) => tracing::warn!(error = %e, from = %from.display(), "keeping a log"),
+            let Ok(host) = target.desc.director(id) else {
+                continue;
+            };
+            for (what, command) in &host.logs {
+                let to = path.with_extension(format!("{}.{what}.log", id.lower()));
+                let text = host
+                    .access
+                    .shell(command, Duration::from_secs(60))
+                    .run()
+                    .map(|o| o.stdout);
+                match text.and_then(|t| {
+                    std::fs::write(&to, t)
+                        .map_err(|e| Error::io(format!("writing {}", to.display()), e))
+                }) {
+                    Ok(()) => report.kept_logs.push(to.display().to_string()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, host = %host.name, log = %what, "keeping a log")
+                    }
                 }
             }
         }

@@ -203,8 +203,9 @@ fn wait_listed(
 pub fn run_health_drill(mut rack_opts: RackOptions) -> Result<HealthReport> {
     rack_opts.pair = true;
     let cancel = rack_opts.cancel.clone();
+    let desc = crate::hosts::RackFile::default_virtual(&crate::drill::rack_vars(&rack_opts))?;
     let mut rack = Rack::up(&rack_opts)?;
-    let r = health_drill_on(&mut rack, &cancel);
+    let r = health_drill_on(&mut rack, desc, rack_opts.ready_timeout, &cancel);
     let down = rack.down();
     let r = r?;
     down?;
@@ -212,8 +213,20 @@ pub fn run_health_drill(mut rack_opts: RackOptions) -> Result<HealthReport> {
 }
 
 /// The drill on a pair that is up (see the module doc). Leaves rs1's service running.
-pub fn health_drill_on(rack: &mut Rack, cancel: &Cancel) -> Result<HealthReport> {
-    crate::drill::settle(rack, cancel)?;
+pub fn health_drill_on(
+    rack: &mut Rack,
+    desc: crate::hosts::RackFile,
+    ready_timeout: std::time::Duration,
+    cancel: &Cancel,
+) -> Result<HealthReport> {
+    {
+        let mut target = crate::drill::Target {
+            desc,
+            rack: Some(&mut *rack),
+            ready_timeout,
+        };
+        crate::drill::settle(&mut target, cancel)?;
+    }
     let vip = SocketAddrV4::new(rack.spec().vip, 80);
     let rs = rack
         .spec()

@@ -33,6 +33,7 @@ pub mod drill;
 pub mod error;
 pub mod exec;
 pub mod health;
+pub mod hosts;
 pub mod modes;
 pub mod net;
 pub mod pair;

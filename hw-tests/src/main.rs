@@ -264,6 +264,25 @@ enum Command {
         /// drill-<mode>-<fault>.svg in the current directory).
         #[arg(long)]
         svg: Option<PathBuf>,
+        /// A rack description (TOML: hosts, roles, how to reach each one — local network
+        /// namespace or ssh — and each host's fault commands; deploy/rack-virtual.toml,
+        /// deploy/rack-example-ssh.toml). Default: the virtual rack's, built under --prefix.
+        #[arg(long, value_name = "FILE")]
+        rack: Option<PathBuf>,
+    },
+    /// Check a rack description: print each host, how it is reached and its fault commands;
+    /// with --probe also run `true` on each host through its access.
+    RackCheck {
+        /// The rack description.
+        #[arg(long, value_name = "FILE")]
+        rack: PathBuf,
+        /// The prefix its {prefix}/{state} placeholders stand for.
+        #[command(flatten)]
+        prefix: PrefixArg,
+        /// Reach every host (bounded: the ssh connect timeout, 15 s per host at most): for a
+        /// rack that exists (`build = "none"`, or a virtual rack that is up).
+        #[arg(long)]
+        probe: bool,
     },
     /// (Rack helper) The drill's client: long-lived connections, a line every 100 ms each,
     /// every answer's time as JSON. Run inside the client namespace.
@@ -455,6 +474,7 @@ fn run(command: Command) -> Result<ExitCode, Error> {
             after_ms,
             json,
             svg,
+            rack,
         } => {
             let cancel = cancel_on_signals()?;
             let opts = options(up, cancel);
@@ -466,7 +486,7 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                 after: std::time::Duration::from_millis(after_ms),
                 svg,
             };
-            let report = tandem_hw_tests::drill::run_drill(opts, &drill)?;
+            let report = tandem_hw_tests::drill::run_drill_from(opts, rack.as_deref(), &drill)?;
             if json {
                 let text = serde_json::to_string_pretty(&report)
                     .map_err(|e| Error::parse("drill report", e.to_string()))?;
@@ -481,6 +501,37 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                     ExitCode::FAILURE
                 },
             )
+        }
+        Command::RackCheck {
+            rack,
+            prefix,
+            probe,
+        } => {
+            let opts = RackOptions::new(prefix.prefix);
+            let vars = tandem_hw_tests::drill::rack_vars(&opts);
+            let desc = tandem_hw_tests::hosts::RackFile::load(&rack, &vars)?;
+            print!("{}", desc.describe());
+            let mut failed = 0;
+            if probe {
+                for h in &desc.hosts {
+                    let r = h
+                        .access
+                        .command(&["true".into()], tandem_hw_tests::hosts::SMALL_TIMEOUT)
+                        .run();
+                    match r {
+                        Ok(_) => println!("reach {}: ok", h.name),
+                        Err(e) => {
+                            failed += 1;
+                            println!("reach {}: FAILED: {e}", h.name);
+                        }
+                    }
+                }
+            }
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::DrillClient {
             target,

@@ -731,6 +731,11 @@ impl StateDir {
         self.dir.join(format!("{}.syncd.log", id.lower()))
     }
 
+    /// Director `id`'s syncd pid file (for the rack description's `kill` command).
+    pub fn syncd_pid(&self, id: DirectorId) -> PathBuf {
+        self.dir.join(format!("{}.syncd.pid", id.lower()))
+    }
+
     /// Director `id`'s syncd status file.
     pub fn syncd_status(&self, id: DirectorId) -> PathBuf {
         self.dir.join(format!("{}.syncd.json", id.lower()))
@@ -1307,6 +1312,7 @@ impl Rack {
         )?;
         let child = process::spawn_in_netns(&netns, syncd, &cfg, &self.state.syncd_log(id))?;
         let pid = child.id();
+        write_file(&self.state.syncd_pid(id), &format!("{pid}\n"))?;
         tracing::info!(director = id.letter(), pid, netns = %netns, preempt, "tandem-syncd started");
         self.syncds.retain(|s| s.0 != id);
         self.syncds.push((id, Some(child), pid));
@@ -1466,6 +1472,53 @@ impl Rack {
             }
         }
         killed
+    }
+
+    /// Reaps director `id`'s dataplane and syncd after something else killed them (a rack
+    /// description's `kill` command): waits at most `bound` for each to exit; one that is
+    /// still running is left as it is (and stopped at teardown).
+    pub fn reap(&mut self, id: DirectorId, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        let children = self
+            .directors
+            .iter_mut()
+            .filter(|d| d.id == id)
+            .map(|d| &mut d.child)
+            .chain(
+                self.syncds
+                    .iter_mut()
+                    .filter(|s| s.0 == id)
+                    .map(|s| &mut s.1),
+            );
+        for slot in children {
+            let Some(child) = slot.as_mut() else {
+                continue;
+            };
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        tracing::debug!(director = id.letter(), %status, "reaped");
+                        *slot = None;
+                        break;
+                    }
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Ok(None) => {
+                        tracing::warn!(
+                            director = id.letter(),
+                            pid = child.id(),
+                            "still running after the kill command"
+                        );
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(director = id.letter(), error = %e, "reaping");
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     fn wait_ready(&mut self, index: usize, timeout: Duration, cancel: &Cancel) -> Result<()> {
