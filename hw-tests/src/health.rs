@@ -299,10 +299,23 @@ pub fn health_drill_on(
         report.down_after_ms =
             wait_listed(rack, vip, &server, "down", Duration::from_secs(15), cancel)?;
         let down_at = origin.elapsed();
-        report.standby_saw_down = rack
-            .syncd_status(DirectorId::B)
-            .and_then(|s| s.health)
-            .is_some_and(|h| h.state(&service, &server) == Some("down"));
+        // B checks on its own schedule and writes its status file every status interval:
+        // it may see the server down a little after A.
+        let b_sees_down = || {
+            rack.syncd_status(DirectorId::B)
+                .and_then(|s| s.health)
+                .is_some_and(|h| h.state(&service, &server) == Some("down"))
+        };
+        let deadline = std::time::Instant::now() + verdict_bound();
+        report.standby_saw_down = loop {
+            if b_sees_down() {
+                break true;
+            }
+            if std::time::Instant::now() > deadline || cancel.is_cancelled() {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let w = client(&tool, &netns, &burst(vip, 30))?;
         report.while_down = w.per_server;
         report.while_down_failed = w.failed;
