@@ -248,7 +248,7 @@ impl Balancer {
 
     /// The persistence key of a template record already mapped to this director's ids
     /// (service and destination), under the service's netmask here.
-    fn template_key(&self, rec: &ConnRecord) -> Result<PersistKey, PeerInstallError> {
+    pub fn template_key(&self, rec: &ConnRecord) -> Result<PersistKey, PeerInstallError> {
         let svc = self
             .services
             .service(rec.service)
