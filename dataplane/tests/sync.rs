@@ -580,10 +580,12 @@ impl TapSender {
         use std::os::fd::AsRawFd;
         // SAFETY: sockaddr_ll is plain old data; all zeroes is a valid value.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_family = u16::try_from(libc::AF_PACKET).map_err(std::io::Error::other)?;
         addr.sll_ifindex = self.ifindex;
         addr.sll_halen = 6;
         addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        let addr_len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>())
+            .map_err(std::io::Error::other)?;
         // SAFETY: `frame` and `addr` outlive the call, and the lengths passed are theirs.
         let n = unsafe {
             libc::sendto(
@@ -592,7 +594,7 @@ impl TapSender {
                 frame.len(),
                 0,
                 std::ptr::from_ref(&addr).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                addr_len,
             )
         };
         if n < 0 {
@@ -609,7 +611,7 @@ fn checksum(data: &[u8], mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    !(sum as u16)
+    !u16::try_from(sum).unwrap_or(u16::MAX)
 }
 
 /// A TCP SYN from `src` to `dst`, addressed to the director's port MAC.
@@ -750,7 +752,10 @@ async fn templates_and_locality_are_streamed_and_installed() {
         }
     );
     // Installed with the record's 200 s plus the 5 s grace.
-    assert!((200_000..=205_000).contains(&recs[0].remaining_ms), "{recs:?}");
+    assert!(
+        (200_000..=205_000).contains(&recs[0].remaining_ms),
+        "{recs:?}"
+    );
     // Every lcore got the entry, and walks it.
     assert_eq!(loc, vec![locality(8080, &[RS2]); 2]);
 
@@ -775,7 +780,12 @@ async fn templates_and_locality_are_streamed_and_installed() {
     ];
     let want: BTreeMap<(String, u32, u32), String> = flows
         .iter()
-        .map(|((c, p), vport, rs)| ((c.to_string(), u32::from(*p), u32::from(*vport)), rs.to_string()))
+        .map(|((c, p), vport, rs)| {
+            (
+                (c.to_string(), u32::from(*p), u32::from(*vport)),
+                rs.to_string(),
+            )
+        })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     let got = loop {
@@ -836,7 +846,11 @@ async fn templates_and_locality_are_streamed_and_installed() {
             }
         }
     }
-    assert_eq!(template_events.len(), 1, "only the new template: {template_events:?}");
+    assert_eq!(
+        template_events.len(),
+        1,
+        "only the new template: {template_events:?}"
+    );
     let ev = template_events[0];
     assert_eq!(ev.kind, ConnEventKind::Created);
     assert!((299_000..=300_000).contains(&ev.record.remaining_ms));
@@ -894,10 +908,7 @@ async fn templates_and_locality_are_streamed_and_installed() {
     let entries = vec![
         wire::item_to(&Item::SnapshotBegin { id: 7 }),
         upsert(&t1),
-        wire::item_to(&Item::Snapshot(Change::LocalitySet(locality(
-            8080,
-            &[RS1],
-        )))),
+        wire::item_to(&Item::Snapshot(Change::LocalitySet(locality(8080, &[RS1])))),
         wire::item_to(&Item::SnapshotEnd { id: 7 }),
     ];
     let sum = local

@@ -263,7 +263,10 @@ fn numbered_locality_changes_reach_the_replica_and_a_lost_one_resyncs() {
     p.quiesce(100);
     p.check_equal().unwrap();
     let m = p.sender.metrics(p.now);
-    assert_eq!((m.lcore_lost, m.resyncs), (before.lcore_lost, before.resyncs));
+    assert_eq!(
+        (m.lcore_lost, m.resyncs),
+        (before.lcore_lost, before.resyncs)
+    );
     // The next one is lost by the dataplane and nothing follows it: the head mark shows the
     // gap, a snapshot brings the replica level.
     let (l, seq, _) = p.src.numbered_locality_op(&mut p.rng);

@@ -404,7 +404,9 @@ fn a_local_event_with_two_payloads_is_refused() {
     // Without the connection event it is a numbered locality removal; with seq 0, refused.
     let only = pb::LocalEvent { event: None, ..ev };
     let m = |e: pb::LocalEvent| pb::LocalEvents {
-        msg: Some(pb::local_events::Msg::Events(pb::LocalEventBatch { events: vec![e] })),
+        msg: Some(pb::local_events::Msg::Events(pb::LocalEventBatch {
+            events: vec![e],
+        })),
     };
     assert!(matches!(
         wire::local_from(&m(only.clone())),

@@ -465,7 +465,14 @@ impl Balancer {
         // The sync daemon hears of a new or changed lblc/lblcr entry and of a new template
         // (rare: not per connection); refreshes and expiries come from housekeeping.
         if let Some(addr) = sched.take_locality_change() {
-            sync::announce_locality(&mut self.conns, &mut self.locality, svc_id, sched, addr, now);
+            sync::announce_locality(
+                &mut self.conns,
+                &mut self.locality,
+                svc_id,
+                sched,
+                addr,
+                now,
+            );
         }
         let choice = choice.map_err(|_| DropReason::NoDestination)?;
         if let (true, Some(key)) = (choice.new_template, choice.template) {

@@ -156,7 +156,11 @@ fn persistent(netmask: Ipv4Addr) -> ServiceSpec {
             timeout: 10 * SECOND,
             netmask,
         }),
-        ..service(80, SchedulerKind::Rr, vec![dest(0, 1), dest(1, 1), dest(2, 1)])
+        ..service(
+            80,
+            SchedulerKind::Rr,
+            vec![dest(0, 1), dest(1, 1), dest(2, 1)],
+        )
     }
 }
 
@@ -177,7 +181,10 @@ fn ids(w: &mut Worker) -> (ServiceId, Vec<DestId>) {
     let svc = set
         .lookup(Protocol::Tcp, Endpoint::new(VIP, 80))
         .expect("service");
-    (svc.id, set.service_dests(svc).iter().map(|d| d.id).collect())
+    (
+        svc.id,
+        set.service_dests(svc).iter().map(|d| d.id).collect(),
+    )
 }
 
 /// Everything the worker queued for the sync daemon: connection events and locality events.
@@ -235,7 +242,10 @@ fn templates_are_announced_created_refreshed_once_per_period_and_expired() {
         assert_eq!(syn(&mut w, CLIENT, p, 5 * SECOND), RS[0]);
     }
     let (evs, _) = drain(&mut w);
-    assert!(evs.iter().all(|e| !e.record.flags.contains(ConnFlags::TEMPLATE)));
+    assert!(
+        evs.iter()
+            .all(|e| !e.record.flags.contains(ConnFlags::TEMPLATE))
+    );
 
     // The peer's copy runs out at 11 s: nothing to say at 9.9 s, a refresh (5 s left of
     // the 15 s) at 10 s, then nothing again.

@@ -230,7 +230,9 @@ impl LcoreSync {
                 let n = records.len() as u64;
                 // Full: the same chunk again next tick (records of entries changed meanwhile
                 // are read fresh, and their events follow them).
-                if !records.is_empty() && self.send_chunk(LcoreMsg::Chunk { watch, records }) != Some(true) {
+                if !records.is_empty()
+                    && self.send_chunk(LcoreMsg::Chunk { watch, records }) != Some(true)
+                {
                     return;
                 }
                 if let Some(c) = self.counters() {

@@ -236,9 +236,10 @@ impl Balancer {
             use crate::conn::ConnEventSink;
             let (kind, e) = match c {
                 PersistChange::Refreshed(e) => (ConnEventKind::Refreshed, e),
-                PersistChange::Expired(e) => {
-                    (ConnEventKind::Deleted(crate::conn::DeleteReason::Expired), e)
-                }
+                PersistChange::Expired(e) => (
+                    ConnEventKind::Deleted(crate::conn::DeleteReason::Expired),
+                    e,
+                ),
             };
             if let Some(record) = template_record(services, &e) {
                 conns.emit_external(|seq| events.emit(ConnEvent { kind, seq, record }));
