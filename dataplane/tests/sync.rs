@@ -337,6 +337,7 @@ async fn local_service_of_the_real_dataplane() {
                 for (lcore, item) in evs {
                     let ev = match item {
                         LcoreItem::Event(ev) => ev,
+                        LcoreItem::Locality { .. } => panic!("no locality here: {item:?}"),
                         LcoreItem::Head(h) => {
                             let last = seqs.get(&lcore).and_then(|s| s.last()).copied();
                             assert!(
@@ -371,7 +372,7 @@ async fn local_service_of_the_real_dataplane() {
                         LcoreItem::Head(h) => {
                             heads.insert(lcore, h);
                         }
-                        LcoreItem::Event(ev) => panic!("no more events: {ev:?}"),
+                        other => panic!("no more events: {other:?}"),
                     }
                 }
             }
@@ -506,6 +507,442 @@ async fn syncd_status_report_shows_in_get_status_and_metrics() {
     let s = status(&mut admin).await.sync.expect("a sync status");
     assert_eq!((s.role.as_str(), s.reports, s.stale), ("stopped", 2, false));
 
+    let (code, err) = d.stop();
+    assert_eq!(code, Some(0), "clean stop; stderr:\n{err}");
+}
+
+// ---- persistence templates and lblc/lblcr locality, with real packets ------------------
+
+const CLIENT1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const CLIENT2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 8);
+const CLIENT3: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 9);
+const PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+
+/// The director on a `net_tap` port (kernel interface `iface`), so the test can send it
+/// frames: a persistent rr service on :80, lblc services on :8080 and :8081.
+fn tap_config(prefix: &str, iface: &str, admin: &Path, sync: &Path, metrics: u16) -> String {
+    let servers = format!(
+        "[[service.server]]\naddress = \"{RS1}\"\nport = PORT\nmethod = \"nat\"\n\
+         [[service.server]]\naddress = \"{RS2}\"\nport = PORT\nmethod = \"nat\"\n"
+    );
+    let svc = |port: u16, sched: &str, extra: &str| {
+        format!(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}\"\nport = {port}\n\
+             scheduler = \"{sched}\"\n{extra}{}",
+            servers.replace("PORT", &port.to_string())
+        )
+    };
+    format!(
+        r#"[eal]
+args = ["-l", "0,1", "--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{prefix}",
+        "--vdev", "net_tap0,iface={iface},mac=02:00:00:00:00:11", "--log-level", "lib.eal:warning"]
+[dataplane]
+idle_sleep_max_us = 200
+[control]
+socket = "{admin}"
+metrics_listen = "127.0.0.1:{metrics}"
+[sync]
+socket = "{sync}"
+peer_address = "203.0.113.12"
+[[port]]
+name = "outside"
+device = "net_tap0"
+address = "203.0.113.11/24"
+[[vip]]
+address = "{VIP}"
+port = "outside"
+{}{}{}"#,
+        svc(80, "rr", "persistence_timeout_s = 300\n"),
+        svc(8080, "lblc", ""),
+        svc(8081, "lblc", ""),
+        admin = admin.display(),
+        sync = sync.display()
+    )
+}
+
+/// An AF_PACKET socket on the kernel side of the tap: what it sends, the dataplane's port
+/// receives.
+struct TapSender {
+    fd: std::os::fd::OwnedFd,
+    ifindex: i32,
+}
+
+impl TapSender {
+    fn open(iface: &str) -> std::io::Result<TapSender> {
+        use std::os::fd::FromRawFd;
+        let name = std::ffi::CString::new(iface).map_err(std::io::Error::other)?;
+        // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Protocol 0: this socket only sends, it receives nothing.
+        // SAFETY: a plain system call with constant arguments.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(TapSender {
+            // SAFETY: `fd` is a socket just opened and owned by nobody else.
+            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+            ifindex: i32::try_from(ifindex).map_err(std::io::Error::other)?,
+        })
+    }
+
+    fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: sockaddr_ll is plain old data; all zeroes is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = u16::try_from(libc::AF_PACKET).map_err(std::io::Error::other)?;
+        addr.sll_ifindex = self.ifindex;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        let addr_len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>())
+            .map_err(std::io::Error::other)?;
+        // SAFETY: `frame` and `addr` outlive the call, and the lengths passed are theirs.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                std::ptr::from_ref(&addr).cast(),
+                addr_len,
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+fn checksum(data: &[u8], mut sum: u32) -> u16 {
+    for c in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !u16::try_from(sum).unwrap_or(u16::MAX)
+}
+
+/// A TCP SYN from `src` to `dst`, addressed to the director's port MAC.
+fn syn_frame(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&src.1.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dst.1.to_be_bytes());
+    tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x02; // SYN
+    tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.0.octets());
+    pseudo.extend_from_slice(&dst.0.octets());
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(&tcp);
+    let c = checksum(&pseudo, 0);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src.0.octets());
+    ip.extend_from_slice(&dst.0.octets());
+    let c = checksum(&ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = PORT_MAC.to_vec();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0xc1, 0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&tcp);
+    f
+}
+
+fn template_rec(client: Ipv4Addr, real: Ipv4Addr, remaining_ms: u32) -> ConnRecord {
+    ConnRecord {
+        client: Endpoint::new(client, 0),
+        vip: Endpoint::new(VIP, 80),
+        real: Endpoint::new(real, 80),
+        state: ConnState::None,
+        flags: ConnFlags::TEMPLATE,
+        timeout_ms: 300_000,
+        remaining_ms,
+        ..record(0, real, VIP)
+    }
+}
+
+fn locality(port: u16, reals: &[Ipv4Addr]) -> tandem_syncd::repl::LocalityEntry {
+    let key = tandem_syncd::repl::LocalityKey {
+        proto: Protocol::Tcp,
+        vip: Endpoint::new(VIP, port),
+        dest_ip: VIP,
+    };
+    let reals: Vec<Endpoint> = reals.iter().map(|r| Endpoint::new(*r, port)).collect();
+    tandem_syncd::repl::LocalityEntry::new(key, &reals).0
+}
+
+/// What a watch's snapshot held: records, locality entries (one per lcore that has it),
+/// and the numbered items that came meanwhile.
+type Snap = (
+    Vec<ConnRecord>,
+    Vec<tandem_syncd::repl::LocalityEntry>,
+    Vec<(usize, LcoreItem)>,
+);
+
+async fn next_local(s: &mut tonic::Streaming<pb::LocalEvents>) -> LocalMsg {
+    let m = tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .expect("watch message within 10 s")
+        .expect("watch stream ok")
+        .expect("watch stream open");
+    wire::local_from(&m).expect("syncd decodes what the dataplane sends")
+}
+
+async fn read_full_snapshot(s: &mut tonic::Streaming<pb::LocalEvents>) -> Snap {
+    let (mut recs, mut loc, mut items) = (Vec::new(), Vec::new(), Vec::new());
+    assert!(matches!(next_local(s).await, LocalMsg::SnapshotBegin(_)));
+    loop {
+        match next_local(s).await {
+            LocalMsg::SnapshotChunk(c) => {
+                for ch in c {
+                    match ch {
+                        Change::Conn { record, .. } => recs.push(record),
+                        Change::LocalitySet(e) => loc.push(e),
+                        other => panic!("not a snapshot record: {other:?}"),
+                    }
+                }
+            }
+            LocalMsg::SnapshotEnd(_) => return (recs, loc, items),
+            LocalMsg::Events(e) => items.extend(e),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_and_locality_are_streamed_and_installed() {
+    let iface = format!("tdms{}", std::process::id() % 100_000);
+    let mut d = Director::start("sync", "content", |dir, prefix, metrics| {
+        let (admin, sync) = sockets(dir);
+        tap_config(prefix, &iface, &admin, &sync, metrics)
+    });
+    let (admin_sock, sync_sock) = sockets(&d.dir);
+    let mut admin = AdminClient::new(d.channel(&admin_sock).await);
+    let mut local = LocalClient::new(d.channel(&sync_sock).await);
+
+    // ---- apply: the peer's template and locality entry, and two refusals ---------------
+    let t1 = template_rec(CLIENT1, RS2, 200_000);
+    let entries = vec![
+        wire::item_to(&Item::Change(Change::Conn {
+            kind: ConnEventKind::Created,
+            record: t1,
+        })),
+        wire::item_to(&Item::Change(Change::LocalitySet(locality(8080, &[RS2])))),
+        // No such service; and a service that is not lblc/lblcr.
+        wire::item_to(&Item::Change(Change::LocalitySet(locality(9999, &[RS2])))),
+        wire::item_to(&Item::Change(Change::LocalitySet(locality(80, &[RS2])))),
+    ];
+    let sum = local
+        .apply_connections(tokio_stream::iter([pb::ApplyRequest { entries }]))
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!((sum.applied, sum.refused, sum.swept), (2, 2, 0));
+
+    // ---- the watch's snapshot holds them --------------------------------------------------
+    let mut w = local
+        .watch_connections(pb::WatchConnectionsRequest { chunk: 64 })
+        .await
+        .expect("watch")
+        .into_inner();
+    let (recs, loc, _) = read_full_snapshot(&mut w).await;
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(
+        ConnRecord {
+            remaining_ms: 0,
+            ..recs[0]
+        },
+        ConnRecord {
+            remaining_ms: 0,
+            ..t1
+        }
+    );
+    // Installed with the record's 200 s plus the 5 s grace.
+    assert!(
+        (200_000..=205_000).contains(&recs[0].remaining_ms),
+        "{recs:?}"
+    );
+    // Every lcore got the entry, and walks it.
+    assert_eq!(loc, vec![locality(8080, &[RS2]); 2]);
+
+    // ---- packets: the installed template and entry decide ---------------------------------
+    let tap = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match TapSender::open(&iface) {
+                Ok(t) => break t,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "tap {iface}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    };
+    let flows = [
+        ((CLIENT1, 40_001), 80, RS2), // the installed template (rr would say RS1)
+        ((CLIENT2, 40_001), 8080, RS2), // the installed lblc entry (wlc would say RS1)
+        ((CLIENT3, 40_001), 80, RS1), // a new template
+        ((CLIENT3, 40_002), 8081, RS1), // a new lblc entry
+    ];
+    let want: BTreeMap<(String, u32, u32), String> = flows
+        .iter()
+        .map(|((c, p), vport, rs)| {
+            (
+                (c.to_string(), u32::from(*p), u32::from(*vport)),
+                rs.to_string(),
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        for ((c, p), vport, _) in &flows {
+            // The port may not be up yet: keep sending until the connections show.
+            let _ = tap.send(&syn_frame((*c, *p), (VIP, *vport)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let list = admin
+            .list_connections(apb::ListConnectionsRequest::default())
+            .await
+            .expect("list")
+            .into_inner();
+        let got: BTreeMap<(String, u32, u32), String> = list
+            .connections
+            .iter()
+            .filter(|c| !c.template)
+            .map(|c| {
+                (
+                    (c.client_address.clone(), c.client_port, c.virtual_port),
+                    c.server_address.clone(),
+                )
+            })
+            .collect();
+        if got.len() >= want.len() || Instant::now() > deadline {
+            break got;
+        }
+    };
+    assert_eq!(got, want);
+
+    // ---- events: the new template and the new entry, numbered with the connections -------
+    let t3 = template_rec(CLIENT3, RS1, 0);
+    let (mut template_events, mut locality_events) = (Vec::new(), Vec::new());
+    let mut numbered: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+    let mut conns_created = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while conns_created < 4 || template_events.is_empty() || locality_events.is_empty() {
+        assert!(Instant::now() < deadline, "events within 10 s");
+        let LocalMsg::Events(evs) = next_local(&mut w).await else {
+            panic!("only events after the snapshot");
+        };
+        for (lcore, item) in evs {
+            match item {
+                LcoreItem::Event(ev) if ev.record.flags.contains(ConnFlags::TEMPLATE) => {
+                    numbered.entry(lcore).or_default().push(ev.seq);
+                    template_events.push(ev);
+                }
+                LcoreItem::Event(ev) => {
+                    numbered.entry(lcore).or_default().push(ev.seq);
+                    assert_eq!(ev.kind, ConnEventKind::Created);
+                    conns_created += 1;
+                }
+                LcoreItem::Locality { seq, change } => {
+                    numbered.entry(lcore).or_default().push(seq);
+                    locality_events.push(change);
+                }
+                LcoreItem::Head(_) => {}
+            }
+        }
+    }
+    assert_eq!(
+        template_events.len(),
+        1,
+        "only the new template: {template_events:?}"
+    );
+    let ev = template_events[0];
+    assert_eq!(ev.kind, ConnEventKind::Created);
+    assert!((299_000..=300_000).contains(&ev.record.remaining_ms));
+    assert_eq!(
+        ConnRecord {
+            remaining_ms: 0,
+            ..ev.record
+        },
+        t3
+    );
+    assert_eq!(
+        locality_events,
+        vec![Change::LocalitySet(locality(8081, &[RS1]))]
+    );
+    for (lcore, s) in &numbered {
+        assert!(
+            s.windows(2).all(|w| w[1] == w[0] + 1),
+            "lcore {lcore}: one gapless sequence for connections, templates, locality: {s:?}"
+        );
+    }
+
+    // ---- a new watch's snapshot has both templates and all three entries -------------------
+    let mut w2 = local
+        .watch_connections(pb::WatchConnectionsRequest { chunk: 64 })
+        .await
+        .expect("watch 2")
+        .into_inner();
+    let (recs, mut loc, _) = read_full_snapshot(&mut w2).await;
+    let mut templates: Vec<_> = recs
+        .iter()
+        .filter(|r| r.flags.contains(ConnFlags::TEMPLATE))
+        .map(|r| (r.client, r.real))
+        .collect();
+    templates.sort();
+    assert_eq!(
+        templates,
+        vec![
+            (Endpoint::new(CLIENT1, 0), Endpoint::new(RS2, 80)),
+            (Endpoint::new(CLIENT3, 0), Endpoint::new(RS1, 80)),
+        ]
+    );
+    assert_eq!(recs.len(), 6, "4 connections and 2 templates: {recs:?}");
+    loc.sort_by_key(|e| e.key);
+    assert_eq!(
+        loc,
+        vec![
+            locality(8080, &[RS2]),
+            locality(8080, &[RS2]),
+            locality(8081, &[RS1])
+        ]
+    );
+    drop(w);
+
+    // ---- a snapshot of the peer's that lacks them sweeps them -------------------------------
+    let entries = vec![
+        wire::item_to(&Item::SnapshotBegin { id: 7 }),
+        upsert(&t1),
+        wire::item_to(&Item::Snapshot(Change::LocalitySet(locality(8080, &[RS1])))),
+        wire::item_to(&Item::SnapshotEnd { id: 7 }),
+    ];
+    let sum = local
+        .apply_connections(tokio_stream::iter([pb::ApplyRequest { entries }]))
+        .await
+        .expect("apply")
+        .into_inner();
+    // Upserted: the template and the entry (counted once); swept: the 4 connections, C3's
+    // template and the lcore's :8081 entry.
+    assert_eq!((sum.applied, sum.refused, sum.swept), (2, 0, 6));
+    let mut w3 = local
+        .watch_connections(pb::WatchConnectionsRequest { chunk: 64 })
+        .await
+        .expect("watch 3")
+        .into_inner();
+    drop(w2);
+    let (recs, loc, _) = read_full_snapshot(&mut w3).await;
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].client, t1.client);
+    assert_eq!(loc, vec![locality(8080, &[RS1]); 2]);
+    drop(w3);
     let (code, err) = d.stop();
     assert_eq!(code, Some(0), "clean stop; stderr:\n{err}");
 }

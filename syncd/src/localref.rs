@@ -11,7 +11,12 @@
 //!    `SnapshotEnd{id}`.
 //! 2. Then `LocalEventBatch`es: every `ConnEvent` the lcores emit, with the lcore index and
 //!    the lcore's own sequence number (`ConnEvent::seq`, consecutive per lcore, one per event
-//!    emitted whether delivered or not).
+//!    emitted whether delivered or not). Persistence templates are `ConnEvent`s too
+//!    (`TEMPLATE` records: created, refreshed at most once per timeout period, expired), and
+//!    lblc/lblcr locality changes are `LocalEvent`s with `locality_set` / `locality_removed`
+//!    numbered in the *same* per-lcore sequence, so a lost one shows as a gap like a lost
+//!    event (the top-level `LocalEvents.locality_set/removed` remain for changes without a
+//!    number; this reference has no locality tables and sends neither).
 //! 3. **Consistency:** for each lcore, an event of a change made after a record was read
 //!    comes after that record in the stream. Here the snapshot is taken and the watcher
 //!    registered under one lock, so every later event follows the whole snapshot. The real
@@ -34,7 +39,13 @@
 //!   `ConnTable::install` after mapping the real server's endpoint to the local destination
 //!   index (unknown real server: refused and counted) — the real dataplane also maps
 //!   `(proto, vip)` to its service and installs on the lcore that owns the client address
-//!   (`balance::owner`); a deletion is `ConnTable::uninstall` by client→VIP key;
+//!   (`balance::owner`); a deletion is `ConnTable::uninstall` by client→VIP key. The real
+//!   dataplane puts a template (`TEMPLATE` record) into its scheduler's persistence table
+//!   instead, so that its scheduler honours it (on the owner lcore; on every lcore when the
+//!   service's netmask groups several addresses), and a locality entry into the lblc/lblcr
+//!   scheduler of the service `(proto, vip)` on every lcore (real servers mapped by
+//!   endpoint; an unknown service or real server, or a service that is not lblc/lblcr:
+//!   refused and counted);
 //! - `SnapshotBegin`: every entry in the table now, *local or installed*, is marked stale;
 //!   `SnapshotEnd`: every entry still stale (not upserted since the begin) is removed (the
 //!   peer's table is the truth for a standby); locality entries alike;

@@ -46,6 +46,9 @@ pub enum WireError {
     /// A snapshot record that is not an upsert.
     #[error("snapshot record cannot be a removal")]
     SnapshotRemoval,
+    /// A message with more than one of its alternative payloads.
+    #[error("{0}: more than one payload")]
+    Ambiguous(&'static str),
 }
 
 // ---- scalars and records: `tandem_proto::conn`, shared with the dataplane ---------------
@@ -387,7 +390,26 @@ pub fn local_event_to(lcore: u32, ev: &ConnEvent) -> pb::LocalEvent {
             kind: kind_to(ev.kind),
             record: Some(record_to(&ev.record)),
         }),
+        locality_set: None,
+        locality_removed: None,
     }
+}
+
+/// A lcore's numbered locality change to the wire (`None` for a change that is not a
+/// locality one).
+pub fn local_locality_to(lcore: u32, seq: u64, change: &Change) -> Option<pb::LocalEvent> {
+    let (set, removed) = match change {
+        Change::LocalitySet(e) => (Some(locality_to(e)), None),
+        Change::LocalityRemoved(k) => (None, Some(locality_key_to(k))),
+        Change::Conn { .. } => return None,
+    };
+    Some(pb::LocalEvent {
+        lcore,
+        seq,
+        event: None,
+        locality_set: set,
+        locality_removed: removed,
+    })
 }
 
 /// A lcore's head mark to the wire.
@@ -396,6 +418,8 @@ pub fn local_head_to(lcore: u32, last_seq: u64) -> pb::LocalEvent {
         lcore,
         seq: last_seq,
         event: None,
+        locality_set: None,
+        locality_removed: None,
     }
 }
 
@@ -430,9 +454,17 @@ pub fn local_from(m: &pb::LocalEvents) -> Result<LocalMsg, WireError> {
                         field: "local_event.lcore",
                         value: u64::from(e.lcore),
                     })?;
-                    let Some(ev) = e.event.as_ref() else {
-                        v.push((lcore, LcoreItem::Head(e.seq)));
-                        continue;
+                    let change = match (&e.event, &e.locality_set, &e.locality_removed) {
+                        (None, None, None) => {
+                            v.push((lcore, LcoreItem::Head(e.seq)));
+                            continue;
+                        }
+                        (Some(_), None, None) => None,
+                        (None, Some(l), None) => Some(Change::LocalitySet(locality_from(l)?)),
+                        (None, None, Some(k)) => {
+                            Some(Change::LocalityRemoved(locality_key_from(Some(k))?))
+                        }
+                        _ => return Err(WireError::Ambiguous("local_event")),
                     };
                     if e.seq == 0 {
                         return Err(WireError::Range {
@@ -440,6 +472,13 @@ pub fn local_from(m: &pb::LocalEvents) -> Result<LocalMsg, WireError> {
                             value: 0,
                         });
                     }
+                    if let Some(change) = change {
+                        v.push((lcore, LcoreItem::Locality { seq: e.seq, change }));
+                        continue;
+                    }
+                    let Some(ev) = e.event.as_ref() else {
+                        continue;
+                    };
                     v.push((
                         lcore,
                         LcoreItem::Event(ConnEvent {

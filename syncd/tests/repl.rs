@@ -250,6 +250,38 @@ fn a_lost_last_event_is_caught_by_the_head_mark() {
 }
 
 #[test]
+fn numbered_locality_changes_reach_the_replica_and_a_lost_one_resyncs() {
+    let mut p = pair(14);
+    p.load = 5;
+    p.run_ms(200);
+    p.quiesce(200);
+    p.check_equal().unwrap();
+    let before = p.sender.metrics(p.now);
+    // A locality change numbered in lcore 0's sequence arrives: no loss, on the replica.
+    let (l, seq, c) = p.src.numbered_locality_op(&mut p.rng);
+    p.sender.push_lcore_change(l, seq, c, p.now);
+    p.quiesce(100);
+    p.check_equal().unwrap();
+    let m = p.sender.metrics(p.now);
+    assert_eq!(
+        (m.lcore_lost, m.resyncs),
+        (before.lcore_lost, before.resyncs)
+    );
+    // The next one is lost by the dataplane and nothing follows it: the head mark shows the
+    // gap, a snapshot brings the replica level.
+    let (l, seq, _) = p.src.numbered_locality_op(&mut p.rng);
+    assert!(p.check_equal().is_err(), "not on the replica yet");
+    p.quiesce(100);
+    p.check_equal().unwrap();
+    let m = p.sender.metrics(p.now);
+    assert_eq!(
+        (m.lcore_lost, m.resyncs),
+        (before.lcore_lost + 1, before.resyncs + 1),
+        "lcore {l}, change {seq}: {m:?}"
+    );
+}
+
+#[test]
 fn head_marks_of_what_was_seen_change_nothing() {
     let mut p = pair(13);
     p.load = 5;

@@ -171,6 +171,20 @@ proptest! {
         );
     }
 
+    #[test]
+    fn numbered_locality_changes_round_trip(lcore in 0u32..256, seq in 1u64.., c in change()) {
+        let Some(ev) = wire::local_locality_to(lcore, seq, &c) else {
+            let is_conn = matches!(c, Change::Conn { .. });
+            prop_assert!(is_conn);
+            return Ok(());
+        };
+        let m = pb::LocalEvents { msg: Some(pb::local_events::Msg::Events(pb::LocalEventBatch {
+            events: vec![ev],
+        })) };
+        let back = wire::local_from(&pb::LocalEvents::decode(m.encode_to_vec().as_slice()).unwrap()).unwrap();
+        prop_assert_eq!(back, LocalMsg::Events(vec![(lcore as usize, LcoreItem::Locality { seq, change: c })]));
+    }
+
     /// A record keeps everything but what is not on the wire (indices, local flags).
     #[test]
     fn records_keep_what_the_wire_carries(r in record(), dest in any::<u32>(), svc in any::<u32>(), flags in any::<u8>()) {
@@ -359,4 +373,50 @@ fn malformed_heartbeats_are_refused() {
         let e = wire::heartbeat_from(&m).unwrap_err();
         assert!(e.to_string().contains(field), "{e}");
     }
+}
+
+#[test]
+fn a_local_event_with_two_payloads_is_refused() {
+    let key = pb::LocalityKey {
+        proto: 1,
+        vip: ep(80),
+        dest_ip: 5,
+    };
+    let ev = pb::LocalEvent {
+        lcore: 0,
+        seq: 3,
+        event: Some(pb::ConnEvent {
+            kind: 1,
+            record: Some(good_record()),
+        }),
+        locality_set: None,
+        locality_removed: Some(key),
+    };
+    let m = pb::LocalEvents {
+        msg: Some(pb::local_events::Msg::Events(pb::LocalEventBatch {
+            events: vec![ev.clone()],
+        })),
+    };
+    assert_eq!(
+        wire::local_from(&m),
+        Err(WireError::Ambiguous("local_event"))
+    );
+    // Without the connection event it is a numbered locality removal; with seq 0, refused.
+    let only = pb::LocalEvent { event: None, ..ev };
+    let m = |e: pb::LocalEvent| pb::LocalEvents {
+        msg: Some(pb::local_events::Msg::Events(pb::LocalEventBatch {
+            events: vec![e],
+        })),
+    };
+    assert!(matches!(
+        wire::local_from(&m(only.clone())),
+        Ok(LocalMsg::Events(v)) if matches!(v[..], [(0, LcoreItem::Locality { seq: 3, change: Change::LocalityRemoved(_) })])
+    ));
+    assert_eq!(
+        wire::local_from(&m(pb::LocalEvent { seq: 0, ..only })),
+        Err(WireError::Range {
+            field: "local_event.seq",
+            value: 0
+        })
+    );
 }

@@ -31,7 +31,9 @@
 use std::sync::Arc;
 
 mod control;
+mod sync;
 pub use control::{ConnFilter, DestTraffic, FlushTarget};
+pub use sync::{LocalityChange, LocalityEvent, LocalityQueue, PeerInstallError};
 
 use crate::buf::PacketBuf;
 use crate::conn::{
@@ -104,6 +106,8 @@ pub struct Balancer {
     traffic: Vec<DestTraffic>,
     persist: PersistenceTable,
     events: EventQueue,
+    /// lblc/lblcr changes for the sync daemon (numbered with the connection events).
+    locality: LocalityQueue,
     /// The schedulers' view of one service's destinations, refilled per decision.
     scratch: Vec<DestState>,
     /// Connection counts of the other workers, per destination (refreshed by the glue).
@@ -157,6 +161,7 @@ impl Balancer {
             traffic: vec![DestTraffic::default(); max_dests],
             persist,
             events: EventQueue::new(config.event_capacity),
+            locality: LocalityQueue::new(config.event_capacity),
             scratch: Vec::with_capacity(widest),
             remote: vec![DestCounts::default(); max_dests],
             icmp_out: Box::new([0; ICMP_ERROR_MAX_FRAME]),
@@ -202,10 +207,9 @@ impl Balancer {
     /// schedulers' and persistence tables. Returns the connections removed.
     pub fn housekeeping(&mut self, now: u64, budget: usize) -> usize {
         let removed = self.conns.expire(now, budget, &mut self.events);
-        for s in self.schedulers.iter_mut().flatten() {
-            s.housekeeping(now);
-        }
-        self.persist.expire(now);
+        // Emits the locality entries aged out, the templates expired and those whose
+        // refresh the peer needs now (see `sync`).
+        self.age_with_events(now);
         removed
     }
 
@@ -457,8 +461,30 @@ impl Balancer {
             &self.scratch,
             flow,
             now,
-        )
-        .map_err(|_| DropReason::NoDestination)?;
+        );
+        // The sync daemon hears of a new or changed lblc/lblcr entry and of a new template
+        // (rare: not per connection); refreshes and expiries come from housekeeping.
+        if let Some(addr) = sched.take_locality_change() {
+            sync::announce_locality(
+                &mut self.conns,
+                &mut self.locality,
+                svc_id,
+                sched,
+                addr,
+                now,
+            );
+        }
+        let choice = choice.map_err(|_| DropReason::NoDestination)?;
+        if let (true, Some(key)) = (choice.new_template, choice.template) {
+            sync::announce_template(
+                &mut self.conns,
+                &mut self.events,
+                services,
+                &self.persist,
+                key,
+                now,
+            );
+        }
         let dest = services
             .dest(choice.dest)
             .ok_or(DropReason::NoDestination)?;

@@ -9,13 +9,16 @@
 //! `Sender::snapshot_chunk` needs, see `syncd/src/localref.rs`).
 
 use std::collections::HashSet;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crossbeam_channel::{Sender, TrySendError};
 use tandem_core::balance::Balancer;
 use tandem_core::conn::ConnRecord;
-use tandem_core::lb::{Endpoint, Protocol};
+use tandem_core::lb::{Endpoint, Protocol, ServiceId};
+use tandem_core::sched::{LocalityEntry, PersistKey};
 
+use super::service::{locality_addr, locality_to_wire};
 use super::{LcoreMsg, Role, SyncCommand, SyncCounters, SyncOp, SyncState, SyncWiring};
 
 /// Gratuitous ARPs after becoming active: at once, then again after these delays (ns), in
@@ -39,13 +42,29 @@ fn key_of(r: &ConnRecord) -> Key {
     (r.proto, r.client, r.vip)
 }
 
+/// What a standby's mark remembers: the key of everything a snapshot must upsert again to
+/// survive its sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum StaleKey {
+    /// A connection.
+    Conn(Key),
+    /// A persistence template.
+    Template(PersistKey),
+    /// A service's lblc/lblcr entry for a destination address.
+    Locality(ServiceId, Ipv4Addr),
+}
+
 /// Where a walk of the table stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Walk {
     /// No walk.
     Idle,
-    /// Next chunk starts at this slab slot.
+    /// Next chunk of connections starts at this slab slot.
     At(usize),
+    /// Next chunk of persistence templates starts at this slot.
+    Templates(usize),
+    /// The lblc/lblcr entries are next.
+    Locality,
     /// Every record is sent; the end marker is not yet.
     Ending,
 }
@@ -58,7 +77,7 @@ pub struct LcoreSync {
     watch: u64,
     walk: Walk,
     chunk_slots: usize,
-    stale: Option<HashSet<Key>>,
+    stale: Option<HashSet<StaleKey>>,
     role_seen: Option<Role>,
     /// When the gratuitous ARPs are due (ns), the next first.
     garp_due: Vec<u64>,
@@ -151,16 +170,42 @@ impl LcoreSync {
 
     /// Between bursts: hands the events the table emitted since the last tick to the watch
     /// (or forgets them when nobody watches), then walks one chunk of the table if a watch
-    /// is beginning.
+    /// is beginning. Connection and template events and locality changes share the lcore's
+    /// sequence numbers; they are handed over in that order.
     pub fn tick(&mut self, b: &mut Balancer, now: u64) {
-        let events = b.events_mut();
         match (&self.tx, self.watch) {
             (Some(tx), watch) if watch != 0 => {
                 let (mut sent, mut dropped) = (0u64, 0u64);
-                while let Some(event) = events.pop() {
-                    match tx.try_send(LcoreMsg::Event { watch, event }) {
-                        Ok(()) => sent += 1,
-                        Err(_) => dropped += 1,
+                loop {
+                    let conn = b.events_mut().iter().next().map(|e| e.seq);
+                    let loc = b.locality_events_mut().front_seq();
+                    let msg = match (conn, loc) {
+                        (None, None) => break,
+                        (Some(c), l) if l.is_none_or(|l| c < l) => {
+                            let Some(event) = b.events_mut().pop() else {
+                                break;
+                            };
+                            Some(LcoreMsg::Event { watch, event })
+                        }
+                        _ => {
+                            let Some(ev) = b.locality_events_mut().pop() else {
+                                break;
+                            };
+                            // A service removed meanwhile cannot be named: the change is
+                            // dropped like an overflow (the gap makes syncd resync).
+                            locality_to_wire(b.services(), ev.service, &ev.change).map(
+                                |(entry, set)| LcoreMsg::Locality {
+                                    watch,
+                                    seq: ev.seq,
+                                    entry,
+                                    set,
+                                },
+                            )
+                        }
+                    };
+                    match msg.map(|m| tx.try_send(m)) {
+                        Some(Ok(())) => sent += 1,
+                        _ => dropped += 1,
                     }
                 }
                 if dropped > 0 {
@@ -180,49 +225,89 @@ impl LcoreSync {
             }
             // Nobody watches: the sequence numbers were taken, a later watch starts with a
             // snapshot anyway.
-            _ => events.clear(),
+            _ => {
+                b.events_mut().clear();
+                b.locality_events_mut().clear();
+            }
         }
         self.walk_step(b, now);
     }
 
+    /// Sends `msg` (a walk chunk) to the watch: `Some(true)` sent, `Some(false)` the channel
+    /// is full (try the same chunk next tick), `None` the watch is gone.
+    fn send_chunk(&mut self, msg: LcoreMsg) -> Option<bool> {
+        let tx = self.tx.as_ref()?;
+        match tx.try_send(msg) {
+            Ok(()) => Some(true),
+            Err(TrySendError::Full(_)) => Some(false),
+            Err(TrySendError::Disconnected(_)) => {
+                self.walk = Walk::Idle;
+                None
+            }
+        }
+    }
+
     fn walk_step(&mut self, b: &Balancer, now: u64) {
-        let Some(tx) = &self.tx else { return };
+        if self.tx.is_none() {
+            return;
+        }
         let watch = self.watch;
         match self.walk {
             Walk::Idle => {}
-            Walk::At(from) => {
+            Walk::At(from) | Walk::Templates(from) => {
+                let templates = matches!(self.walk, Walk::Templates(_));
                 let mut records = Vec::new();
-                let next = b
-                    .conns()
-                    .snapshot(from, self.chunk_slots, now, |r| records.push(r));
+                let next = if templates {
+                    b.template_snapshot(from, self.chunk_slots, now, |r| records.push(r))
+                } else {
+                    b.conns()
+                        .snapshot(from, self.chunk_slots, now, |r| records.push(r))
+                };
                 let n = records.len() as u64;
-                if !records.is_empty() {
-                    match tx.try_send(LcoreMsg::Chunk { watch, records }) {
-                        Ok(()) => {}
-                        // Full: the same chunk again next tick (records of entries changed
-                        // meanwhile are read fresh, and their events follow them).
-                        Err(TrySendError::Full(_)) => return,
-                        Err(TrySendError::Disconnected(_)) => {
-                            self.walk = Walk::Idle;
-                            return;
-                        }
-                    }
+                // Full: the same chunk again next tick (records of entries changed meanwhile
+                // are read fresh, and their events follow them).
+                if !records.is_empty()
+                    && self.send_chunk(LcoreMsg::Chunk { watch, records }) != Some(true)
+                {
+                    return;
                 }
                 if let Some(c) = self.counters() {
                     SyncCounters::add(&c.snapshot_records, n);
                 }
-                self.walk = match next {
-                    Some(n) => Walk::At(n),
-                    None => Walk::Ending,
+                self.walk = match (next, templates) {
+                    (Some(n), false) => Walk::At(n),
+                    (None, false) => Walk::Templates(0),
+                    (Some(n), true) => Walk::Templates(n),
+                    (None, true) => Walk::Locality,
                 };
-                if self.walk == Walk::Ending {
-                    self.walk_step(b, now);
+            }
+            Walk::Locality => {
+                let set = b.services();
+                let mut entries = Vec::new();
+                b.locality_snapshot(now, |svc, e| {
+                    if let Some((w, _)) =
+                        locality_to_wire(set, svc, &tandem_core::balance::LocalityChange::Set(e))
+                    {
+                        entries.push(w);
+                    }
+                });
+                let n = entries.len() as u64;
+                if !entries.is_empty()
+                    && self.send_chunk(LcoreMsg::LocalityChunk { watch, entries }) != Some(true)
+                {
+                    return;
+                }
+                if let Some(c) = self.counters() {
+                    SyncCounters::add(&c.snapshot_records, n);
+                }
+                self.walk = Walk::Ending;
+                self.walk_step(b, now);
+            }
+            Walk::Ending => {
+                if self.send_chunk(LcoreMsg::WalkDone { watch }) != Some(false) {
+                    self.walk = Walk::Idle;
                 }
             }
-            Walk::Ending => match tx.try_send(LcoreMsg::WalkDone { watch }) {
-                Err(TrySendError::Full(_)) => {}
-                _ => self.walk = Walk::Idle,
-            },
         }
     }
 
@@ -254,43 +339,92 @@ impl LcoreSync {
         }
     }
 
+    fn unstale(&mut self, key: StaleKey) {
+        if let Some(s) = &mut self.stale {
+            s.remove(&key);
+        }
+    }
+
     fn apply(&mut self, op: SyncOp, b: &mut Balancer, now: u64) {
         let (mut applied, mut refused, mut swept) = (0u64, 0u64, 0u64);
+        let mut tally = |ok: bool, count: bool| match (ok, count) {
+            (true, true) => applied += 1,
+            (false, true) => refused += 1,
+            _ => {}
+        };
         match op {
             SyncOp::Install(r) => match b.conns_mut().install(&r, now) {
                 Ok(_) => {
-                    applied += 1;
-                    if let Some(s) = &mut self.stale {
-                        s.remove(&key_of(&r));
-                    }
+                    tally(true, true);
+                    self.unstale(StaleKey::Conn(key_of(&r)));
                 }
-                Err(_) => refused += 1,
+                Err(_) => tally(false, true),
             },
             SyncOp::Uninstall(r) => {
                 b.conns_mut().uninstall(&r);
-                applied += 1;
-                if let Some(s) = &mut self.stale {
-                    s.remove(&key_of(&r));
+                tally(true, true);
+                self.unstale(StaleKey::Conn(key_of(&r)));
+            }
+            SyncOp::InstallTemplate { rec, count } => {
+                let ok = b.install_template(&rec, now).is_ok();
+                tally(ok, count);
+                if let (true, Ok(k)) = (ok, b.template_key(&rec)) {
+                    self.unstale(StaleKey::Template(k));
                 }
             }
+            SyncOp::UninstallTemplate { rec, count } => {
+                b.uninstall_template(&rec);
+                tally(true, count);
+                if let Ok(k) = b.template_key(&rec) {
+                    self.unstale(StaleKey::Template(k));
+                }
+            }
+            SyncOp::InstallLocality { svc, entry, count } => {
+                let ok = b.install_locality(svc, entry, now).is_ok();
+                tally(ok, count);
+                if ok {
+                    self.unstale(StaleKey::Locality(svc, locality_addr(&entry)));
+                }
+            }
+            SyncOp::RemoveLocality { svc, addr, count } => {
+                b.remove_locality(svc, addr);
+                tally(true, count);
+                self.unstale(StaleKey::Locality(svc, addr));
+            }
             SyncOp::Mark => {
-                let t = b.conns();
-                self.stale = Some(
-                    t.iter()
-                        .map(|(_, c)| (c.proto(), c.client(), c.vip()))
-                        .collect(),
-                );
+                let mut stale: HashSet<StaleKey> = b
+                    .conns()
+                    .iter()
+                    .map(|(_, c)| StaleKey::Conn((c.proto(), c.client(), c.vip())))
+                    .collect();
+                stale.extend(b.templates().keys().map(StaleKey::Template));
+                b.locality_snapshot(now, |svc, e: LocalityEntry| {
+                    stale.insert(StaleKey::Locality(svc, locality_addr(&e)));
+                });
+                self.stale = Some(stale);
             }
             SyncOp::Sweep => {
                 if let Some(stale) = self.stale.take() {
                     let t = b.conns();
                     let gone: Vec<ConnRecord> = t
                         .iter()
-                        .filter(|(_, c)| stale.contains(&(c.proto(), c.client(), c.vip())))
+                        .filter(|(_, c)| {
+                            stale.contains(&StaleKey::Conn((c.proto(), c.client(), c.vip())))
+                        })
                         .filter_map(|(id, _)| t.record(id, now))
                         .collect();
                     for r in &gone {
                         if b.conns_mut().uninstall(r) {
+                            swept += 1;
+                        }
+                    }
+                    for k in &stale {
+                        let removed = match *k {
+                            StaleKey::Conn(_) => false,
+                            StaleKey::Template(key) => b.remove_template(key),
+                            StaleKey::Locality(svc, addr) => b.remove_locality(svc, addr),
+                        };
+                        if removed {
                             swept += 1;
                         }
                     }

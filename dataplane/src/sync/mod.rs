@@ -218,12 +218,30 @@ pub enum LcoreMsg {
         /// The last sequence number assigned.
         last_seq: u64,
     },
-    /// Records of the walk of the lcore's table.
+    /// One locality change of the lcore's lblc/lblcr tables, numbered in its sequence.
+    Locality {
+        /// The watch it is for.
+        watch: u64,
+        /// The lcore's sequence number.
+        seq: u64,
+        /// The entry (set) or its key (removed).
+        entry: wire::WireLocality,
+        /// Set (true) or removed.
+        set: bool,
+    },
+    /// Records of the walk of the lcore's table (connections, then persistence templates).
     Chunk {
         /// The watch it is for.
         watch: u64,
         /// The records.
         records: Vec<ConnRecord>,
+    },
+    /// The lcore's lblc/lblcr entries, for the walk.
+    LocalityChunk {
+        /// The watch it is for.
+        watch: u64,
+        /// The entries.
+        entries: Vec<wire::WireLocality>,
     },
     /// The walk of the lcore's table is complete.
     WalkDone {
@@ -233,12 +251,46 @@ pub enum LcoreMsg {
 }
 
 /// What `ApplyConnections` asks of the worker that owns a connection (or of every worker).
+/// `count`: whether this worker counts the operation in the summary (an operation sent to
+/// every worker is counted once).
 #[derive(Debug, Clone)]
 pub enum SyncOp {
     /// Install or update (dest and service already mapped to this director's ids).
     Install(ConnRecord),
     /// Remove the entry with this record's client→VIP key.
     Uninstall(ConnRecord),
+    /// Install a persistence template (mapped) into the persistence table.
+    InstallTemplate {
+        /// The template.
+        rec: ConnRecord,
+        /// Counted here.
+        count: bool,
+    },
+    /// Remove a persistence template (mapped).
+    UninstallTemplate {
+        /// The template.
+        rec: ConnRecord,
+        /// Counted here.
+        count: bool,
+    },
+    /// Install a lblc/lblcr entry into a service's scheduler.
+    InstallLocality {
+        /// The service (this director's id).
+        svc: tandem_core::lb::ServiceId,
+        /// The entry (this director's ids).
+        entry: tandem_core::sched::LocalityEntry,
+        /// Counted here.
+        count: bool,
+    },
+    /// Remove a service's lblc/lblcr entry.
+    RemoveLocality {
+        /// The service.
+        svc: tandem_core::lb::ServiceId,
+        /// The destination address.
+        addr: Ipv4Addr,
+        /// Counted here.
+        count: bool,
+    },
     /// A snapshot begins: every entry in the table now is stale until upserted.
     Mark,
     /// The snapshot ended: remove every entry still stale.

@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 use prost::Message;
-use tandem_core::balance::owner;
+use std::net::Ipv4Addr;
+
+use tandem_core::balance::{LocalityChange, owner};
 use tandem_core::conn::{ConnFlags, ConnRecord};
+use tandem_core::lb::{DestId, ServiceId};
+use tandem_core::sched::{DestSet, LblcEntry, LblcrEntry, LocalityEntry, SchedulerKind};
 use tandem_core::service::ServiceSet;
 use tandem_proto::sync as pb;
 use tandem_proto::sync::local_server::{Local, LocalServer};
@@ -20,7 +24,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
-use super::wire::{self, ApplyEntry};
+use super::wire::{self, ApplyEntry, WireLocality};
 use super::{HbFrame, LcoreMsg, Role, SyncCommand, SyncCounters, SyncOp, SyncWiring};
 use crate::control::command::Command;
 use crate::control::server::ControlHandle;
@@ -194,6 +198,33 @@ async fn pump(
                     LcoreMsg::Head { watch, last_seq } if watch == id => {
                         batch.push(wire::local_head_to(lcore_u32, last_seq));
                     }
+                    LcoreMsg::Locality {
+                        watch,
+                        seq,
+                        entry,
+                        set,
+                    } if watch == id => {
+                        batch.push(wire::local_locality_to(lcore_u32, seq, &entry, set));
+                    }
+                    LcoreMsg::LocalityChunk { watch, entries } if watch == id => {
+                        // This lcore's earlier events go first.
+                        if !batch.is_empty() {
+                            let events = std::mem::take(&mut batch);
+                            if !push(&i, &tx, id, Msg::Events(pb::LocalEventBatch { events })).await
+                            {
+                                break 'watch;
+                            }
+                        }
+                        for part in entries.chunks(chunk) {
+                            let msg = Msg::SnapshotChunk(pb::SnapshotChunk {
+                                conns: Vec::new(),
+                                locality: part.iter().map(wire::locality_to).collect(),
+                            });
+                            if !push(&i, &tx, id, msg).await {
+                                break 'watch;
+                            }
+                        }
+                    }
                     LcoreMsg::Chunk { watch, records } if watch == id => {
                         // This lcore's earlier events go first.
                         if !batch.is_empty() {
@@ -285,6 +316,94 @@ pub fn map_record(set: &ServiceSet, rec: &ConnRecord) -> Option<ConnRecord> {
     })
 }
 
+/// The destination address a locality entry is for.
+pub fn locality_addr(e: &LocalityEntry) -> Ipv4Addr {
+    match e {
+        LocalityEntry::Lblc(e) => e.addr,
+        LocalityEntry::Lblcr(e) => e.addr,
+    }
+}
+
+/// A locality change of service `svc` with endpoints for the wire, and whether it is a set
+/// (`false`: removed, only the key). `None` if the service is gone or (set) none of its real
+/// servers is left.
+pub fn locality_to_wire(
+    set: &ServiceSet,
+    svc: ServiceId,
+    change: &LocalityChange,
+) -> Option<(WireLocality, bool)> {
+    let s = set.service(svc)?;
+    let mut w = WireLocality {
+        proto: s.proto,
+        vip: s.vip,
+        dest_ip: Ipv4Addr::UNSPECIFIED,
+        reals: Vec::new(),
+    };
+    match change {
+        LocalityChange::Removed(addr) => {
+            w.dest_ip = *addr;
+            Some((w, false))
+        }
+        LocalityChange::Set(e) => {
+            w.dest_ip = locality_addr(e);
+            let ids: &[DestId] = match e {
+                LocalityEntry::Lblc(e) => std::slice::from_ref(&e.dest),
+                LocalityEntry::Lblcr(e) => e.dests.as_slice(),
+            };
+            w.reals = ids
+                .iter()
+                .filter_map(|id| set.dest(*id).map(|d| d.endpoint))
+                .collect();
+            (!w.reals.is_empty()).then_some((w, true))
+        }
+    }
+}
+
+/// The peer's locality entry `l` with this director's ids: the service by protocol and
+/// VIP:port, which must be lblc (exactly one real server) or lblcr, and every real server one
+/// of its destinations. `None` (refused) otherwise.
+pub fn map_locality(set: &ServiceSet, l: &WireLocality) -> Option<(ServiceId, LocalityEntry)> {
+    let svc = set.lookup(l.proto, l.vip)?;
+    let dests = set.service_dests(svc);
+    let ids = l
+        .reals
+        .iter()
+        .map(|r| dests.iter().find(|d| d.endpoint == *r).map(|d| d.id))
+        .collect::<Option<Vec<DestId>>>()?;
+    let entry = match (svc.scheduler, ids.as_slice()) {
+        (SchedulerKind::Lblc, [dest]) => LocalityEntry::Lblc(LblcEntry {
+            addr: l.dest_ip,
+            dest: *dest,
+            idle: 0,
+        }),
+        (SchedulerKind::Lblcr, ids) if !ids.is_empty() => LocalityEntry::Lblcr(LblcrEntry {
+            addr: l.dest_ip,
+            dests: DestSet::from_slice(ids)?,
+            idle: 0,
+            unmodified: 0,
+        }),
+        _ => return None,
+    };
+    Some((svc.id, entry))
+}
+
+/// The workers a template of service `svc` goes to: the owner of its client when the
+/// service's persistence groups single addresses (a template and its client's connections
+/// then live on one lcore), every worker when its netmask groups several (their clients may
+/// land on any).
+fn template_workers(set: &ServiceSet, rec: &ConnRecord, workers: usize) -> std::ops::Range<usize> {
+    let single = set
+        .service(rec.service)
+        .and_then(|s| s.persistence)
+        .is_none_or(|p| p.netmask == Ipv4Addr::BROADCAST);
+    if single {
+        let w = owner(rec.client, workers);
+        w..w + 1
+    } else {
+        0..workers
+    }
+}
+
 type Out<T> = std::pin::Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -341,11 +460,59 @@ impl Local for LocalService {
             for e in &r.entries {
                 match wire::apply_entry_from(e) {
                     Ok(ApplyEntry::Upsert(rec)) => match map_record(&set, &rec) {
+                        Some(rec) if rec.flags.contains(ConnFlags::TEMPLATE) => {
+                            let ws = template_workers(&set, &rec, workers);
+                            let first = ws.start;
+                            for w in ws {
+                                ops[w].push(SyncOp::InstallTemplate {
+                                    rec,
+                                    count: w == first,
+                                });
+                            }
+                        }
                         Some(rec) => ops[owner(rec.client, workers)].push(SyncOp::Install(rec)),
                         None => refused += 1,
                     },
+                    Ok(ApplyEntry::Remove(rec)) if rec.flags.contains(ConnFlags::TEMPLATE) => {
+                        // Unknown here: nothing to remove.
+                        if let Some(rec) = map_record(&set, &rec) {
+                            let ws = template_workers(&set, &rec, workers);
+                            let first = ws.start;
+                            for w in ws {
+                                ops[w].push(SyncOp::UninstallTemplate {
+                                    rec,
+                                    count: w == first,
+                                });
+                            }
+                        }
+                    }
                     Ok(ApplyEntry::Remove(rec)) => {
                         ops[owner(rec.client, workers)].push(SyncOp::Uninstall(rec));
+                    }
+                    // lblc/lblcr tables are per lcore and keyed by destination address,
+                    // which any client may ask for: every worker gets the entry.
+                    Ok(ApplyEntry::LocalitySet(l)) => match map_locality(&set, &l) {
+                        Some((svc, entry)) => {
+                            for (w, o) in ops.iter_mut().enumerate() {
+                                o.push(SyncOp::InstallLocality {
+                                    svc,
+                                    entry,
+                                    count: w == 0,
+                                });
+                            }
+                        }
+                        None => refused += 1,
+                    },
+                    Ok(ApplyEntry::LocalityRemoved(l)) => {
+                        if let Some(svc) = set.lookup(l.proto, l.vip) {
+                            for (w, o) in ops.iter_mut().enumerate() {
+                                o.push(SyncOp::RemoveLocality {
+                                    svc: svc.id,
+                                    addr: l.dest_ip,
+                                    count: w == 0,
+                                });
+                            }
+                        }
                     }
                     Ok(ApplyEntry::SnapshotBegin) => {
                         ops.iter_mut().for_each(|o| o.push(SyncOp::Mark))
@@ -353,7 +520,6 @@ impl Local for LocalService {
                     Ok(ApplyEntry::SnapshotEnd) => {
                         ops.iter_mut().for_each(|o| o.push(SyncOp::Sweep))
                     }
-                    Ok(ApplyEntry::Locality) => {}
                     Err(e) => {
                         refused += 1;
                         warn!("sync: apply entry refused: {e}");

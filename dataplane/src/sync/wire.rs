@@ -5,7 +5,10 @@
 //! Indices are not on the wire: a record read here has `dest` and `service` 0 until
 //! [`super::service`] maps them to this director's ids.
 
+use std::net::Ipv4Addr;
+
 use tandem_core::conn::{ConnEvent, ConnEventKind, ConnRecord};
+use tandem_core::lb::{Endpoint, Protocol};
 use tandem_proto::sync as pb;
 
 /// A record or entry refused, naming the field.
@@ -65,7 +68,81 @@ pub fn local_event_to(lcore: u32, ev: &ConnEvent) -> pb::LocalEvent {
             kind: kind_to(ev.kind),
             record: Some(record_to(&ev.record)),
         }),
+        locality_set: None,
+        locality_removed: None,
     }
+}
+
+/// The most real servers of one locality entry on the wire (syncd's `MAX_LOCALITY_REALS`;
+/// the core's lblcr sets hold at most as many).
+pub const MAX_LOCALITY_REALS: usize = 8;
+
+/// A lblc/lblcr locality entry with endpoints instead of this director's ids: which
+/// service (protocol, VIP:port), which destination address, which real servers (one for
+/// lblc; newest first for lblcr).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireLocality {
+    /// The service's protocol.
+    pub proto: Protocol,
+    /// The service's VIP:port.
+    pub vip: Endpoint,
+    /// The destination address the scheduler keys on.
+    pub dest_ip: Ipv4Addr,
+    /// The real servers (empty for a removal's key).
+    pub reals: Vec<Endpoint>,
+}
+
+fn locality_key_to(l: &WireLocality) -> pb::LocalityKey {
+    pb::LocalityKey {
+        proto: shared::protocol_to(l.proto),
+        vip: Some(shared::endpoint_to(l.vip)),
+        dest_ip: u32::from(l.dest_ip),
+    }
+}
+
+/// A locality entry to the wire (snapshot chunks and `locality_set`).
+pub fn locality_to(l: &WireLocality) -> pb::LocalityEntry {
+    pb::LocalityEntry {
+        key: Some(locality_key_to(l)),
+        reals: l.reals.iter().map(|r| shared::endpoint_to(*r)).collect(),
+    }
+}
+
+/// One lcore's numbered locality change to the wire: `Some` entry = set, `None` = removed
+/// (only `l`'s key is used).
+pub fn local_locality_to(lcore: u32, seq: u64, l: &WireLocality, set: bool) -> pb::LocalEvent {
+    pb::LocalEvent {
+        lcore,
+        seq,
+        event: None,
+        locality_set: set.then(|| locality_to(l)),
+        locality_removed: (!set).then(|| locality_key_to(l)),
+    }
+}
+
+fn locality_key_from(k: Option<&pb::LocalityKey>) -> Result<WireLocality, WireError> {
+    let k = k.ok_or_else(|| err("locality.key", "missing"))?;
+    Ok(WireLocality {
+        proto: shared::protocol_from("locality.key.proto", k.proto)?,
+        vip: shared::endpoint_from("locality.key.vip", k.vip.as_ref())?,
+        dest_ip: Ipv4Addr::from(k.dest_ip),
+        reals: Vec::new(),
+    })
+}
+
+fn locality_from(e: &pb::LocalityEntry) -> Result<WireLocality, WireError> {
+    if e.reals.is_empty() || e.reals.len() > MAX_LOCALITY_REALS {
+        return Err(err(
+            "locality.reals",
+            format!("{} real servers (1 to {MAX_LOCALITY_REALS})", e.reals.len()),
+        ));
+    }
+    let mut l = locality_key_from(e.key.as_ref())?;
+    for r in &e.reals {
+        l.reals
+            .push(shared::endpoint_from("locality.reals", Some(r))?);
+    }
+    Ok(l)
 }
 
 /// One lcore's head mark to the wire (a `LocalEvent` without an event).
@@ -74,11 +151,13 @@ pub fn local_head_to(lcore: u32, last_seq: u64) -> pb::LocalEvent {
         lcore,
         seq: last_seq,
         event: None,
+        locality_set: None,
+        locality_removed: None,
     }
 }
 
 /// What one `ApplyRequest` entry asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyEntry {
     /// Install or update (a delta or a snapshot record).
     Upsert(ConnRecord),
@@ -88,8 +167,10 @@ pub enum ApplyEntry {
     SnapshotBegin,
     /// The snapshot ended: sweep.
     SnapshotEnd,
-    /// A lblc/lblcr locality entry (not installed by this dataplane yet).
-    Locality,
+    /// Install or replace a lblc/lblcr locality entry (a delta or a snapshot record).
+    LocalitySet(WireLocality),
+    /// Remove a locality entry (only the key is set).
+    LocalityRemoved(WireLocality),
 }
 
 /// An `ApplyRequest` entry from the wire.
@@ -112,9 +193,10 @@ pub fn apply_entry_from(e: &pb::Entry) -> Result<ApplyEntry, WireError> {
             Item::SnapshotConn(r) => ApplyEntry::Upsert(record_from(Some(r))?),
             Item::SnapshotBegin(_) => ApplyEntry::SnapshotBegin,
             Item::SnapshotEnd(_) => ApplyEntry::SnapshotEnd,
-            Item::LocalitySet(_) | Item::LocalityRemoved(_) | Item::SnapshotLocality(_) => {
-                ApplyEntry::Locality
+            Item::LocalitySet(l) | Item::SnapshotLocality(l) => {
+                ApplyEntry::LocalitySet(locality_from(l)?)
             }
+            Item::LocalityRemoved(k) => ApplyEntry::LocalityRemoved(locality_key_from(Some(k))?),
         },
     )
 }

@@ -174,24 +174,8 @@ impl Sender {
     /// One event from lcore `lcore`'s queue, with the dataplane's sequence number. A gap in
     /// those numbers means the dataplane dropped events: a snapshot is started. Never blocks.
     pub fn push_event(&mut self, lcore: usize, ev: &ConnEvent, now: u64) {
-        match self.lcore_next.get_mut(lcore) {
-            None => {
-                self.m.lcore_lost += 1;
-                self.resync(now);
-                return;
-            }
-            Some(next) => match *next {
-                Some(expected) if ev.seq < expected => {
-                    self.m.lcore_stale += 1;
-                    return;
-                }
-                Some(expected) if ev.seq > expected => {
-                    *next = Some(ev.seq.saturating_add(1));
-                    self.m.lcore_lost += ev.seq - expected;
-                    self.resync(now);
-                }
-                _ => *next = Some(ev.seq.saturating_add(1)),
-            },
+        if !self.lcore_seq(lcore, ev.seq, now) {
+            return;
         }
         self.push_change(
             Change::Conn {
@@ -202,11 +186,51 @@ impl Sender {
         );
     }
 
-    /// One element of the local event stream: [`Sender::push_event`] or
-    /// [`Sender::lcore_head`].
+    /// Checks `seq`, lcore `lcore`'s next number: a gap (lost events) starts a snapshot, an
+    /// old number (stale) is not taken. Whether to take the item.
+    fn lcore_seq(&mut self, lcore: usize, seq: u64, now: u64) -> bool {
+        match self.lcore_next.get_mut(lcore) {
+            None => {
+                self.m.lcore_lost += 1;
+                self.resync(now);
+                false
+            }
+            Some(next) => match *next {
+                Some(expected) if seq < expected => {
+                    self.m.lcore_stale += 1;
+                    false
+                }
+                Some(expected) if seq > expected => {
+                    *next = Some(seq.saturating_add(1));
+                    self.m.lcore_lost += seq - expected;
+                    self.resync(now);
+                    true
+                }
+                _ => {
+                    *next = Some(seq.saturating_add(1));
+                    true
+                }
+            },
+        }
+    }
+
+    /// A change from lcore `lcore` numbered `seq` in its event sequence (its lblc/lblcr
+    /// locality changes): checked for gaps as [`Sender::push_event`], then logged. Never
+    /// blocks.
+    pub fn push_lcore_change(&mut self, lcore: usize, seq: u64, change: Change, now: u64) {
+        if self.lcore_seq(lcore, seq, now) {
+            self.push_change(change, now);
+        }
+    }
+
+    /// One element of the local event stream: [`Sender::push_event`],
+    /// [`Sender::push_lcore_change`] or [`Sender::lcore_head`].
     pub fn push_lcore(&mut self, lcore: usize, item: &LcoreItem, now: u64) {
         match item {
             LcoreItem::Event(ev) => self.push_event(lcore, ev, now),
+            LcoreItem::Locality { seq, change } => {
+                self.push_lcore_change(lcore, *seq, *change, now)
+            }
             LcoreItem::Head(seq) => self.lcore_head(lcore, *seq, now),
         }
     }

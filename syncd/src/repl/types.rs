@@ -207,6 +207,14 @@ pub enum Feedback {
 pub enum LcoreItem {
     /// An event, with the lcore's sequence number.
     Event(ConnEvent),
+    /// A locality change ([`Change::LocalitySet`] / [`Change::LocalityRemoved`]) numbered in
+    /// the same lcore sequence as its events (the lcore's lblc/lblcr tables).
+    Locality {
+        /// The lcore's sequence number.
+        seq: u64,
+        /// The change.
+        change: Change,
+    },
     /// The lcore's head mark: the last sequence number it assigned (every event up to it
     /// was handed over or dropped).
     Head(u64),

@@ -253,6 +253,15 @@ impl Source {
         change
     }
 
+    /// A random locality change of a random lcore's tables, applied here, with the lcore's
+    /// next sequence number.
+    pub fn numbered_locality_op(&mut self, rng: &mut Rng) -> (usize, u64, Change) {
+        let c = self.locality_op(rng);
+        let l = rng.below(self.lcores as u64) as usize;
+        self.lcore_seq[l] += 1;
+        (l, self.lcore_seq[l], c)
+    }
+
     /// Feeds the sender's snapshot walk from the live table, `max` records at a time.
     pub fn feed_snapshot(&mut self, sender: &mut Sender, now: u64) {
         while let Some(req) = sender.wants_snapshot() {
@@ -372,8 +381,12 @@ impl ReplPair {
             self.heads();
         }
         if self.load > 0 && self.rng.chance(self.locality_per_mille) {
-            let c = self.src.locality_op(&mut self.rng);
-            self.sender.push_change(c, now);
+            // The dataplane numbers its lblc/lblcr changes in the lcore's event sequence,
+            // and loses them like events when its queue is full.
+            let (l, seq, c) = self.src.numbered_locality_op(&mut self.rng);
+            if !self.rng.chance(self.local_loss) {
+                self.sender.push_lcore_change(l, seq, c, now);
+            }
         }
         self.src.feed_snapshot(&mut self.sender, now);
         while let Some(b) = self.sender.poll_transmit(now) {

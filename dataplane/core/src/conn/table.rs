@@ -569,6 +569,30 @@ impl ConnTable {
         self.next_seq
     }
 
+    /// How much longer than its record says an installed entry lives (the standby's grace,
+    /// [`ConnConfig::peer_grace`]), in nanoseconds.
+    pub fn peer_grace_ns(&self) -> u64 {
+        self.peer_grace_ns
+    }
+
+    /// Numbers a change kept outside this table — a persistence template of the scheduler's
+    /// `PersistenceTable`, a lblc/lblcr locality entry — in this table's event sequence, so
+    /// that the lcore's peer sees one gapless sequence for everything it streams: takes the
+    /// next number, calls `emit` with it (which returns whether its bounded sink took the
+    /// change) and counts the outcome like the table's own events (`events` or
+    /// `event_overflow`). The number is consumed either way, so a dropped change shows as a
+    /// gap. Never allocates.
+    pub fn emit_external(&mut self, emit: impl FnOnce(u64) -> bool) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if emit(seq) {
+            self.stats.events += 1;
+        } else {
+            self.stats.event_overflow += 1;
+        }
+        seq
+    }
+
     /// Bytes held, by part.
     pub fn memory(&self) -> MemoryUsage {
         MemoryUsage {

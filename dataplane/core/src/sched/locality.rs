@@ -206,14 +206,25 @@ impl Gc {
         expiration: u64,
         now: u64,
         last_use: impl Fn(&V) -> u64,
+        removed_addr: &mut impl FnMut(Ipv4Addr),
     ) -> usize {
-        let removed = if now.saturating_sub(self.last_full_check) >= FULL_CHECK_INTERVAL {
+        let idle_limit = if now.saturating_sub(self.last_full_check) >= FULL_CHECK_INTERVAL {
             self.last_full_check = now;
-            table.retain(|_, v| now < last_use(v).saturating_add(expiration))
+            Some(expiration)
         } else if self.refused || table.is_full() {
-            table.retain(|_, v| now < last_use(v).saturating_add(ENTRY_TIMEOUT))
+            Some(ENTRY_TIMEOUT)
         } else {
-            0
+            None
+        };
+        let removed = match idle_limit {
+            Some(limit) => table.retain(|addr, v| {
+                let keep = now < last_use(v).saturating_add(limit);
+                if !keep {
+                    removed_addr(*addr);
+                }
+                keep
+            }),
+            None => 0,
         };
         self.refused = false;
         removed
@@ -243,6 +254,8 @@ pub(crate) struct Lblc {
     table: BoundedTable<Ipv4Addr, LblcValue>,
     expiration: u64,
     gc: Gc,
+    /// The address whose mapping the last `pick` created or changed (for the sync daemon).
+    changed: Option<Ipv4Addr>,
 }
 
 impl Lblc {
@@ -252,6 +265,7 @@ impl Lblc {
             table: BoundedTable::new(options.buckets, options.capacity, options.hash_seed),
             expiration: options.expiration,
             gc: Gc::default(),
+            changed: None,
         })
     }
 
@@ -289,21 +303,47 @@ impl Lblc {
             Some(v) => {
                 if v.dest != id {
                     *v = fresh;
+                    self.changed = Some(daddr);
                 }
             }
             None => {
                 if self.table.insert(daddr, fresh).is_err() {
                     stats.locality_full += 1;
                     self.gc.refused = true;
+                } else {
+                    self.changed = Some(daddr);
                 }
             }
         }
         Some(id)
     }
 
-    pub(crate) fn housekeeping(&mut self, now: u64) -> usize {
-        self.gc
-            .run(&mut self.table, self.expiration, now, |v| v.last_use)
+    pub(crate) fn housekeeping(&mut self, now: u64, removed: &mut impl FnMut(Ipv4Addr)) -> usize {
+        self.gc.run(
+            &mut self.table,
+            self.expiration,
+            now,
+            |v| v.last_use,
+            removed,
+        )
+    }
+
+    pub(crate) fn take_changed(&mut self) -> Option<Ipv4Addr> {
+        self.changed.take()
+    }
+
+    pub(crate) fn entry(&self, addr: Ipv4Addr, now: u64) -> Option<LocalityEntry> {
+        self.table.get(&addr).map(|v| {
+            LocalityEntry::Lblc(LblcEntry {
+                addr,
+                dest: v.dest,
+                idle: now.saturating_sub(v.last_use),
+            })
+        })
+    }
+
+    pub(crate) fn remove(&mut self, addr: Ipv4Addr) -> bool {
+        self.table.remove(&addr).is_some()
     }
 
     pub(crate) fn entries(&self, now: u64) -> impl Iterator<Item = LocalityEntry> + '_ {
@@ -344,6 +384,8 @@ pub(crate) struct Lblcr {
     table: BoundedTable<Ipv4Addr, LblcrValue>,
     expiration: u64,
     gc: Gc,
+    /// The address whose set the last `pick` created or changed (for the sync daemon).
+    changed: Option<Ipv4Addr>,
 }
 
 /// `ip_vs_dest_set_min`: the set's weighted least-connection member among those still in
@@ -378,6 +420,7 @@ impl Lblcr {
             table: BoundedTable::new(options.buckets, options.capacity, options.hash_seed),
             expiration: options.expiration,
             gc: Gc::default(),
+            changed: None,
         })
     }
 
@@ -413,6 +456,7 @@ impl Lblcr {
                 if let Some(m) = set_max(&v.set, dests) {
                     v.set.remove(m);
                     v.last_mod = now;
+                    self.changed = Some(daddr);
                 }
             }
             if let Some(d) = chosen {
@@ -432,6 +476,7 @@ impl Lblcr {
                 }
                 v.set.push_front(id);
                 v.last_mod = now;
+                self.changed = Some(daddr);
             }
             return Some(id);
         }
@@ -446,13 +491,39 @@ impl Lblcr {
         if self.table.insert(daddr, value).is_err() {
             stats.locality_full += 1;
             self.gc.refused = true;
+        } else {
+            self.changed = Some(daddr);
         }
         Some(id)
     }
 
-    pub(crate) fn housekeeping(&mut self, now: u64) -> usize {
-        self.gc
-            .run(&mut self.table, self.expiration, now, |v| v.last_use)
+    pub(crate) fn housekeeping(&mut self, now: u64, removed: &mut impl FnMut(Ipv4Addr)) -> usize {
+        self.gc.run(
+            &mut self.table,
+            self.expiration,
+            now,
+            |v| v.last_use,
+            removed,
+        )
+    }
+
+    pub(crate) fn take_changed(&mut self) -> Option<Ipv4Addr> {
+        self.changed.take()
+    }
+
+    pub(crate) fn entry(&self, addr: Ipv4Addr, now: u64) -> Option<LocalityEntry> {
+        self.table.get(&addr).map(|v| {
+            LocalityEntry::Lblcr(LblcrEntry {
+                addr,
+                dests: v.set,
+                idle: now.saturating_sub(v.last_use),
+                unmodified: now.saturating_sub(v.last_mod),
+            })
+        })
+    }
+
+    pub(crate) fn remove(&mut self, addr: Ipv4Addr) -> bool {
+        self.table.remove(&addr).is_some()
     }
 
     pub(crate) fn entries(&self, now: u64) -> impl Iterator<Item = LocalityEntry> + '_ {
@@ -608,7 +679,7 @@ mod tests {
         // cache(2) stays in use; cache(1) idles.
         lblc.pick(&d, cache(2), 5 * MINUTE, &mut stats);
         // GC 6 minutes after cache(1)'s last use: it goes, cache(2) (1 min idle) stays.
-        assert_eq!(lblc.housekeeping(6 * MINUTE), 1);
+        assert_eq!(lblc.housekeeping(6 * MINUTE, &mut |_| {}), 1);
         let left: Vec<_> = lblc.entries(6 * MINUTE).collect();
         assert_eq!(
             left,
@@ -632,13 +703,13 @@ mod tests {
         lblc.pick(&d, cache(2), t0 + 10 * HOUR, &mut stats);
         // Not full, so only the 30-minute full check removes anything, and only after the
         // 24 h expiration: cache(1) expires at t0 + 24 h exactly.
-        assert_eq!(lblc.housekeeping(t0), 0); // first run: full check, nothing expired
-        assert_eq!(lblc.housekeeping(t0 + 24 * HOUR), 1); // 30 min passed, cache(1) expired
+        assert_eq!(lblc.housekeeping(t0, &mut |_| {}), 0); // first run: full check, nothing expired
+        assert_eq!(lblc.housekeeping(t0 + 24 * HOUR, &mut |_| {}), 1); // 30 min passed, cache(1) expired
         let t1 = t0 + 34 * HOUR - 1; // a full check, cache(2) one nanosecond short of 24 h
-        assert_eq!(lblc.housekeeping(t1), 0);
-        assert_eq!(lblc.housekeeping(t1 + 1), 0); // expired now, but no full check due yet
+        assert_eq!(lblc.housekeeping(t1, &mut |_| {}), 0);
+        assert_eq!(lblc.housekeeping(t1 + 1, &mut |_| {}), 0); // expired now, but no full check due yet
         assert_eq!(lblc.len(), 1);
-        assert_eq!(lblc.housekeeping(t1 + FULL_CHECK_INTERVAL), 1);
+        assert_eq!(lblc.housekeeping(t1 + FULL_CHECK_INTERVAL, &mut |_| {}), 1);
         assert_eq!(lblc.len(), 0);
     }
 

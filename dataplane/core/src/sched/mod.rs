@@ -67,8 +67,8 @@ pub use locality::{
 };
 pub use maglev::{MH_DEFAULT_TABLE_SIZE, MH_MAX_TABLE_SIZE};
 pub use persist::{
-    PersistEntry, PersistError, PersistFull, PersistKey, PersistOptions, PersistStats, Persistence,
-    PersistenceTable,
+    PersistChange, PersistEntry, PersistError, PersistFull, PersistKey, PersistOptions,
+    PersistStats, Persistence, PersistenceTable, REFRESH_LEAD,
 };
 pub use rr::WrrOrder;
 
@@ -570,10 +570,46 @@ impl Scheduler {
     /// Periodic upkeep, about every [`CHECK_EXPIRE_INTERVAL`]: ages the lblc/lblcr tables
     /// (see [`LocalityOptions`]). Returns how many entries went; a no-op for the others.
     pub fn housekeeping(&mut self, now: u64) -> usize {
+        self.housekeeping_with(now, |_| {})
+    }
+
+    /// [`housekeeping`](Self::housekeeping), telling `removed` the address of every lblc/lblcr
+    /// entry it drops (for the sync daemon). Never allocates.
+    pub fn housekeeping_with(&mut self, now: u64, mut removed: impl FnMut(Ipv4Addr)) -> usize {
         match &mut self.state {
-            State::Lblc(s) => s.housekeeping(now),
-            State::Lblcr(s) => s.housekeeping(now),
+            State::Lblc(s) => s.housekeeping(now, &mut removed),
+            State::Lblcr(s) => s.housekeeping(now, &mut removed),
             _ => 0,
+        }
+    }
+
+    /// The destination address whose lblc/lblcr entry the last [`pick`](Self::pick) created
+    /// or changed (a new mapping, another server, a set member added or dropped), taken: the
+    /// caller announces [`locality_entry`](Self::locality_entry) to the peer. A pick that
+    /// only used an entry changes nothing. Always `None` for the other schedulers.
+    pub fn take_locality_change(&mut self) -> Option<Ipv4Addr> {
+        match &mut self.state {
+            State::Lblc(s) => s.take_changed(),
+            State::Lblcr(s) => s.take_changed(),
+            _ => None,
+        }
+    }
+
+    /// The lblc/lblcr entry of destination address `addr`, with times relative to `now`.
+    pub fn locality_entry(&self, addr: Ipv4Addr, now: u64) -> Option<LocalityEntry> {
+        match &self.state {
+            State::Lblc(s) => s.entry(addr, now),
+            State::Lblcr(s) => s.entry(addr, now),
+            _ => None,
+        }
+    }
+
+    /// Removes the lblc/lblcr entry of `addr` (the peer's word). False if there was none.
+    pub fn remove_locality(&mut self, addr: Ipv4Addr) -> bool {
+        match &mut self.state {
+            State::Lblc(s) => s.remove(addr),
+            State::Lblcr(s) => s.remove(addr),
+            _ => false,
         }
     }
 
@@ -626,6 +662,9 @@ pub struct Choice {
     /// [`hold`](PersistenceTable::hold) it when it binds the connection and
     /// [`release`](PersistenceTable::release) it when the connection goes.
     pub template: Option<PersistKey>,
+    /// The template was created (or replaced) by this decision: the caller announces it to
+    /// the peer (the table's walk announces refreshes and expiries).
+    pub new_template: bool,
 }
 
 /// Schedules a new connection to service `svc`: through its persistence template if the
@@ -651,6 +690,7 @@ pub fn choose(
         return Ok(Choice {
             dest,
             template: None,
+            new_template: false,
         });
     };
     let key = PersistKey::new(svc, flow.src.addr, p.netmask);
@@ -660,6 +700,7 @@ pub fn choose(
             return Ok(Choice {
                 dest,
                 template: Some(key),
+                new_template: false,
             });
         }
         templates.count_invalidated();
@@ -669,7 +710,11 @@ pub fn choose(
         .insert(key, dest, p.timeout, now)
         .is_ok()
         .then_some(key);
-    Ok(Choice { dest, template })
+    Ok(Choice {
+        dest,
+        template,
+        new_template: template.is_some(),
+    })
 }
 
 /// The destination `id` in `dests`.

@@ -171,6 +171,23 @@ pub struct PersistEntry {
     pub refs: u32,
 }
 
+/// How long before the peer's copy of a template would run out the table announces that it
+/// was used since ([`PersistChange::Refreshed`]): the walk runs every few milliseconds and
+/// the standby adds its grace on top, so the refresh is always in time.
+pub const REFRESH_LEAD: u64 = SECOND;
+
+/// A change of a template the table finds on its walk ([`PersistenceTable::expire_with`]),
+/// for the sync daemon. Creations are the caller's to announce ([`Choice::new_template`]
+/// (super::Choice::new_template)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersistChange {
+    /// The template was used since it was last announced and the peer's copy is about to
+    /// run out: `expires_in` is the time it has now. At most one per timeout period.
+    Refreshed(PersistEntry),
+    /// The template expired and was removed (`expires_in` 0).
+    Expired(PersistEntry),
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Template {
     dest: DestId,
@@ -179,6 +196,10 @@ struct Template {
     refs: u32,
     /// False once its destination was forgotten while connections still held it.
     valid: bool,
+    /// The expiry the peer was last told of (at its creation, install or last refresh
+    /// announcement): a use that pushes `expires_at` past it is announced by the walk when
+    /// this comes near ([`REFRESH_LEAD`]), not per use.
+    announced: u64,
 }
 
 impl Template {
@@ -291,6 +312,7 @@ impl PersistenceTable {
             expires_at,
             refs,
             valid: true,
+            announced: expires_at,
         };
         if self.table.insert(key, template).is_err() {
             self.stats.full += 1;
@@ -358,17 +380,76 @@ impl PersistenceTable {
     /// Removes every expired, unreferenced template; returns how many. O(capacity): for
     /// periodic housekeeping (and run by [`insert`](Self::insert) when full).
     pub fn expire(&mut self, now: u64) -> usize {
+        self.expire_with(now, |_| {})
+    }
+
+    /// [`expire`](Self::expire), telling `out` about every template it removes and about
+    /// every live one whose use since its last announcement should reach the peer now (its
+    /// announced expiry is less than [`REFRESH_LEAD`] away and it was pushed back since), so
+    /// that the peer's copy lives as long as this one: at most one refresh per timeout
+    /// period per template, however often it is used. Never allocates.
+    pub fn expire_with(&mut self, now: u64, mut out: impl FnMut(PersistChange)) -> usize {
         let mut earliest = u64::MAX;
-        let removed = self.table.retain(|_, t| {
+        let removed = self.table.retain(|k, t| {
             let keep = t.live(now);
-            if keep && t.refs == 0 {
+            if !keep {
+                if t.valid {
+                    out(PersistChange::Expired(entry_of(k, t, now)));
+                }
+                return false;
+            }
+            if t.refs == 0 {
                 earliest = earliest.min(t.expires_at);
             }
-            keep
+            if t.valid
+                && t.expires_at > t.announced
+                && now.saturating_add(REFRESH_LEAD) >= t.announced
+            {
+                t.announced = t.expires_at;
+                out(PersistChange::Refreshed(entry_of(k, t, now)));
+            }
+            true
         });
         self.next_expiry = earliest;
         self.stats.expired += u64::try_from(removed).unwrap_or(u64::MAX);
         removed
+    }
+
+    /// `key`'s live template as of `now` (e.g. to announce the one just created).
+    pub fn entry(&self, key: PersistKey, now: u64) -> Option<PersistEntry> {
+        self.table
+            .get(&key)
+            .filter(|t| t.valid && t.live(now))
+            .map(|t| entry_of(&key, t, now))
+    }
+
+    /// Every template's key, live or not yet reclaimed (a standby's mark before a snapshot).
+    pub fn keys(&self) -> impl Iterator<Item = PersistKey> + '_ {
+        self.table.iter().map(|(k, _)| *k)
+    }
+
+    /// Removes `key`'s template on the peer's word (its deletion, or a snapshot's sweep),
+    /// whatever its state. False if there was none.
+    pub fn uninstall(&mut self, key: PersistKey) -> bool {
+        self.table.remove(&key).is_some()
+    }
+
+    /// One step of a walk for a full resync: the live templates in slots
+    /// `from..from + max_slots`, and where the next step starts (`None`: done).
+    pub fn snapshot(
+        &self,
+        from: usize,
+        max_slots: usize,
+        now: u64,
+        mut out: impl FnMut(PersistEntry),
+    ) -> Option<usize> {
+        let (part, next) = self.table.iter_slots(from, max_slots);
+        for (k, t) in part {
+            if t.valid && t.live(now) {
+                out(entry_of(k, t, now));
+            }
+        }
+        next
     }
 
     /// Every live template, for listing and syncing.
@@ -376,13 +457,7 @@ impl PersistenceTable {
         self.table
             .iter()
             .filter(move |(_, t)| t.valid && t.live(now))
-            .map(move |(k, t)| PersistEntry {
-                key: *k,
-                dest: t.dest,
-                timeout: t.timeout,
-                expires_in: t.expires_at.saturating_sub(now),
-                refs: t.refs,
-            })
+            .map(move |(k, t)| entry_of(k, t, now))
     }
 
     /// Installs a template received from the peer: it expires `entry.expires_in` from `now`.
@@ -391,10 +466,21 @@ impl PersistenceTable {
         self.insert(entry.key, entry.dest, entry.timeout, now)?;
         if let Some(t) = self.table.get_mut(&entry.key) {
             t.expires_at = now.saturating_add(entry.expires_in);
+            t.announced = t.expires_at;
             let at = t.expires_at;
             self.next_expiry = self.next_expiry.min(at);
         }
         Ok(())
+    }
+}
+
+fn entry_of(key: &PersistKey, t: &Template, now: u64) -> PersistEntry {
+    PersistEntry {
+        key: *key,
+        dest: t.dest,
+        timeout: t.timeout,
+        expires_in: t.expires_at.saturating_sub(now),
+        refs: t.refs,
     }
 }
 

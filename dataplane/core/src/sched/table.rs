@@ -204,6 +204,23 @@ impl<K: TableKey, V> BoundedTable<K, V> {
         removed
     }
 
+    /// The entries in slots `from..from + max_slots`, and where the next range starts
+    /// (`None` once past the last slot): a walk in bounded steps.
+    pub(crate) fn iter_slots(
+        &self,
+        from: usize,
+        max_slots: usize,
+    ) -> (impl Iterator<Item = (&K, &V)> + '_, Option<usize>) {
+        let end = from.saturating_add(max_slots).min(self.slots.len());
+        let part = self.slots.get(from..end).unwrap_or_default();
+        let next = (end < self.slots.len()).then_some(end);
+        (
+            part.iter()
+                .filter_map(|s| s.entry.as_ref().map(|(k, v)| (k, v))),
+            next,
+        )
+    }
+
     /// Every entry, in slot order (deterministic for a given history of operations).
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
         self.slots

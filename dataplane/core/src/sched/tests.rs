@@ -282,12 +282,14 @@ fn persistence_sends_every_port_of_a_client_to_one_server() {
                 SVC,
                 Ipv4Addr::from(CLIENT_A),
                 Ipv4Addr::BROADCAST
-            ))
+            )),
+            new_template: true,
         }
     );
     for port in 1001..1010 {
         let c = choose(&mut s, &mut t, p, SVC, &d, &flow(CLIENT_A, port, 1), SECOND).unwrap();
         assert_eq!(c.dest, DestId(0));
+        assert!(!c.new_template);
     }
     // Other clients continue the round robin, which the template did not advance.
     assert_eq!(
@@ -301,7 +303,8 @@ fn persistence_sends_every_port_of_a_client_to_one_server() {
         choose(&mut s, &mut t, None, SVC, &d, &flow(CLIENT_A, 7, 1), SECOND).unwrap(),
         Choice {
             dest: DestId(2),
-            template: None
+            template: None,
+            new_template: false,
         }
     );
     // Another service is another template.
@@ -330,7 +333,8 @@ fn persistence_netmask_groups_a_subnet() {
     });
     let a = choose(&mut s, &mut t, p, SVC, &d, &flow(CLIENT_A, 1, 1), 0).unwrap();
     let b = choose(&mut s, &mut t, p, SVC, &d, &flow(CLIENT_B, 1, 1), 0).unwrap();
-    assert_eq!(a, b);
+    assert_eq!((a.dest, a.template), (b.dest, b.template));
+    assert!(a.new_template && !b.new_template);
 }
 
 #[test]
