@@ -191,6 +191,83 @@ pub fn record_from(r: Option<&pb::ConnRecord>) -> Result<ConnRecord, RecordError
     })
 }
 
+// ---- the packed record: fixed-size bytes instead of a nested message ------------------------
+
+/// Bytes of one packed record ([`record_pack`]).
+pub const PACKED_RECORD_LEN: usize = 30;
+
+fn pack_endpoint(e: Endpoint, out: &mut Vec<u8>) {
+    out.extend_from_slice(&u32::from(e.addr).to_be_bytes());
+    out.extend_from_slice(&e.port.to_be_bytes());
+}
+
+fn unpack_endpoint(b: &[u8]) -> Endpoint {
+    let mut addr = [0u8; 4];
+    addr.copy_from_slice(&b[..4]);
+    Endpoint {
+        addr: Ipv4Addr::from(addr),
+        port: u16::from_be_bytes([b[4], b[5]]),
+    }
+}
+
+/// Appends `r` in the packed layout (big-endian, [`PACKED_RECORD_LEN`] bytes): protocol,
+/// client, VIP and real server (address, port each), method, state and template flag (the
+/// same numbers as the message's enums), `timeout_ms`, `remaining_ms`.
+///
+/// The replication stream carries millions of records; as nested protobuf messages each
+/// costs two length computations per level and a dozen tagged fields to encode and decode,
+/// most of the sync path's CPU. Packed, a record is one bounds check and fixed offsets.
+pub fn record_pack(r: &ConnRecord, out: &mut Vec<u8>) {
+    // The enums' wire numbers are small (< 16); `as u8` keeps them exactly.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let small = |v: i32| v as u8;
+    out.push(small(protocol_to(r.proto)));
+    pack_endpoint(r.client, out);
+    pack_endpoint(r.vip, out);
+    pack_endpoint(r.real, out);
+    out.push(small(method_to(r.method)));
+    out.push(small(state_to(r.state)));
+    out.push(u8::from(r.flags.contains(ConnFlags::TEMPLATE)));
+    out.extend_from_slice(&r.timeout_ms.to_be_bytes());
+    out.extend_from_slice(&r.remaining_ms.to_be_bytes());
+}
+
+/// A record from the first [`PACKED_RECORD_LEN`] bytes of `b`, checked like
+/// [`record_from`] (`dest`/`service` 0, only `TEMPLATE` of the flags).
+pub fn record_unpack(b: &[u8]) -> Result<ConnRecord, RecordError> {
+    let b = b.get(..PACKED_RECORD_LEN).ok_or(RecordError::Range {
+        field: "packed record length",
+        value: b.len() as u64,
+    })?;
+    let template = match b[21] {
+        0 => false,
+        1 => true,
+        v => {
+            return Err(RecordError::Enum {
+                field: "record.template",
+                value: i32::from(v),
+            });
+        }
+    };
+    Ok(ConnRecord {
+        proto: protocol_from("record.proto", i32::from(b[0]))?,
+        client: unpack_endpoint(&b[1..7]),
+        vip: unpack_endpoint(&b[7..13]),
+        real: unpack_endpoint(&b[13..19]),
+        method: method_from(i32::from(b[19]))?,
+        dest: DestId(0),
+        service: ServiceId(0),
+        state: state_from(i32::from(b[20]))?,
+        flags: if template {
+            ConnFlags::TEMPLATE
+        } else {
+            ConnFlags::EMPTY
+        },
+        timeout_ms: u32::from_be_bytes([b[22], b[23], b[24], b[25]]),
+        remaining_ms: u32::from_be_bytes([b[26], b[27], b[28], b[29]]),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +344,58 @@ mod tests {
             Err(RecordError::Missing("record.vip"))
         );
         assert_eq!(record_from(None), Err(RecordError::Missing("record")));
+    }
+
+    #[test]
+    fn packed_records_round_trip_and_have_the_documented_layout() {
+        for s in (0..=u8::MAX).filter_map(ConnState::from_u8) {
+            for t in [false, true] {
+                let r = rec(s, t);
+                let mut b = Vec::new();
+                record_pack(&r, &mut b);
+                assert_eq!(b.len(), PACKED_RECORD_LEN);
+                assert_eq!(record_unpack(&b), Ok(r));
+            }
+        }
+        let mut b = Vec::new();
+        record_pack(&rec(ConnState::Established, true), &mut b);
+        assert_eq!(
+            b,
+            [
+                2, // UDP
+                10, 0, 0, 5, 0x9c, 0x40, // client 10.0.0.5:40000
+                10, 0, 0, 100, 0, 53, // VIP 10.0.0.100:53
+                10, 1, 0, 11, 0x14, 0xe9, // real 10.1.0.11:5353
+                2,    // tunnel
+                2,    // ESTABLISHED (kernel's 1, + 1)
+                1,    // template
+                0, 4, 0x93, 0xe0, // timeout 300 000 ms
+                0, 4, 0x8f, 0xf8, // remaining 299 000 ms
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_packed_records_are_refused_with_the_field() {
+        let mut good = Vec::new();
+        record_pack(&rec(ConnState::Udp, false), &mut good);
+        assert_eq!(
+            record_unpack(&good[..29]).map_err(|e| e.field()),
+            Err("packed record length")
+        );
+        for (at, value, field) in [
+            (0, 9, "record.proto"),
+            (19, 0, "record.method"),
+            (20, 200, "record.state"),
+            (21, 2, "record.template"),
+        ] {
+            let mut b = good.clone();
+            b[at] = value;
+            assert_eq!(
+                record_unpack(&b).map_err(|e| e.field()),
+                Err(field),
+                "byte {at}"
+            );
+        }
     }
 }

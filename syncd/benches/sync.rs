@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! cargo bench -p tandem-syncd --bench sync -- [--events N] [--batch N] [--rates R1,R2,...]
-//!     [--seconds S]
+//!     [--seconds S] [--wire packed|entries]
 //! ```
 // A benchmark: failures panic with their message; indices and percentiles are far below 2^32.
 #![allow(
@@ -60,6 +60,9 @@ const LINK_QUEUE: usize = 64;
 const LOCAL_CHUNK: usize = 4096;
 
 struct Args {
+    /// `--wire entries`: protobuf entries even to a receiver that reads packed ones (the
+    /// encoding of a director of the previous version), to compare.
+    entries: bool,
     events: u64,
     batch: usize,
     rates: Vec<u64>,
@@ -68,6 +71,7 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
+        entries: false,
         events: 2_000_000,
         batch: SenderConfig::default().max_batch,
         rates: vec![100_000, 500_000, 1_000_000],
@@ -81,6 +85,13 @@ fn args() -> Args {
             "--events" => a.events = v.parse().expect("--events N"),
             "--batch" => a.batch = v.parse().expect("--batch N"),
             "--seconds" => a.seconds = v.parse().expect("--seconds S"),
+            "--wire" => {
+                a.entries = match v.as_str() {
+                    "entries" => true,
+                    "packed" => false,
+                    _ => panic!("--wire packed|entries"),
+                }
+            }
             "--rates" => {
                 a.rates = v
                     .split(',')
@@ -267,6 +278,9 @@ async fn active(
     });
     let mut s = Sender::new(cfg.clone(), 1);
     s.connected(clock.now());
+    // As the daemon: packed once the receiver's resume request says it reads them.
+    let mut packed = false;
+    let only_entries = ENTRIES.load(Ordering::Relaxed);
     let total = load.total();
     let mut produced = 0u64;
     let mut rep = SenderReport::default();
@@ -277,6 +291,9 @@ async fn active(
     loop {
         let now = clock.now();
         while let Ok(m) = fb_rx.try_recv() {
+            if let Some(p) = wire::resume_accepts_packed(&m) {
+                packed = p && !only_entries;
+            }
             s.handle(wire::feedback_from(&m).expect("feedback"), now);
         }
         if let Some(req) = s.wants_snapshot() {
@@ -340,7 +357,12 @@ async fn active(
             };
             rep.batches += 1;
             did = true;
-            if tx.try_send(Ok(wire::batch_to(&b))).is_err() {
+            let msg = if packed {
+                wire::batch_to_packed(&b)
+            } else {
+                wire::batch_to(&b)
+            };
+            if tx.try_send(Ok(msg)).is_err() {
                 // The standby hangs up once it has applied every event, possibly before
                 // its last ack reached us.
                 assert!(produced == total, "the standby went away");
@@ -359,6 +381,9 @@ async fn active(
             // Wait for an ack, room on the link, or the next 1 ms tick (the pump's pace).
             tokio::select! {
                 m = fb_rx.recv() => if let Some(m) = m {
+                    if let Some(p) = wire::resume_accepts_packed(&m) {
+                        packed = p && !only_entries;
+                    }
                     s.handle(wire::feedback_from(&m).expect("feedback"), clock.now());
                 },
                 _ = tick.tick() => {},
@@ -544,8 +569,12 @@ fn print(name: &str, mut r: RunResult) {
     );
 }
 
+/// `--wire entries` (see [`Args`]).
+static ENTRIES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() {
     let a = args();
+    ENTRIES.store(a.entries, Ordering::Relaxed);
     let dir = tempfile::tempdir().expect("a scratch directory");
     let (tls_a, tls_b) = tls_pair(dir.path());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -554,7 +583,8 @@ fn main() {
         .build()
         .expect("tokio runtime");
     println!(
-        "tandem-syncd sync bench: loopback gRPC + mTLS (rustls/ring), max_batch {}, window {}, {} CPUs",
+        "tandem-syncd sync bench: loopback gRPC + mTLS (rustls/ring), {} wire, max_batch {}, window {}, {} CPUs",
+        if a.entries { "entries" } else { "packed" },
         a.batch,
         SenderConfig::default().window,
         std::thread::available_parallelism().map_or(0, |n| n.get())

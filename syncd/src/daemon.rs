@@ -326,6 +326,8 @@ struct Core {
     receiver: Receiver,
     apply: ApplyBuffer,
     sender_link: Option<(u64, BatchTx, Option<SocketAddr>)>,
+    /// The receiver on `sender_link` reads packed entries (its last resume request said so).
+    sender_packed: bool,
     receiver_link: Option<(u64, mpsc::Sender<pb::ReceiverMessage>)>,
     next_link: u64,
     want_receiver: watch::Sender<bool>,
@@ -443,6 +445,7 @@ impl Core {
     }
 
     fn pump_sender(&mut self, now: u64) {
+        let packed = self.sender_packed;
         let (Some(s), Some((link, tx, _))) = (self.sender.as_mut(), self.sender_link.as_ref())
         else {
             return;
@@ -451,7 +454,12 @@ impl Core {
             let Some(b) = s.poll_transmit(now) else {
                 break;
             };
-            if tx.try_send(Ok(wire::batch_to(&b))).is_err() {
+            let msg = if packed {
+                wire::batch_to_packed(&b)
+            } else {
+                wire::batch_to(&b)
+            };
+            if tx.try_send(Ok(msg)).is_err() {
                 info!(link, "replication: peer link gone");
                 s.disconnected();
                 self.sender_link = None;
@@ -585,6 +593,8 @@ impl Core {
                 self.c.sender_links += 1;
                 info!(link, peer = ?from, epoch = s.epoch(), "replication: peer connected, sending");
                 self.sender_link = Some((link, tx, from));
+                // Entries until the receiver's resume request says it reads packed ones.
+                self.sender_packed = false;
                 let _ = reply.send(Ok((link, rx)));
             }
             Ctl::Feedback { link, msg } => {
@@ -594,6 +604,9 @@ impl Core {
                 let Some(s) = self.sender.as_mut() else {
                     return;
                 };
+                if let Some(packed) = wire::resume_accepts_packed(&msg) {
+                    self.sender_packed = packed;
+                }
                 match wire::feedback_from(&msg) {
                     Ok(fb) => s.handle(fb, now),
                     Err(e) => {
@@ -1294,6 +1307,7 @@ pub async fn run<L: LocalDataplane>(
         last_epoch: 0,
         apply: ApplyBuffer::default(),
         sender_link: None,
+        sender_packed: false,
         receiver_link: None,
         next_link: 0,
         want_receiver,

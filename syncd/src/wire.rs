@@ -49,11 +49,19 @@ pub enum WireError {
     /// A message with more than one of its alternative payloads.
     #[error("{0}: more than one payload")]
     Ambiguous(&'static str),
+    /// Packed entries ([`batch_to_packed`]) that do not parse.
+    #[error("packed entries: {what} at byte {at}")]
+    Packed {
+        /// What is wrong.
+        what: &'static str,
+        /// Where, from the start of `EventBatch.packed`.
+        at: usize,
+    },
 }
 
 // ---- scalars and records: `tandem_proto::conn`, shared with the dataplane ---------------
 
-pub use tandem_proto::conn::{endpoint_to, record_to};
+pub use tandem_proto::conn::{PACKED_RECORD_LEN, endpoint_to, record_to};
 
 use tandem_proto::conn::{self as shared, RecordError};
 
@@ -207,11 +215,29 @@ pub fn batch_to(b: &Batch) -> pb::EventBatch {
         first_seq: b.first_seq,
         entries: b.items.iter().map(item_to).collect(),
         head_seq: b.head_seq,
+        packed: Vec::new(),
     }
 }
 
-/// A batch from the wire: every entry must be valid, the epoch non-zero, the sequence
-/// numbers must not wrap, and `head_seq` must cover the batch.
+/// A batch to the wire in the packed encoding (for a receiver whose resume request said
+/// `packed`; see [`resume_accepts_packed`]).
+pub fn batch_to_packed(b: &Batch) -> pb::EventBatch {
+    let mut packed = Vec::with_capacity(b.items.len() * (PACKED_RECORD_LEN + 2));
+    for i in &b.items {
+        item_pack(i, &mut packed);
+    }
+    pb::EventBatch {
+        epoch: b.epoch,
+        first_seq: b.first_seq,
+        entries: Vec::new(),
+        head_seq: b.head_seq,
+        packed,
+    }
+}
+
+/// A batch from the wire (entries or packed entries, never both): every entry must be
+/// valid, the epoch non-zero, the sequence numbers must not wrap, and `head_seq` must cover
+/// the batch.
 pub fn batch_from(b: &pb::EventBatch) -> Result<Batch, WireError> {
     if b.epoch == 0 {
         return Err(WireError::Range {
@@ -225,7 +251,14 @@ pub fn batch_from(b: &pb::EventBatch) -> Result<Batch, WireError> {
             value: 0,
         });
     }
-    let n = b.entries.len() as u64;
+    let items: Vec<Item> = if b.packed.is_empty() {
+        b.entries.iter().map(item_from).collect::<Result<_, _>>()?
+    } else if b.entries.is_empty() {
+        items_unpack(&b.packed)?
+    } else {
+        return Err(WireError::Ambiguous("batch (entries and packed entries)"));
+    };
+    let n = items.len() as u64;
     let last = b
         .first_seq
         .checked_add(n)
@@ -243,9 +276,218 @@ pub fn batch_from(b: &pb::EventBatch) -> Result<Batch, WireError> {
     Ok(Batch {
         epoch: b.epoch,
         first_seq: b.first_seq,
-        items: b.entries.iter().map(item_from).collect::<Result<_, _>>()?,
+        items,
         head_seq: b.head_seq,
     })
+}
+
+// ---- the packed encoding of stream items (`EventBatch.packed`) --------------------------
+//
+// Each item is a tag byte and fixed-size big-endian fields:
+//   1 delta of a connection/template   kind (u8, the ConnEventKind number), record (30 bytes)
+//   2 snapshot record                  record
+//   3 locality set (delta)             locality entry
+//   4 locality removed (delta)         locality key
+//   5 snapshot locality entry          locality entry
+//   6 snapshot begin                   id (u64)
+//   7 snapshot end                     id (u64)
+// record: tandem_proto::conn::record_pack; locality key: protocol (u8), VIP address (4) and
+// port (2), destination address (4); locality entry: key, count (u8, at most 8), then each
+// real server's address (4) and port (2).
+
+const TAG_CONN: u8 = 1;
+const TAG_SNAPSHOT_CONN: u8 = 2;
+const TAG_LOCALITY_SET: u8 = 3;
+const TAG_LOCALITY_REMOVED: u8 = 4;
+const TAG_SNAPSHOT_LOCALITY: u8 = 5;
+const TAG_SNAPSHOT_BEGIN: u8 = 6;
+const TAG_SNAPSHOT_END: u8 = 7;
+
+/// A protocol or event-kind number as the one byte the packed encoding gives it (all of them
+/// are below 16).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn small(v: i32) -> u8 {
+    v as u8
+}
+
+fn locality_key_pack(k: &LocalityKey, out: &mut Vec<u8>) {
+    out.push(small(proto_to(k.proto)));
+    out.extend_from_slice(&u32::from(k.vip.addr).to_be_bytes());
+    out.extend_from_slice(&k.vip.port.to_be_bytes());
+    out.extend_from_slice(&u32::from(k.dest_ip).to_be_bytes());
+}
+
+fn locality_pack(e: &LocalityEntry, out: &mut Vec<u8>) {
+    locality_key_pack(&e.key, out);
+    let reals = e.reals();
+    out.push(u8::try_from(reals.len()).unwrap_or(u8::MAX));
+    for r in reals {
+        out.extend_from_slice(&u32::from(r.addr).to_be_bytes());
+        out.extend_from_slice(&r.port.to_be_bytes());
+    }
+}
+
+fn change_pack(c: &Change, snapshot: bool, out: &mut Vec<u8>) {
+    match c {
+        Change::Conn { kind, record } => {
+            if snapshot {
+                out.push(TAG_SNAPSHOT_CONN);
+            } else {
+                out.push(TAG_CONN);
+                out.push(small(kind_to(*kind)));
+            }
+            tandem_proto::conn::record_pack(record, out);
+        }
+        Change::LocalitySet(e) => {
+            out.push(if snapshot {
+                TAG_SNAPSHOT_LOCALITY
+            } else {
+                TAG_LOCALITY_SET
+            });
+            locality_pack(e, out);
+        }
+        // A snapshot never holds a removal; sent as the delta it is (as `item_to` does).
+        Change::LocalityRemoved(k) => {
+            out.push(TAG_LOCALITY_REMOVED);
+            locality_key_pack(k, out);
+        }
+    }
+}
+
+fn item_pack(i: &Item, out: &mut Vec<u8>) {
+    match i {
+        Item::Change(c) => change_pack(c, false, out),
+        Item::Snapshot(c) => change_pack(c, true, out),
+        Item::SnapshotBegin { id } => {
+            out.push(TAG_SNAPSHOT_BEGIN);
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        Item::SnapshotEnd { id } => {
+            out.push(TAG_SNAPSHOT_END);
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+    }
+}
+
+/// A cursor over packed bytes that says where it ran out.
+struct Unpack<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Unpack<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+        let part = self
+            .b
+            .get(self.at..self.at.saturating_add(n))
+            .ok_or(WireError::Packed { what, at: self.at })?;
+        self.at += n;
+        Ok(part)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8, what)?);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    fn endpoint(&mut self, what: &'static str) -> Result<Endpoint, WireError> {
+        let b = self.take(6, what)?;
+        Ok(Endpoint {
+            addr: Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+            port: u16::from_be_bytes([b[4], b[5]]),
+        })
+    }
+
+    fn record(&mut self) -> Result<ConnRecord, WireError> {
+        let b = self.take(PACKED_RECORD_LEN, "truncated record")?;
+        Ok(tandem_proto::conn::record_unpack(b)?)
+    }
+
+    fn locality_key(&mut self) -> Result<LocalityKey, WireError> {
+        let proto = proto_from("locality.key.proto", i32::from(self.u8("truncated key")?))?;
+        let vip = self.endpoint("truncated key")?;
+        let dest_ip = Ipv4Addr::from(self.u32("truncated key")?);
+        Ok(LocalityKey {
+            proto,
+            vip,
+            dest_ip,
+        })
+    }
+
+    fn locality(&mut self) -> Result<LocalityEntry, WireError> {
+        let key = self.locality_key()?;
+        let n = usize::from(self.u8("truncated locality entry")?);
+        if n > MAX_LOCALITY_REALS {
+            return Err(WireError::TooManyReals(n));
+        }
+        let mut reals = [Endpoint {
+            addr: Ipv4Addr::UNSPECIFIED,
+            port: 0,
+        }; MAX_LOCALITY_REALS];
+        for r in reals.iter_mut().take(n) {
+            *r = self.endpoint("truncated locality entry")?;
+        }
+        Ok(LocalityEntry::new(key, &reals[..n]).0)
+    }
+}
+
+/// The items of `EventBatch.packed`, every one checked.
+fn items_unpack(b: &[u8]) -> Result<Vec<Item>, WireError> {
+    let mut u = Unpack { b, at: 0 };
+    // Every item takes at least 9 bytes: never reserve more than the bytes could hold.
+    let mut items = Vec::with_capacity(b.len() / 9);
+    while u.at < b.len() {
+        let at = u.at;
+        let item = match u.u8("truncated tag")? {
+            TAG_CONN => {
+                let kind = kind_from(i32::from(u.u8("truncated event kind")?))?;
+                Item::Change(Change::Conn {
+                    kind,
+                    record: u.record()?,
+                })
+            }
+            TAG_SNAPSHOT_CONN => Item::Snapshot(Change::Conn {
+                kind: ConnEventKind::Refreshed,
+                record: u.record()?,
+            }),
+            TAG_LOCALITY_SET => Item::Change(Change::LocalitySet(u.locality()?)),
+            TAG_LOCALITY_REMOVED => Item::Change(Change::LocalityRemoved(u.locality_key()?)),
+            TAG_SNAPSHOT_LOCALITY => Item::Snapshot(Change::LocalitySet(u.locality()?)),
+            TAG_SNAPSHOT_BEGIN => Item::SnapshotBegin {
+                id: u.u64("truncated snapshot id")?,
+            },
+            TAG_SNAPSHOT_END => Item::SnapshotEnd {
+                id: u.u64("truncated snapshot id")?,
+            },
+            _ => {
+                return Err(WireError::Packed {
+                    what: "unknown tag",
+                    at,
+                });
+            }
+        };
+        items.push(item);
+    }
+    Ok(items)
+}
+
+/// Whether `m` is a resume request of a receiver that reads packed entries (`None`: not a
+/// resume request). The sender's link keeps the answer until the next resume request.
+pub fn resume_accepts_packed(m: &pb::ReceiverMessage) -> Option<bool> {
+    match &m.msg {
+        Some(pb::receiver_message::Msg::Resume(r)) => Some(r.packed),
+        _ => None,
+    }
 }
 
 /// Receiver feedback to the wire.
@@ -253,7 +495,12 @@ pub fn feedback_to(f: &Feedback) -> pb::ReceiverMessage {
     use pb::receiver_message::Msg;
     let msg = match *f {
         Feedback::Ack { epoch, seq } => Msg::Ack(pb::Ack { epoch, seq }),
-        Feedback::Resume { epoch, last_seq } => Msg::Resume(pb::ResumeRequest { epoch, last_seq }),
+        // This receiver reads packed entries.
+        Feedback::Resume { epoch, last_seq } => Msg::Resume(pb::ResumeRequest {
+            epoch,
+            last_seq,
+            packed: true,
+        }),
     };
     pb::ReceiverMessage { msg: Some(msg) }
 }

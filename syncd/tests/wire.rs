@@ -131,7 +131,22 @@ proptest! {
         };
         let bytes = wire::batch_to(&b).encode_to_vec();
         let back = wire::batch_from(&pb::EventBatch::decode(bytes.as_slice()).unwrap()).unwrap();
-        prop_assert_eq!(back, b);
+        prop_assert_eq!(&back, &b);
+        // The packed encoding carries exactly the same, in fewer bytes once it holds records.
+        let packed = wire::batch_to_packed(&b).encode_to_vec();
+        let back = wire::batch_from(&pb::EventBatch::decode(packed.as_slice()).unwrap()).unwrap();
+        prop_assert_eq!(&back, &b);
+        prop_assert!(packed.len() <= bytes.len() + 2, "{} > {}", packed.len(), bytes.len());
+    }
+
+    /// Any bytes as packed entries: refused or read, never a panic; what is read packs back
+    /// to the same bytes.
+    #[test]
+    fn packed_garbage_is_refused_or_read_back_exactly(bytes in prop::collection::vec(any::<u8>(), 1..200)) {
+        let m = pb::EventBatch { epoch: 1, first_seq: 1, entries: vec![], head_seq: u64::MAX, packed: bytes.clone() };
+        if let Ok(b) = wire::batch_from(&m) {
+            prop_assert_eq!(wire::batch_to_packed(&b).packed, bytes);
+        }
     }
 
     #[test]
@@ -237,7 +252,120 @@ fn batch(entries: Vec<pb::Entry>) -> pb::EventBatch {
         first_seq: 1,
         head_seq: entries.len() as u64,
         entries,
+        packed: vec![],
     }
+}
+
+fn packed_batch(packed: Vec<u8>) -> pb::EventBatch {
+    pb::EventBatch {
+        packed,
+        head_seq: 100,
+        ..batch(vec![])
+    }
+}
+
+#[test]
+fn a_packed_connection_event_has_the_documented_bytes() {
+    let r = wire::record_from(Some(&good_record())).unwrap();
+    let b = Batch {
+        epoch: 7,
+        first_seq: 1,
+        items: vec![
+            Item::SnapshotBegin { id: 3 },
+            Item::Change(Change::Conn {
+                kind: ConnEventKind::Created,
+                record: r,
+            }),
+        ],
+        head_seq: 2,
+    };
+    let m = wire::batch_to_packed(&b);
+    assert!(m.entries.is_empty());
+    let mut want = vec![6, 0, 0, 0, 0, 0, 0, 0, 3, 1, 1];
+    tandem_proto::conn::record_pack(&r, &mut want);
+    assert_eq!(m.packed, want);
+    assert_eq!(wire::batch_from(&m), Ok(b));
+}
+
+#[test]
+fn malformed_packed_entries_are_refused_with_the_byte() {
+    let r = wire::record_from(Some(&good_record())).unwrap();
+    let mut conn = vec![1, 1];
+    tandem_proto::conn::record_pack(&r, &mut conn);
+    assert!(wire::batch_from(&packed_batch(conn.clone())).is_ok());
+    let cases: Vec<(Vec<u8>, WireError)> = vec![
+        (
+            vec![9],
+            WireError::Packed {
+                what: "unknown tag",
+                at: 0,
+            },
+        ),
+        (
+            conn[..20].to_vec(),
+            WireError::Packed {
+                what: "truncated record",
+                at: 2,
+            },
+        ),
+        (
+            [conn.clone(), vec![7, 0, 0]].concat(),
+            WireError::Packed {
+                what: "truncated snapshot id",
+                at: 33,
+            },
+        ),
+        (
+            {
+                let mut c = conn.clone();
+                c[1] = 0;
+                c
+            },
+            WireError::Enum {
+                field: "event.kind",
+                value: 0,
+            },
+        ),
+        (
+            [vec![3, 1, 0, 0, 0, 1, 0, 80, 0, 0, 0, 5, 9], vec![0; 54]].concat(),
+            WireError::TooManyReals(9),
+        ),
+    ];
+    for (bytes, want) in cases {
+        assert_eq!(
+            wire::batch_from(&packed_batch(bytes.clone())),
+            Err(want),
+            "{bytes:?}"
+        );
+    }
+    let both = pb::EventBatch {
+        packed: conn,
+        ..batch(vec![entry(good_record())])
+    };
+    assert!(matches!(
+        wire::batch_from(&both),
+        Err(WireError::Ambiguous(_))
+    ));
+}
+
+#[test]
+fn this_receiver_asks_for_packed_entries_and_the_sender_can_tell() {
+    let resume = wire::feedback_to(&Feedback::Resume {
+        epoch: 1,
+        last_seq: 2,
+    });
+    assert_eq!(wire::resume_accepts_packed(&resume), Some(true));
+    // A receiver of the previous version says nothing: entries.
+    let old = pb::ReceiverMessage {
+        msg: Some(pb::receiver_message::Msg::Resume(pb::ResumeRequest {
+            epoch: 1,
+            last_seq: 2,
+            packed: false,
+        })),
+    };
+    assert_eq!(wire::resume_accepts_packed(&old), Some(false));
+    let ack = wire::feedback_to(&Feedback::Ack { epoch: 1, seq: 2 });
+    assert_eq!(wire::resume_accepts_packed(&ack), None);
 }
 
 #[test]
