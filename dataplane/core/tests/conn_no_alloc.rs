@@ -5,8 +5,9 @@
 //! Alone in its own test binary so the counting allocator sees only this test; it counts per
 //! thread so the harness's own threads do not interfere.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod counting_alloc;
+
+use counting_alloc::allocations;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -14,39 +15,6 @@ use tandem_core::conn::{
     ConnConfig, ConnTable, CreateError, Direction, EventQueue, NewConn, TcpFlags,
 };
 use tandem_core::lb::{DestId, Endpoint, ForwardMethod, Protocol, ServiceId};
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-// SAFETY: forwards every call to the system allocator unchanged; it only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
 
 const MS: u64 = 1_000_000;
 const SECOND: u64 = 1_000 * MS;
