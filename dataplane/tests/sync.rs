@@ -560,60 +560,31 @@ port = "outside"
     )
 }
 
-/// An AF_PACKET socket on the kernel side of the tap: what it sends, the dataplane's port
-/// receives.
-struct TapSender {
-    fd: std::os::fd::OwnedFd,
-    ifindex: i32,
-}
-
-impl TapSender {
-    fn open(iface: &str) -> std::io::Result<TapSender> {
-        use std::os::fd::FromRawFd;
-        let name = std::ffi::CString::new(iface).map_err(std::io::Error::other)?;
-        // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // Protocol 0: this socket only sends, it receives nothing.
-        // SAFETY: a plain system call with constant arguments.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(TapSender {
-            // SAFETY: `fd` is a socket just opened and owned by nobody else.
-            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
-            ifindex: i32::try_from(ifindex).map_err(std::io::Error::other)?,
-        })
-    }
-
-    fn send(&self, frame: &[u8]) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: sockaddr_ll is plain old data; all zeroes is a valid value.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = u16::try_from(libc::AF_PACKET).map_err(std::io::Error::other)?;
-        addr.sll_ifindex = self.ifindex;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
-        let addr_len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>())
-            .map_err(std::io::Error::other)?;
-        // SAFETY: `frame` and `addr` outlive the call, and the lengths passed are theirs.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                std::ptr::from_ref(&addr).cast(),
-                addr_len,
-            )
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+/// Sends `frames` out of the kernel side of the tap `iface` (what the dataplane's port
+/// receives) on an AF_PACKET socket, through python3 (installed by `scripts/setup.sh`) so that
+/// this test needs no unsafe code of its own.
+fn tap_send(iface: &str, frames: &[Vec<u8>]) -> std::io::Result<()> {
+    const SCRIPT: &str = "import socket, sys\n\
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+        s.bind((sys.argv[1], 0))\n\
+        for f in sys.argv[2:]:\n    s.send(bytes.fromhex(f))\n";
+    let hex: Vec<String> = frames
+        .iter()
+        .map(|f| f.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(iface)
+        .args(&hex)
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    if status.success() {
         Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "python3 sending on {iface}: {status}"
+        )))
     }
 }
 
@@ -773,18 +744,6 @@ async fn templates_and_locality_are_streamed_and_installed() {
     assert_eq!(loc, vec![locality(8080, &[RS2]); 2]);
 
     // ---- packets: the installed template and entry decide ---------------------------------
-    let tap = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match TapSender::open(&iface) {
-                Ok(t) => break t,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "tap {iface}: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    };
     let flows = [
         ((CLIENT1, 40_001), 80, RS2), // the installed template (rr would say RS1)
         ((CLIENT2, 40_001), 8080, RS2), // the installed lblc entry (wlc would say RS1)
@@ -802,10 +761,12 @@ async fn templates_and_locality_are_streamed_and_installed() {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     let got = loop {
-        for ((c, p), vport, _) in &flows {
-            // The port may not be up yet: keep sending until the connections show.
-            let _ = tap.send(&syn_frame((*c, *p), (VIP, *vport)));
-        }
+        // The tap or the port may not be up yet: keep sending until the connections show.
+        let frames: Vec<Vec<u8>> = flows
+            .iter()
+            .map(|((c, p), vport, _)| syn_frame((*c, *p), (VIP, *vport)))
+            .collect();
+        let _ = tap_send(&iface, &frames);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let list = admin
             .list_connections(apb::ListConnectionsRequest::default())
