@@ -330,6 +330,21 @@ fn main() {
     let total = w.balancer().expect("balancer").conns().len();
     println!("  (connections in the table during the TUN/DR runs: {total})");
 
+    // A standby's mark and sweep at a peer's full snapshot (the worst case: the peer upserted
+    // nothing, so the sweep removes every entry).
+    let t = w.balancer_mut().expect("balancer").conns_mut();
+    let start = Instant::now();
+    t.mark_stale();
+    let mark = start.elapsed();
+    let start = Instant::now();
+    let swept = t.sweep_stale();
+    let sweep = start.elapsed();
+    println!(
+        "  standby mark of {total} entries: {:.1} ms; sweep removing {swept}: {:.1} ms",
+        mark.as_secs_f64() * 1e3,
+        sweep.as_secs_f64() * 1e3
+    );
+
     // Memory per connection, index included.
     let sizes: &[usize] = if std::env::args().any(|a| a == "--no-memory") {
         &[]

@@ -831,6 +831,61 @@ fn flush_dest_ends_its_connections_and_templates_only() {
 }
 
 #[test]
+fn mark_and_sweep_removes_exactly_what_the_peer_did_not_upsert() {
+    let mut active = table(16);
+    let mut standby = table(16);
+    let mut q = EventQueue::new(64);
+    let ids: Vec<_> = (1..=4)
+        .map(|i| {
+            active
+                .create(&conn(i, 2, ForwardMethod::Nat), SYN, T0, &mut q)
+                .unwrap()
+        })
+        .collect();
+    for ev in events(&mut q) {
+        standby.apply(&ev, T0).unwrap();
+    }
+    assert_eq!(standby.len(), 4);
+    // The peer's snapshot begins: everything is stale.
+    standby.mark_stale();
+    // It upserts connections 1 and 3; a local connection appears meanwhile.
+    for id in [ids[0], ids[2]] {
+        standby
+            .install(&active.record(id, T0).unwrap(), T0 + SECOND)
+            .unwrap();
+    }
+    let mut local = EventQueue::new(8);
+    let l = standby
+        .create(
+            &conn(9, 1, ForwardMethod::Nat),
+            SYN,
+            T0 + SECOND,
+            &mut local,
+        )
+        .unwrap();
+    let seq_before = standby.next_seq();
+    // Stale marks never show (no bit outside the public ones).
+    assert!(standby.iter().all(|(_, c)| c.flags().bits() & !0x0f == 0));
+    assert_eq!(standby.sweep_stale(), 2);
+    assert_eq!(standby.next_seq(), seq_before, "a sweep emits nothing");
+    let left: Vec<_> = standby.iter().map(|(_, c)| c.client()).collect();
+    assert_eq!(left.len(), 3);
+    for id in [ids[0], ids[2]] {
+        assert!(left.contains(&active.get(id).unwrap().client()));
+    }
+    assert!(
+        standby.get(l).is_some(),
+        "the local connection is not the peer's to sweep"
+    );
+    // Nothing is stale any more: a second sweep removes nothing, a new mark all.
+    assert_eq!(standby.sweep_stale(), 0);
+    standby.mark_stale();
+    standby.mark_stale();
+    assert_eq!(standby.sweep_stale(), 3);
+    assert!(standby.is_empty());
+}
+
+#[test]
 fn install_creates_updates_and_never_emits() {
     let mut active = table(16);
     let mut standby = table(16);

@@ -14,8 +14,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Sender, TrySendError};
 use tandem_core::balance::Balancer;
-use tandem_core::conn::ConnRecord;
-use tandem_core::lb::{Endpoint, Protocol, ServiceId};
+use tandem_core::lb::ServiceId;
 use tandem_core::sched::{LocalityEntry, PersistKey};
 
 use super::service::{locality_addr, locality_to_wire};
@@ -35,19 +34,11 @@ const LINK_EVERY_NS: u64 = 10_000_000;
 /// that syncd notices lost events that no later event follows.
 const HEAD_EVERY_NS: u64 = 50_000_000;
 
-/// The client→VIP key of an entry (what `ConnTable::uninstall` looks up).
-type Key = (Protocol, Endpoint, Endpoint);
-
-fn key_of(r: &ConnRecord) -> Key {
-    (r.proto, r.client, r.vip)
-}
-
-/// What a standby's mark remembers: the key of everything a snapshot must upsert again to
-/// survive its sweep.
+/// What a standby's mark remembers besides the connections (which carry their mark in the
+/// table, `ConnTable::mark_stale`): the key of every template and locality entry a snapshot
+/// must upsert again to survive its sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum StaleKey {
-    /// A connection.
-    Conn(Key),
     /// A persistence template.
     Template(PersistKey),
     /// A service's lblc/lblcr entry for a destination address.
@@ -354,16 +345,13 @@ impl LcoreSync {
         };
         match op {
             SyncOp::Install(r) => match b.conns_mut().install(&r, now) {
-                Ok(_) => {
-                    tally(true, true);
-                    self.unstale(StaleKey::Conn(key_of(&r)));
-                }
+                // An upsert clears the entry's stale mark (`ConnTable::install`).
+                Ok(_) => tally(true, true),
                 Err(_) => tally(false, true),
             },
             SyncOp::Uninstall(r) => {
                 b.conns_mut().uninstall(&r);
                 tally(true, true);
-                self.unstale(StaleKey::Conn(key_of(&r)));
             }
             SyncOp::InstallTemplate { rec, count } => {
                 let ok = b.install_template(&rec, now).is_ok();
@@ -392,35 +380,23 @@ impl LcoreSync {
                 self.unstale(StaleKey::Locality(svc, addr));
             }
             SyncOp::Mark => {
-                let mut stale: HashSet<StaleKey> = b
-                    .conns()
-                    .iter()
-                    .map(|(_, c)| StaleKey::Conn((c.proto(), c.client(), c.vip())))
-                    .collect();
-                stale.extend(b.templates().keys().map(StaleKey::Template));
+                // Connections carry their mark in the table (a bit per entry, no allocation);
+                // the templates and locality entries (bounded tables) in a set of keys.
+                b.conns_mut().mark_stale();
+                let mut stale: HashSet<StaleKey> =
+                    b.templates().keys().map(StaleKey::Template).collect();
                 b.locality_snapshot(now, |svc, e: LocalityEntry| {
                     stale.insert(StaleKey::Locality(svc, locality_addr(&e)));
                 });
                 self.stale = Some(stale);
             }
             SyncOp::Sweep => {
+                // Only after a mark: a sweep without one (an apply stream reopened) is
+                // ignored, as before.
                 if let Some(stale) = self.stale.take() {
-                    let t = b.conns();
-                    let gone: Vec<ConnRecord> = t
-                        .iter()
-                        .filter(|(_, c)| {
-                            stale.contains(&StaleKey::Conn((c.proto(), c.client(), c.vip())))
-                        })
-                        .filter_map(|(id, _)| t.record(id, now))
-                        .collect();
-                    for r in &gone {
-                        if b.conns_mut().uninstall(r) {
-                            swept += 1;
-                        }
-                    }
+                    swept += b.conns_mut().sweep_stale() as u64;
                     for k in &stale {
                         let removed = match *k {
-                            StaleKey::Conn(_) => false,
                             StaleKey::Template(key) => b.remove_template(key),
                             StaleKey::Locality(svc, addr) => b.remove_locality(svc, addr),
                         };

@@ -1062,6 +1062,33 @@ impl ConnTable {
         }
     }
 
+    /// Marks every live entry stale: a standby's mark when the peer's full snapshot begins.
+    /// An entry stays stale until the peer upserts it ([`ConnTable::install`]);
+    /// [`ConnTable::sweep_stale`] then removes those still stale, the entries the peer no
+    /// longer has. One pass over the slab setting a bit, no allocation (a table of millions
+    /// takes milliseconds, not the hash set of keys it once took). Entries created later,
+    /// locally or by the peer, are not stale; marking again (a snapshot restarted) marks all.
+    pub fn mark_stale(&mut self) {
+        for c in self.conns.iter_mut().filter(|c| c.in_use()) {
+            c.flags.insert(ConnFlags::STALE);
+        }
+    }
+
+    /// Removes every entry still stale since [`ConnTable::mark_stale`] (the peer's snapshot
+    /// ended without it), as [`ConnTable::uninstall`] does: no event. Returns how many.
+    pub fn sweep_stale(&mut self) -> usize {
+        let mut swept = 0;
+        for i in 0..self.len_slab() {
+            let c = &self.conns[i as usize];
+            if c.in_use() && c.flags.contains(ConnFlags::STALE) {
+                self.stats.uninstalled += 1;
+                self.release(i, None, 0, &mut DiscardEvents);
+                swept += 1;
+            }
+        }
+        swept
+    }
+
     /// Applies one event from the peer: [`ConnTable::uninstall`] for a deletion,
     /// [`ConnTable::install`] for anything else. `Ok(None)` for a deletion.
     pub fn apply(&mut self, ev: &ConnEvent, now: u64) -> Result<Option<ConnId>, InstallError> {
@@ -1129,6 +1156,7 @@ impl ConnTable {
                 self.set_state(i, rec.state);
                 let c = &mut self.conns[i as usize];
                 c.flags.insert(ConnFlags::SYNCED);
+                c.flags.remove(ConnFlags::STALE);
                 c.timeout_ms = rec.timeout_ms;
                 c.deadline = now.saturating_add(remaining_ns);
                 self.refile_if_earlier(i);
