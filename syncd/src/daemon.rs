@@ -930,6 +930,9 @@ fn backoff(cfg: &Config) -> Backoff {
     )
 }
 
+/// How long a stopping daemon leaves its heartbeat tasks to send its resignation.
+const RESIGN_FLUSH: Duration = Duration::from_millis(50);
+
 /// Sleeps, or returns `false` at shutdown.
 async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
@@ -1465,7 +1468,13 @@ pub async fn run<L: LocalDataplane>(
     }
 
     info!(role = ?core.role.state(), "shutting down");
-    if core.role.state().is_active() {
+    let was_active = core.role.state().is_active();
+    // Tell the peer at once, on both paths, that this director is going (a `Fault`
+    // heartbeat): a standby takes over now rather than after the dead interval.
+    let now = core.now();
+    core.role.resign(now);
+    core.step();
+    if was_active {
         // Best effort: give up the addresses now rather than when the dataplane notices.
         match tokio::time::timeout(
             Duration::from_millis(500),
@@ -1478,6 +1487,8 @@ pub async fn run<L: LocalDataplane>(
             Err(_) => warn!("ordering the dataplane STANDBY timed out"),
         }
     }
+    // Time for the heartbeat tasks to send the resignation before they are stopped.
+    tokio::time::sleep(RESIGN_FLUSH).await;
     let mut last = core.status();
     if let Some(o) = last.as_object_mut() {
         o.insert("role".into(), serde_json::Value::from("Stopped"));

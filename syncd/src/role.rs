@@ -357,6 +357,16 @@ impl RoleMachine {
         self.evaluate(now);
     }
 
+    /// The daemon is stopping (a graceful stop: SIGTERM, `systemctl stop`): goes to `Fault`
+    /// and has the next [`RoleMachine::poll_heartbeat`] say so at once, so that a standby peer
+    /// takes over now (`PeerFault`) instead of after the dead interval, as a VRRP router's
+    /// priority-0 advertisement does when it shuts down.
+    pub fn resign(&mut self, now: u64) {
+        self.dataplane_ok = false;
+        self.evaluate(now);
+        self.extra_due = Some(now);
+    }
+
     /// Lets time pass: the dead interval and the initial hold are checked here, and a probe
     /// is due when the peer has been silent for 1.5 intervals.
     pub fn tick(&mut self, now: u64) {

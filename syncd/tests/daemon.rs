@@ -201,6 +201,16 @@ status_interval_ms = 20
         }
     }
 
+    /// SIGTERM through kill(1) (no unsafe code here), then waits for the exit.
+    fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
     fn alive(&mut self) -> bool {
         self.child
             .as_mut()
@@ -376,6 +386,76 @@ async fn pair_elects_replicates_and_takes_over_after_kill_9() {
     let log = b.log();
     assert!(log.contains("role changed"), "{log}");
     assert!(log.contains("activating"), "{log}");
+    drop(b);
+    drop(dir);
+}
+
+/// `systemctl stop` of the active (SIGTERM): it tells the standby on its way out (a `Fault`
+/// heartbeat), which takes over at once (`PeerFault`), not after the dead interval
+/// (`PeerDead`, what a crash gives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_hands_over_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new(d, "pair");
+    let net = ServiceNet::new();
+    let (dp_a, _srv_a) = dataplane(1, &net, d, "a");
+    let (dp_b, _srv_b) = dataplane(2, &net, d, "b");
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Syncd::start(
+        d,
+        &NodeCfg {
+            name: "a",
+            id: 1,
+            priority: 200,
+            listen: pa,
+            peer: pb,
+            ca: ca.ca_path(),
+            cert: ca.leaf("director-a", "director-a.tandem"),
+            peer_name: "director-b.tandem",
+        },
+    );
+    let b = Syncd::start(
+        d,
+        &NodeCfg {
+            name: "b",
+            id: 2,
+            priority: 100,
+            listen: pb,
+            peer: pa,
+            ca: ca.ca_path(),
+            cert: ca.leaf("director-b", "director-b.tandem"),
+            peer_name: "director-a.tandem",
+        },
+    );
+    let elected = wait_for(Duration::from_secs(10), || {
+        a.role() == "Active" && b.role() == "Standby" && dp_b.role() == pb::Role::Standby
+    })
+    .await;
+    assert!(
+        elected.is_some(),
+        "no election: a {}, b {}",
+        a.role(),
+        b.role()
+    );
+
+    a.terminate();
+    // A ordered its own dataplane STANDBY before it went.
+    assert_eq!(dp_a.role(), pb::Role::Standby);
+    let took = wait_for(Duration::from_secs(3), || dp_b.role() == pb::Role::Active).await;
+    assert!(took.is_some(), "the standby never took over");
+    assert!(
+        wait_for(Duration::from_secs(2), || b.status().is_some_and(
+            |s| s["role"] == "Active" && s["role_reason"] == "PeerFault"
+        ))
+        .await
+        .is_some(),
+        "taken over on A's word, not by its silence: {:?}",
+        b.status()
+            .map(|s| (s["role"].clone(), s["role_reason"].clone()))
+    );
+    let log = a.log();
+    assert!(log.contains("shutting down"), "{log}");
     drop(b);
     drop(dir);
 }
