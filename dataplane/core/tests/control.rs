@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_core::balance::{Balancer, ConnFilter, DestTraffic, FlushTarget};
-use tandem_core::conn::{ConnState, Timeouts};
+use tandem_core::conn::{ConnFlags, ConnState, Timeouts};
 use tandem_core::director::{Verdict, Worker};
 use tandem_core::lb::{DestId, Endpoint, Protocol};
-use tandem_core::sched::SchedulerKind;
+use tandem_core::sched::{Persistence, SchedulerKind};
 use tandem_core::service::{ServiceSet, ServiceSpec};
 use worker_common::*;
 
@@ -201,6 +201,59 @@ fn timeouts_apply_to_the_next_transition() {
         balancer(&mut w).conns().timeouts().established,
         Duration::from_secs(7)
     );
+}
+
+#[test]
+fn listing_shows_persistence_templates_as_ipvsadm_does() {
+    let web = ServiceSpec {
+        persistence: Some(Persistence::new(300 * 1_000_000_000)),
+        ..service(80, SchedulerKind::Rr, vec![dest(0, 1), dest(1, 1)])
+    };
+    let mut w = worker(Arc::new(ServiceSet::new(&[web], MAX_DESTS).expect("valid")));
+    // Three connections from one client: one template, all three on its server.
+    let servers = open(&mut w, 80, 1000, 3);
+    assert!(servers.iter().all(|s| *s == servers[0]), "{servers:?}");
+    let b = balancer(&mut w);
+    let list = |f: ConnFilter| {
+        let mut out = Vec::new();
+        let n = b.list_conns(&f, 100, 2_000, &mut out);
+        (n, out)
+    };
+    let (n, all) = list(ConnFilter::default());
+    assert_eq!((n, all.len()), (4, 4));
+    let templates: Vec<_> = all
+        .iter()
+        .filter(|r| r.flags.contains(ConnFlags::TEMPLATE))
+        .collect();
+    assert_eq!(templates.len(), 1, "{all:?}");
+    let t = templates[0];
+    assert_eq!(
+        (t.proto, t.client, t.vip, t.real, t.state, t.timeout_ms),
+        (
+            Protocol::Tcp,
+            Endpoint::new(CLIENT, 0),
+            Endpoint::new(VIP, 80),
+            Endpoint::new(servers[0], 80),
+            ConnState::None,
+            300_000
+        )
+    );
+    // Filters apply to templates too.
+    let none = ConnFilter {
+        state: Some(ConnState::None),
+        ..ConnFilter::default()
+    };
+    assert_eq!(list(none).0, 1);
+    let syn_recv = ConnFilter {
+        state: Some(ConnState::SynRecv),
+        ..ConnFilter::default()
+    };
+    assert_eq!(list(syn_recv).0, 3);
+    let other_client = ConnFilter {
+        client: Some(CLIENT2),
+        ..ConnFilter::default()
+    };
+    assert_eq!(list(other_client).0, 0);
 }
 
 #[test]

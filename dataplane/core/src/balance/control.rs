@@ -58,6 +58,18 @@ impl ConnFilter {
             && self.server.is_none_or(|a| c.real().addr == a)
             && self.state.is_none_or(|s| c.state() == s)
     }
+
+    /// Whether the entry `r` stands for is selected (for entries that are records only, such
+    /// as the scheduler's persistence templates).
+    pub fn matches_record(&self, r: &ConnRecord) -> bool {
+        self.proto.is_none_or(|p| r.proto == p)
+            && self.client.is_none_or(|a| r.client.addr == a)
+            && self
+                .service
+                .is_none_or(|(p, vip)| r.proto == p && r.vip == vip)
+            && self.server.is_none_or(|a| r.real.addr == a)
+            && self.state.is_none_or(|s| r.state == s)
+    }
 }
 
 /// Connections to remove at once. By endpoints, not ids: what the operator named is what
@@ -170,8 +182,10 @@ impl Balancer {
     }
 
     /// Appends to `out` the records (as of `now`) of at most `limit` connections `filter`
-    /// selects, and returns how many it selects in all. Walks the whole table: a control-plane
-    /// call, between bursts.
+    /// selects, then of the persistence templates it selects (as `ipvsadm -L -c` lists them:
+    /// state NONE, client port 0, [`ConnFlags::TEMPLATE`](crate::conn::ConnFlags::TEMPLATE)),
+    /// and returns how many it selects in all. Walks both tables: a control-plane call,
+    /// between bursts.
     pub fn list_conns(
         &self,
         filter: &ConnFilter,
@@ -189,6 +203,21 @@ impl Balancer {
                 && let Some(r) = self.conns.record(id, now)
             {
                 out.push(r);
+            }
+        }
+        for key in self.persist.keys() {
+            let Some(r) = self
+                .persist
+                .entry(key, now)
+                .and_then(|e| super::sync::template_record(&self.services, &e))
+            else {
+                continue;
+            };
+            if filter.matches_record(&r) {
+                matched += 1;
+                if out.len() < limit {
+                    out.push(r);
+                }
             }
         }
         matched
