@@ -90,6 +90,34 @@ struct NodeCfg<'a> {
     peer_name: &'a str,
 }
 
+/// Director A of the test pair: node 1, priority 200, listening on `listen`.
+fn node_a(ca: &Ca, listen: u16, peer: u16) -> NodeCfg<'static> {
+    NodeCfg {
+        name: "a",
+        id: 1,
+        priority: 200,
+        listen,
+        peer,
+        ca: ca.ca_path(),
+        cert: ca.leaf("director-a", "director-a.tandem"),
+        peer_name: "director-b.tandem",
+    }
+}
+
+/// Director B of the test pair: node 2, priority 100.
+fn node_b(ca: &Ca, listen: u16, peer: u16) -> NodeCfg<'static> {
+    NodeCfg {
+        name: "b",
+        id: 2,
+        priority: 100,
+        listen,
+        peer,
+        ca: ca.ca_path(),
+        cert: ca.leaf("director-b", "director-b.tandem"),
+        peer_name: "director-a.tandem",
+    }
+}
+
 /// A running `tandem-syncd`; killed on drop.
 struct Syncd {
     name: String,
@@ -254,32 +282,8 @@ async fn pair_elects_replicates_and_takes_over_after_kill_9() {
     let (dp_a, _srv_a) = dataplane(1, &net, d, "a");
     let (dp_b, _srv_b) = dataplane(2, &net, d, "b");
     let (pa, pb) = (free_port(), free_port());
-    let mut a = Syncd::start(
-        d,
-        &NodeCfg {
-            name: "a",
-            id: 1,
-            priority: 200,
-            listen: pa,
-            peer: pb,
-            ca: ca.ca_path(),
-            cert: ca.leaf("director-a", "director-a.tandem"),
-            peer_name: "director-b.tandem",
-        },
-    );
-    let b = Syncd::start(
-        d,
-        &NodeCfg {
-            name: "b",
-            id: 2,
-            priority: 100,
-            listen: pb,
-            peer: pa,
-            ca: ca.ca_path(),
-            cert: ca.leaf("director-b", "director-b.tandem"),
-            peer_name: "director-a.tandem",
-        },
-    );
+    let mut a = Syncd::start(d, &node_a(&ca, pa, pb));
+    let b = Syncd::start(d, &node_b(&ca, pb, pa));
 
     // Exactly one active: the higher priority; the other a sync-complete standby.
     let elected = wait_for(Duration::from_secs(10), || {
@@ -402,32 +406,8 @@ async fn a_graceful_stop_hands_over_at_once() {
     let (dp_a, _srv_a) = dataplane(1, &net, d, "a");
     let (dp_b, _srv_b) = dataplane(2, &net, d, "b");
     let (pa, pb) = (free_port(), free_port());
-    let mut a = Syncd::start(
-        d,
-        &NodeCfg {
-            name: "a",
-            id: 1,
-            priority: 200,
-            listen: pa,
-            peer: pb,
-            ca: ca.ca_path(),
-            cert: ca.leaf("director-a", "director-a.tandem"),
-            peer_name: "director-b.tandem",
-        },
-    );
-    let b = Syncd::start(
-        d,
-        &NodeCfg {
-            name: "b",
-            id: 2,
-            priority: 100,
-            listen: pb,
-            peer: pa,
-            ca: ca.ca_path(),
-            cert: ca.leaf("director-b", "director-b.tandem"),
-            peer_name: "director-a.tandem",
-        },
-    );
+    let mut a = Syncd::start(d, &node_a(&ca, pa, pb));
+    let b = Syncd::start(d, &node_b(&ca, pb, pa));
     let elected = wait_for(Duration::from_secs(10), || {
         a.role() == "Active" && b.role() == "Standby" && dp_b.role() == pb::Role::Standby
     })
@@ -550,19 +530,7 @@ async fn malformed_peer_messages_are_counted_not_fatal() {
     let ca = Ca::new(d, "good");
     let (_dp_a, _srv_a) = dataplane(1, &ServiceNet::new(), d, "a");
     let (pa, pb) = (free_port(), free_port());
-    let mut a = Syncd::start(
-        d,
-        &NodeCfg {
-            name: "a",
-            id: 1,
-            priority: 200,
-            listen: pa,
-            peer: pb,
-            ca: ca.ca_path(),
-            cert: ca.leaf("director-a", "director-a.tandem"),
-            peer_name: "director-b.tandem",
-        },
-    );
+    let mut a = Syncd::start(d, &node_a(&ca, pa, pb));
     assert!(
         wait_for(Duration::from_secs(5), || a.role() == "Active")
             .await
