@@ -438,6 +438,26 @@ async fn exec_exit_codes_environment_and_timeout() {
     assert!(start.elapsed() < Duration::from_millis(800));
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert!(!marker.exists(), "the command outlived its timeout");
+    // Its children go with it: a background job of the script, in the same process group.
+    let child_marker = dir.path().join("late-child");
+    let forks = script(
+        dir.path(),
+        "forks.sh",
+        &format!(
+            "(sleep 1; touch {}) &
+sleep 5",
+            child_marker.display()
+        ),
+    );
+    assert_eq!(
+        check::run(&exec(forks, &[]), t, "", Duration::from_millis(200)).await,
+        Err("timed out after 200 ms".into())
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(
+        !child_marker.exists(),
+        "the command's child outlived the check's timeout"
+    );
     let missing = dir.path().join("missing.sh");
     let e = check::run(&exec(missing, &[]), t, "", T).await.unwrap_err();
     assert!(

@@ -9,8 +9,9 @@
 //! - `udp`: a datagram is sent and a reply must come back (containing `expect`, if set);
 //!   an ICMP port unreachable is a failure at once (`connection refused`).
 //! - `exec`: a command runs with the target in its environment (`TANDEM_SERVER_ADDR`,
-//!   `TANDEM_SERVER_PORT`, `TANDEM_SERVICE`); exit 0 is up. It is killed (SIGKILL) when
-//!   the timeout expires.
+//!   `TANDEM_SERVER_PORT`, `TANDEM_SERVICE`); exit 0 is up. It runs in a process group of
+//!   its own, and when the timeout expires the whole group is killed (SIGKILL), so a script's
+//!   own children (a `curl`, a `sleep`) go with it.
 //!
 //! Every check may bind its socket to a source address (the director's management or inside
 //! interface). Results are `Ok(detail)` or `Err(reason)`, one short human line each.
@@ -397,6 +398,7 @@ async fn exec(e: &ExecProbe, target: Target, service: &str) -> Result<String, St
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .kill_on_drop(true);
     if let Some(b) = target.bind {
         cmd.env("TANDEM_BIND_ADDR", b.to_string());
@@ -404,14 +406,36 @@ async fn exec(e: &ExecProbe, target: Target, service: &str) -> Result<String, St
     let mut child = cmd
         .spawn()
         .map_err(|err| format!("cannot run {}: {}", e.command.display(), io_reason(&err)))?;
+    let mut group = GroupKill(child.id());
     let status = child
         .wait()
         .await
         .map_err(|err| format!("wait: {}", io_reason(&err)))?;
+    // Reaped: its pid may be reused from now on, so the group is not killed after this.
+    group.0 = None;
     match status.code() {
         Some(0) => Ok("exit 0".to_string()),
         Some(c) => Err(format!("exit status {c}")),
         None => Err("killed by a signal".to_string()),
+    }
+}
+
+/// Kills process group `.0` (the exec check's command and whatever it started) when dropped
+/// with it set: the check was cancelled, at its timeout, while the command still ran. The
+/// command is not reaped yet then, so its pid, the group's id, cannot have been reused.
+/// Through kill(1), reaped by tokio, without blocking and without unsafe code.
+struct GroupKill(Option<u32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = tokio::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+        }
     }
 }
 
