@@ -34,26 +34,9 @@ const RS2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 21);
 const RS3: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 22);
 
 fn config_text(prefix: &str, admin: &Path, sync: &Path, metrics: u16) -> String {
+    let head = common::sync_config_head(prefix, "0", "net_null0", admin, sync, metrics);
     format!(
-        r#"[eal]
-args = ["-l", "0", "--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{prefix}",
-        "--vdev", "net_null0", "--log-level", "lib.eal:warning"]
-[dataplane]
-idle_sleep_max_us = 200
-[control]
-socket = "{admin}"
-metrics_listen = "127.0.0.1:{metrics}"
-[sync]
-socket = "{sync}"
-peer_address = "203.0.113.12"
-[[port]]
-name = "outside"
-device = "net_null0"
-address = "203.0.113.11/24"
-[[vip]]
-address = "{VIP}"
-port = "outside"
-[[service]]
+        r#"{head}[[service]]
 protocol = "tcp"
 address = "{VIP}"
 port = 80
@@ -73,9 +56,7 @@ address = "{RS3}"
 port = 80
 method = "nat"
 weight = 1
-"#,
-        admin = admin.display(),
-        sync = sync.display()
+"#
     )
 }
 

@@ -37,26 +37,9 @@ const RS1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 const RS2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 21);
 
 fn config_text(prefix: &str, admin: &Path, sync: &Path, metrics: u16) -> String {
+    let head = common::sync_config_head(prefix, "0,1", "net_null0", admin, sync, metrics);
     format!(
-        r#"[eal]
-args = ["-l", "0,1", "--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{prefix}",
-        "--vdev", "net_null0", "--log-level", "lib.eal:warning"]
-[dataplane]
-idle_sleep_max_us = 200
-[control]
-socket = "{admin}"
-metrics_listen = "127.0.0.1:{metrics}"
-[sync]
-socket = "{sync}"
-peer_address = "203.0.113.12"
-[[port]]
-name = "outside"
-device = "net_null0"
-address = "203.0.113.11/24"
-[[vip]]
-address = "{VIP}"
-port = "outside"
-[[service]]
+        r#"{head}[[service]]
 protocol = "tcp"
 address = "{VIP}"
 port = 80
@@ -69,9 +52,7 @@ method = "nat"
 address = "{RS2}"
 port = 80
 method = "nat"
-"#,
-        admin = admin.display(),
-        sync = sync.display()
+"#
     )
 }
 
@@ -533,30 +514,18 @@ fn tap_config(prefix: &str, iface: &str, admin: &Path, sync: &Path, metrics: u16
         )
     };
     format!(
-        r#"[eal]
-args = ["-l", "0,1", "--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{prefix}",
-        "--vdev", "net_tap0,iface={iface},mac=02:00:00:00:00:11", "--log-level", "lib.eal:warning"]
-[dataplane]
-idle_sleep_max_us = 200
-[control]
-socket = "{admin}"
-metrics_listen = "127.0.0.1:{metrics}"
-[sync]
-socket = "{sync}"
-peer_address = "203.0.113.12"
-[[port]]
-name = "outside"
-device = "net_tap0"
-address = "203.0.113.11/24"
-[[vip]]
-address = "{VIP}"
-port = "outside"
-{}{}{}"#,
+        r#"{}{}{}{}"#,
+        common::sync_config_head(
+            prefix,
+            "0,1",
+            &format!("net_tap0,iface={iface},mac=02:00:00:00:00:11"),
+            admin,
+            sync,
+            metrics
+        ),
         svc(80, "rr", "persistence_timeout_s = 300\n"),
         svc(8080, "lblc", ""),
         svc(8081, "lblc", ""),
-        admin = admin.display(),
-        sync = sync.display()
     )
 }
 

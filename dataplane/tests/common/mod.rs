@@ -156,3 +156,41 @@ pub async fn scrape(port: u16) -> String {
         .expect("reply");
     reply
 }
+
+/// The head of a test director's file with `[sync]`: EAL on `lcores` with one vdev `vdev`
+/// (the port's device is its name, before any `,`), the admin socket and metrics, the sync
+/// socket, one outside port 203.0.113.11/24 and the VIP 203.0.113.10 on it. Each test appends
+/// its services.
+pub fn sync_config_head(
+    prefix: &str,
+    lcores: &str,
+    vdev: &str,
+    admin: &Path,
+    sync: &Path,
+    metrics: u16,
+) -> String {
+    let device = vdev.split(',').next().unwrap_or(vdev);
+    format!(
+        r#"[eal]
+args = ["-l", "{lcores}", "--no-pci", "--no-huge", "-m", "256", "--file-prefix", "{prefix}",
+        "--vdev", "{vdev}", "--log-level", "lib.eal:warning"]
+[dataplane]
+idle_sleep_max_us = 200
+[control]
+socket = "{admin}"
+metrics_listen = "127.0.0.1:{metrics}"
+[sync]
+socket = "{sync}"
+peer_address = "203.0.113.12"
+[[port]]
+name = "outside"
+device = "{device}"
+address = "203.0.113.11/24"
+[[vip]]
+address = "203.0.113.10"
+port = "outside"
+"#,
+        admin = admin.display(),
+        sync = sync.display()
+    )
+}
