@@ -273,17 +273,45 @@ fn dataplane(id: u64, net: &ServiceNet, dir: &Path, name: &str) -> (RefDataplane
     (dp, srv)
 }
 
+/// Directors A and B (`node_a`, `node_b`) started in `d`, each with its reference dataplane,
+/// on one simulated service network. Fields drop in order: the daemons before their
+/// dataplanes.
+struct Pair {
+    a: Syncd,
+    b: Syncd,
+    dp_a: RefDataplane,
+    dp_b: RefDataplane,
+    _servers: (RefServer, RefServer),
+}
+
+impl Pair {
+    fn start(d: &Path) -> Pair {
+        let ca = Ca::new(d, "pair");
+        let net = ServiceNet::new();
+        let (dp_a, srv_a) = dataplane(1, &net, d, "a");
+        let (dp_b, srv_b) = dataplane(2, &net, d, "b");
+        let (pa, pb) = (free_port(), free_port());
+        Pair {
+            a: Syncd::start(d, &node_a(&ca, pa, pb)),
+            b: Syncd::start(d, &node_b(&ca, pb, pa)),
+            dp_a,
+            dp_b,
+            _servers: (srv_a, srv_b),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pair_elects_replicates_and_takes_over_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = Ca::new(d, "pair");
-    let net = ServiceNet::new();
-    let (dp_a, _srv_a) = dataplane(1, &net, d, "a");
-    let (dp_b, _srv_b) = dataplane(2, &net, d, "b");
-    let (pa, pb) = (free_port(), free_port());
-    let mut a = Syncd::start(d, &node_a(&ca, pa, pb));
-    let b = Syncd::start(d, &node_b(&ca, pb, pa));
+    let Pair {
+        mut a,
+        b,
+        dp_a,
+        dp_b,
+        _servers,
+    } = Pair::start(d);
 
     // Exactly one active: the higher priority; the other a sync-complete standby.
     let elected = wait_for(Duration::from_secs(10), || {
@@ -401,13 +429,13 @@ async fn pair_elects_replicates_and_takes_over_after_kill_9() {
 async fn a_graceful_stop_hands_over_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = Ca::new(d, "pair");
-    let net = ServiceNet::new();
-    let (dp_a, _srv_a) = dataplane(1, &net, d, "a");
-    let (dp_b, _srv_b) = dataplane(2, &net, d, "b");
-    let (pa, pb) = (free_port(), free_port());
-    let mut a = Syncd::start(d, &node_a(&ca, pa, pb));
-    let b = Syncd::start(d, &node_b(&ca, pb, pa));
+    let Pair {
+        mut a,
+        b,
+        dp_a,
+        dp_b,
+        _servers,
+    } = Pair::start(d);
     let elected = wait_for(Duration::from_secs(10), || {
         a.role() == "Active" && b.role() == "Standby" && dp_b.role() == pb::Role::Standby
     })
