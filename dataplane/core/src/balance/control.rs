@@ -50,25 +50,28 @@ pub struct ConnFilter {
 impl ConnFilter {
     /// Whether `c` is selected.
     pub fn matches(&self, c: &Conn) -> bool {
-        self.proto.is_none_or(|p| c.proto() == p)
-            && self.client.is_none_or(|a| c.client().addr == a)
-            && self
-                .service
-                .is_none_or(|(p, vip)| c.proto() == p && c.vip() == vip)
-            && self.server.is_none_or(|a| c.real().addr == a)
-            && self.state.is_none_or(|s| c.state() == s)
+        self.selects(c.proto(), c.client(), c.vip(), c.real(), c.state())
     }
 
     /// Whether the entry `r` stands for is selected (for entries that are records only, such
     /// as the scheduler's persistence templates).
     pub fn matches_record(&self, r: &ConnRecord) -> bool {
-        self.proto.is_none_or(|p| r.proto == p)
-            && self.client.is_none_or(|a| r.client.addr == a)
-            && self
-                .service
-                .is_none_or(|(p, vip)| r.proto == p && r.vip == vip)
-            && self.server.is_none_or(|a| r.real.addr == a)
-            && self.state.is_none_or(|s| r.state == s)
+        self.selects(r.proto, r.client, r.vip, r.real, r.state)
+    }
+
+    fn selects(
+        &self,
+        proto: Protocol,
+        client: Endpoint,
+        vip: Endpoint,
+        real: Endpoint,
+        state: ConnState,
+    ) -> bool {
+        self.proto.is_none_or(|p| proto == p)
+            && self.client.is_none_or(|a| client.addr == a)
+            && self.service.is_none_or(|(p, v)| proto == p && vip == v)
+            && self.server.is_none_or(|a| real.addr == a)
+            && self.state.is_none_or(|s| state == s)
     }
 }
 
