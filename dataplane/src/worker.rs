@@ -219,8 +219,7 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
         shared.neighbour_max_age,
     )
     .with_balancer(balancer);
-    let mut engine = engine;
-    engine.set_prefetcher(Some(tandem_dpdk::prefetch));
+    let engine = engine;
     if let Some(b) = engine.balancer() {
         // Lookups hit the slab and the index at random: huge pages spare a TLB miss each.
         for (start, len) in b.conns().memory_regions() {

@@ -187,11 +187,6 @@ impl Balancer {
         &mut self.conns
     }
 
-    /// Sets how the connection table prefetches (see [`ConnTable::set_prefetcher`]).
-    pub fn set_prefetcher(&mut self, prefetcher: Option<crate::conn::Prefetcher>) {
-        self.conns.set_prefetcher(prefetcher);
-    }
-
     /// The connection events not yet taken by the sync daemon.
     pub fn events_mut(&mut self) -> &mut EventQueue {
         &mut self.events

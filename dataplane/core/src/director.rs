@@ -566,14 +566,6 @@ impl Worker {
         self
     }
 
-    /// Sets how the connection table prefetches (see
-    /// [`crate::conn::ConnTable::set_prefetcher`]); the glue passes `dpdk::prefetch`.
-    pub fn set_prefetcher(&mut self, prefetcher: Option<crate::conn::Prefetcher>) {
-        if let Some(b) = &mut self.balancer {
-            b.set_prefetcher(prefetcher);
-        }
-    }
-
     /// First prefetch pass over a received burst: for a frame of the common shape (IPv4 with
     /// a 20-byte header, TCP or UDP) starts loading the connection-index bucket its lookup
     /// will read; anything else is left alone. Call it for every frame of a burst, then

@@ -36,7 +36,7 @@ pub use ring::{MbufRing, RingConsumer};
 
 /// Starts loading the cache line holding the byte at `p` into every cache level
 /// (`PREFETCHT0`, what `rte_prefetch0` does). Never dereferences it: any address is fine. A
-/// no-op off x86_64. Fits `tandem_core::conn::Prefetcher`.
+/// no-op off x86_64. The rx loop hands it to `Worker::prefetch_hinted`.
 #[inline]
 pub fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]

@@ -93,5 +93,5 @@ pub use state::{
 };
 pub use table::{
     Conn, ConnConfig, ConnConfigError, ConnId, ConnStats, ConnTable, CreateError, DestCounts, Hint,
-    InstallError, MAX_CAPACITY, MAX_WHEEL_SLOTS, MIN_TICK, MemoryUsage, NewConn, Prefetcher,
+    InstallError, MAX_CAPACITY, MAX_WHEEL_SLOTS, MIN_TICK, MemoryUsage, NewConn,
 };

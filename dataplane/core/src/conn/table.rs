@@ -158,13 +158,6 @@ impl MemoryUsage {
     }
 }
 
-/// Issues a cache prefetch for the line holding the byte at the address; it must not
-/// dereference it (an x86 `PREFETCHT0` never faults). The core cannot emit the instruction
-/// itself (it forbids `unsafe`, and `_mm_prefetch` is not safe to call on stable Rust), so the
-/// glue supplies one ([`ConnTable::set_prefetcher`]); without one, the table warms lines with a
-/// plain load whose value is ignored, which overlaps fewer misses.
-pub type Prefetcher = fn(*const u8);
-
 /// A connection key's hash, computed once per frame by the first prefetch pass over a burst
 /// and reused by the second pass and the lookup ([`ConnTable::hint`]). A lookup uses it only
 /// if it is the hash of the very key looked up (the packed key is kept and compared), so a
@@ -420,8 +413,6 @@ pub struct ConnTable {
     conns: Vec<Conn>,
     /// Slab index << 1 | (1 for the reply key), hashed by the key stored in the entry.
     index: Index,
-    /// Warms a cache line ahead of a lookup; see [`ConnTable::set_prefetcher`].
-    prefetcher: Option<Prefetcher>,
     hasher: KeyHasher,
     free: u32,
     len: u32,
@@ -497,7 +488,6 @@ impl ConnTable {
         Ok(ConnTable {
             conns,
             index: Index::with_max_values(2 * capacity),
-            prefetcher: None,
             hasher: KeyHasher::new(hash_seed),
             free: 0,
             len: 0,
@@ -686,25 +676,19 @@ impl ConnTable {
         }
     }
 
-    /// Sets how [`ConnTable::prefetch`] and [`ConnTable::prefetch_entry`] warm cache lines.
-    pub fn set_prefetcher(&mut self, prefetcher: Option<Prefetcher>) {
-        self.prefetcher = prefetcher;
-    }
-
     /// First stage of a burst of lookups: starts loading the index bucket where `flow`'s
     /// lookup begins. Call it for every frame of a burst, then [`ConnTable::prefetch_entry`]
     /// for every frame, then look them up: the cache misses of the burst overlap instead of
     /// following one another. Changes nothing; any flow is fine.
+    ///
+    /// The core cannot emit a prefetch instruction (it forbids `unsafe`), so these two warm
+    /// the lines with plain loads whose values are ignored (what the core's benchmark uses);
+    /// the dataplane uses [`ConnTable::prefetch_hinted`] and
+    /// [`ConnTable::prefetch_entry_hinted`] with the real instruction.
     #[inline]
     pub fn prefetch(&self, flow: &Flow) {
         let h = self.hasher.hash(flow.proto, flow.src, flow.dst);
-        let bucket = self.index.bucket(h);
-        match self.prefetcher {
-            Some(p) => p(std::ptr::from_ref(bucket).cast()),
-            None => {
-                std::hint::black_box(bucket.vals[0]);
-            }
-        }
+        std::hint::black_box(self.index.bucket(h).vals[0]);
     }
 
     /// Second stage (see [`ConnTable::prefetch`]): reads `flow`'s home bucket (loaded by the
@@ -716,15 +700,9 @@ impl ConnTable {
         let Some(t) = self.index.first_candidate(h) else {
             return;
         };
-        let Some(c) = self.conns.get((t >> 1) as usize) else {
-            return;
-        };
-        match self.prefetcher {
+        if let Some(c) = self.conns.get((t >> 1) as usize) {
             // An entry is one cache line.
-            Some(p) => p(std::ptr::from_ref(c).cast::<u8>()),
-            None => {
-                std::hint::black_box((c.client, c.deadline, c.flags));
-            }
+            std::hint::black_box((c.client, c.deadline, c.flags));
         }
     }
 
