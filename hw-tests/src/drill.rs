@@ -518,6 +518,16 @@ pub struct DrillReport {
 }
 
 impl DrillReport {
+    /// Whether the drill passed: connections were established, every one survived, none
+    /// broke, and never were both directors active at once. What `tandem-rack drill`'s exit
+    /// status and the demo's check say.
+    pub fn passed(&self) -> bool {
+        self.established > 0
+            && self.survived == self.established
+            && self.broken == 0
+            && self.max_actives <= 1
+    }
+
     /// From the client's trace, the fault's start, when it was complete (`done_ms`: only lines
     /// sent and connections opened after it prove a takeover; times are still measured from
     /// `fault_ms`) and the time of its last step (the same for a one-step fault): a survivor

@@ -494,13 +494,11 @@ fn run(command: Command) -> Result<ExitCode, Error> {
             } else {
                 print!("{}", report.table());
             }
-            Ok(
-                if report.broken == 0 && report.survived == report.established {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                },
-            )
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::RackCheck {
             rack,

@@ -1379,72 +1379,9 @@ impl Rack {
         Ok(())
     }
 
-    /// The role director `id`'s syncd reports in its status file (`Active`, `Standby`, ...).
-    pub fn syncd_role(&self, id: DirectorId) -> Option<String> {
-        crate::pair::SyncdStatus::read(&self.state.syncd_status(id))
-            .ok()
-            .map(|s| s.role)
-    }
-
     /// Director `id`'s syncd status file, if it can be read.
     pub fn syncd_status(&self, id: DirectorId) -> Option<crate::pair::SyncdStatus> {
         crate::pair::SyncdStatus::read(&self.state.syncd_status(id)).ok()
-    }
-
-    /// The pid of director `id`'s syncd.
-    pub fn syncd_pid(&self, id: DirectorId) -> Option<u32> {
-        self.syncds.iter().find(|s| s.0 == id).map(|s| s.2)
-    }
-
-    /// Sets director `id`'s sync-link interface (`sync0` in its namespace) up or down: the
-    /// sync link is cut (or healed) while both directors live.
-    pub fn set_sync_link(&self, id: DirectorId, up: bool) -> Result<()> {
-        let d = self
-            .spec
-            .director(id)
-            .ok_or_else(|| Error::Topology(format!("no director {}", id.letter())))?;
-        let ns = self.prefix.netns(&d.host);
-        Cmd::new([
-            "ip",
-            "-n",
-            ns.as_str(),
-            "link",
-            "set",
-            "dev",
-            crate::pair::SYNC_IFACE,
-            if up { "up" } else { "down" },
-        ])
-        .timeout(Duration::from_secs(5))
-        .run()?;
-        Ok(())
-    }
-
-    /// Sets the switch-side ends of director `id`'s DPDK ports' veths up or down (cables
-    /// pulled: the director's own ends lose carrier). Returns the interfaces changed.
-    pub fn set_ports_link(&self, id: DirectorId, up: bool) -> Result<Vec<String>> {
-        let d = self
-            .spec
-            .director(id)
-            .ok_or_else(|| Error::Topology(format!("no director {}", id.letter())))?;
-        let sw = self.prefix.netns(&self.spec.topology.switch);
-        let mut changed = Vec::new();
-        for p in &d.ports {
-            let port = crate::topology::Topology::switch_port(&d.host, &p.iface);
-            Cmd::new([
-                "ip",
-                "-n",
-                sw.as_str(),
-                "link",
-                "set",
-                "dev",
-                port.as_str(),
-                if up { "up" } else { "down" },
-            ])
-            .timeout(Duration::from_secs(5))
-            .run()?;
-            changed.push(port);
-        }
-        Ok(changed)
     }
 
     /// SIGKILL of director `id`'s dataplane and syncd, as a crashed box. Their children are
