@@ -374,7 +374,8 @@ impl Targets {
                         t.reported = reported;
                         if !spec_same(&t.spec, spec) {
                             t.verdict.set_counts(spec.rise, spec.fall);
-                            t.schedule.set_interval(nanos(spec.interval), now);
+                            t.schedule
+                                .set_interval(crate::repl::nanos(spec.interval), now);
                             t.spec = Arc::new(spec.clone());
                         }
                     }
@@ -385,7 +386,11 @@ impl Targets {
                             Target {
                                 spec: Arc::new(spec.clone()),
                                 verdict: Verdict::new(spec.rise, spec.fall),
-                                schedule: Schedule::new(nanos(spec.interval), self.seed, now),
+                                schedule: Schedule::new(
+                                    crate::repl::nanos(spec.interval),
+                                    self.seed,
+                                    now,
+                                ),
                                 checks: 0,
                                 failed_checks: 0,
                                 transitions: 0,
@@ -577,10 +582,6 @@ impl Targets {
             .collect();
         serde_json::Value::Array(v)
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// What the health task needs from the dataplane's admin API.
