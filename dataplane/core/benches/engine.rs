@@ -4,7 +4,8 @@
 //! entries. Prints numbers; asserts nothing about speed.
 //!
 //! `cargo bench -p tandem-core --bench engine` (add `-- --quick` for 100 k connections and
-//! no 10 M memory figure, or `-- --conns N`; `--no-memory` skips the memory figures).
+//! no 10 M memory figure, or `-- --conns N`; `--no-memory` skips the memory figures; `--only
+//! TEXT` runs only the established lines whose name contains TEXT, `--one-by-one` no bursts).
 //!
 //! Every timed packet includes restoring its input bytes (a 60-byte copy into the buffer),
 //! since the transforms rewrite frames in place — a slight overestimate of the engine's cost.
@@ -212,7 +213,19 @@ fn both(
     rounds: usize,
     expect: Verdict,
 ) {
-    for burst in [false, true] {
+    // `--only TEXT` runs the established lines whose name contains TEXT (e.g. under
+    // callgrind, to count one path's instructions per packet); `--one-by-one` skips bursts.
+    let args: Vec<String> = std::env::args().collect();
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1));
+    if only.is_some_and(|o| !name.contains(o.as_str())) {
+        return;
+    }
+    let modes: &[bool] = if args.iter().any(|a| a == "--one-by-one") {
+        &[false]
+    } else {
+        &[false, true]
+    };
+    for &burst in modes {
         let (rate, ok) = run(w, port, frames, rounds, expect, burst);
         assert!(ok, "{name}: every frame gave {expect:?}");
         let mode = if burst { "burst 32" } else { "1 by 1" };
