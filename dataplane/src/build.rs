@@ -129,6 +129,10 @@ pub fn build(cfg: &Config, macs: &[MacAddr]) -> Result<Built, String> {
     let mut director = Director::new(ports, vips)
         .and_then(|d| d.with_routes(routes))
         .map_err(|e| e.to_string())?;
+    // The dataplanes' heartbeats reach the glue rather than the unsupported-protocol drop.
+    if let Some(sync) = &cfg.sync {
+        director = director.with_local_udp_port(sync.heartbeat_port);
+    }
     for (i, p) in cfg.ports.iter().enumerate() {
         if let Some(mtu) = p.mtu {
             director = director.with_mtu(i, mtu).map_err(|e| e.to_string())?;

@@ -338,9 +338,8 @@ impl<'m> Lcore<'_, 'm> {
                     }
                 }
             }
-            // UDP to the director's own address is not load-balanced: a heartbeat of the
-            // peer director's dataplane lands here (the drop is counted, as unsupported).
-            Verdict::Drop(DropReason::UnsupportedIpProtocol) if self.shared.sync.is_some() => {
+            // UDP to a port's own address on the heartbeat port: the peer dataplane's.
+            Verdict::Local => {
                 self.heartbeat_in(p, &m);
                 drop(m);
             }
@@ -348,13 +347,19 @@ impl<'m> Lcore<'_, 'm> {
         }
     }
 
-    /// Hands a heartbeat from the peer's dataplane to syncd, if `m` is one.
-    fn heartbeat_in(&self, p: usize, m: &Mbuf<'m>) {
-        let Some(w) = self.shared.sync else { return };
-        let (Some(peer), Some(own)) = (w.peer, self.engine.director().ports().get(p)) else {
+    /// Hands a heartbeat from the peer's dataplane to syncd; anything else that reached the
+    /// heartbeat port is counted as [`DropReason::BadHeartbeat`].
+    fn heartbeat_in(&mut self, p: usize, m: &Mbuf<'m>) {
+        let Some(w) = self.shared.sync else {
+            self.counters.count_drop(DropReason::BadHeartbeat);
             return;
         };
-        let Some(payload) = heartbeat::parse(m.data(), own.addr, peer, w.heartbeat_port) else {
+        let payload = match (w.peer, self.engine.director().ports().get(p)) {
+            (Some(peer), Some(own)) => heartbeat::parse(m.data(), own.addr, peer, w.heartbeat_port),
+            _ => None,
+        };
+        let Some(payload) = payload else {
+            self.counters.count_drop(DropReason::BadHeartbeat);
             return;
         };
         let c = &w.state.counters;

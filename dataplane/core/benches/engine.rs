@@ -216,7 +216,10 @@ fn both(
     // `--only TEXT` runs the established lines whose name contains TEXT (e.g. under
     // callgrind, to count one path's instructions per packet); `--one-by-one` skips bursts.
     let args: Vec<String> = std::env::args().collect();
-    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1));
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1));
     if only.is_some_and(|o| !name.contains(o.as_str())) {
         return;
     }

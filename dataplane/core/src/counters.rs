@@ -117,6 +117,10 @@ drop_reasons! {
     NeighbourUnresolved = "neighbour_unresolved",
     /// The ring to the lcore that owns the connection was full. Counted by the glue.
     RedirectRingFull = "redirect_ring_full",
+    /// A datagram to the heartbeat port ([`Verdict::Local`](crate::director::Verdict::Local))
+    /// that is not the peer dataplane's heartbeat: another sender, a bad UDP checksum or
+    /// length, no heartbeat magic. Counted by the glue.
+    BadHeartbeat = "bad_heartbeat",
 }
 
 /// One lcore's counters. `tx_*` and [`DropReason::TxRingFull`] belong to the glue; the rest

@@ -155,6 +155,9 @@ pub struct Director {
     routes: Vec<Route>,
     /// Each port's MTU.
     mtus: Vec<u16>,
+    /// The UDP port on which datagrams to a port's own address are the glue's business
+    /// ([`Verdict::Local`]): the dataplanes' heartbeats.
+    local_udp_port: Option<u16>,
 }
 
 /// An address a host may hold or be answered at.
@@ -216,6 +219,7 @@ impl Director {
             local,
             routes: Vec::new(),
             mtus,
+            local_udp_port: None,
         })
     }
 
@@ -234,6 +238,13 @@ impl Director {
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix_len));
         self.routes = routes;
         Ok(self)
+    }
+
+    /// Hands UDP datagrams to a port's own address and UDP port `port` to the glue
+    /// ([`Verdict::Local`]) instead of dropping them as an unsupported protocol.
+    pub fn with_local_udp_port(mut self, port: u16) -> Self {
+        self.local_udp_port = Some(port);
+        self
     }
 
     /// Sets a port's MTU (the largest IPv4 datagram it carries; TUN needs 20 bytes of it).
@@ -324,6 +335,10 @@ pub enum Verdict {
         /// That worker's index.
         worker: usize,
     },
+    /// A UDP datagram to the receiving port's own address on the director's local UDP port
+    /// ([`Director::with_local_udp_port`]), whole and with a right IPv4 header: the glue's
+    /// to read (the peer dataplane's heartbeat); nothing was counted.
+    Local,
 }
 
 /// A [`Verdict`] (or "not load-balanced traffic", [`Act::PASS`]) packed into two machine
@@ -351,6 +366,7 @@ impl Act {
     const K_FORWARD: u64 = 4;
     const K_RESOLVE: u64 = 5;
     const K_REDIRECT: u64 = 6;
+    const K_LOCAL: u64 = 7;
 
     /// Not load-balanced traffic: the director's own handling takes the frame.
     pub(crate) const PASS: Act = Act::kind(Self::K_PASS);
@@ -429,6 +445,7 @@ impl Act {
                 next_hop: Ipv4Addr::from_bits((self.word >> 32) as u32),
             },
             Self::K_REDIRECT => Verdict::Redirect { worker: self.port },
+            Self::K_LOCAL => Verdict::Local,
             _ => return None,
         })
     }
@@ -444,6 +461,7 @@ impl From<Verdict> for Act {
             Verdict::Forward { port } => Act::forward(port),
             Verdict::Resolve { port, next_hop } => Act::resolve(port, next_hop),
             Verdict::Redirect { worker } => Act::redirect(worker),
+            Verdict::Local => Act::kind(Act::K_LOCAL),
         }
     }
 }
@@ -900,6 +918,14 @@ impl Ingress<'_> {
         }
         if usize::from(ip.header_len()) != ipv4::HEADER_LEN {
             return Verdict::Drop(DropReason::Ipv4Options);
+        }
+        if ip.protocol() == Protocol::UDP
+            && let Some(local) = self.director.local_udp_port
+            && let [_, _, hi, lo, ..] = *ip.payload_mut()
+            && u16::from_be_bytes([hi, lo]) == local
+            && self.director.ports.iter().any(|p| p.addr == dst)
+        {
+            return Verdict::Local;
         }
         if ip.protocol() != Protocol::ICMP {
             return Verdict::Drop(DropReason::UnsupportedIpProtocol);

@@ -155,6 +155,9 @@ pub struct ServiceSet {
     service_pos: Vec<u32>,
     /// Position in `dests` by `DestId.0` (`NO_SLOT` for a free id).
     dest_pos: Vec<u32>,
+    /// Every VIP address, sorted, once: [`is_vip`](Self::is_vip) is asked for every NAT
+    /// reply, so it must not scan the services.
+    vip_addrs: Vec<u32>,
 }
 
 /// An id slot that names nothing in this snapshot.
@@ -262,6 +265,7 @@ impl ServiceSet {
             index: hashbrown::HashMap::with_capacity(specs.len()),
             service_pos: Vec::new(),
             dest_pos: Vec::new(),
+            vip_addrs: Vec::new(),
         };
         for ((spec, id), ids) in specs.iter().zip(svc_ids).zip(dest_ids) {
             let id = id.unwrap_or(ServiceId(NO_SLOT));
@@ -306,6 +310,9 @@ impl ServiceSet {
         };
         set.service_pos = slots(&mut set.services.iter().map(|s| s.id.0));
         set.dest_pos = slots(&mut set.dests.iter().map(|d| d.id.0));
+        set.vip_addrs = set.services.iter().map(|s| s.vip.addr.to_bits()).collect();
+        set.vip_addrs.sort_unstable();
+        set.vip_addrs.dedup();
         Ok(set)
     }
 
@@ -367,7 +374,7 @@ impl ServiceSet {
 
     /// Whether `addr` is the VIP of any service.
     pub fn is_vip(&self, addr: Ipv4Addr) -> bool {
-        self.services.iter().any(|s| s.vip.addr == addr)
+        self.vip_addrs.binary_search(&addr.to_bits()).is_ok()
     }
 
     /// Every service, in configuration order (ids may have gaps: use [`ServiceSet::service`]).

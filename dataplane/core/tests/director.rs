@@ -342,3 +342,42 @@ fn counters_add_up_over_a_sequence() {
     assert_eq!(counters.dropped(DropReason::TruncatedEthernet), 1);
     assert_eq!(counters.total_drops(), 2);
 }
+
+/// A UDP datagram from the client to `dst:dst_port`, IPv4 checksum right.
+fn udp_to(dst: Ipv4Addr, dst_port: u16) -> Vec<u8> {
+    let mut frame = echo_frame(OUTSIDE_MAC, CLIENT_MAC, CLIENT_IP, dst, &[0; 4]);
+    let mut ip = ipv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
+    ip.set_protocol(ipv4::Protocol::UDP);
+    ip.fill_checksum();
+    let udp = &mut frame[ethernet::HEADER_LEN + ipv4::HEADER_LEN..];
+    udp[..2].copy_from_slice(&7000u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&dst_port.to_be_bytes());
+    udp[4..6].copy_from_slice(&12u16.to_be_bytes());
+    udp[6..8].fill(0);
+    frame
+}
+
+#[test]
+fn the_local_udp_port_of_a_port_address_goes_to_the_glue_uncounted() {
+    let director = tandem_core::golden::director()
+        .expect("valid")
+        .with_local_udp_port(5405);
+    let mut worker = tandem_core::Worker::new(
+        std::sync::Arc::new(director),
+        16,
+        tandem_core::neigh::DEFAULT_MAX_AGE,
+    );
+    let (verdict, counters) = run(&mut worker, 0, &mut udp_to(OUTSIDE_IP, 5405), 0);
+    assert_eq!(verdict, Verdict::Local);
+    assert_eq!(counters.total_drops(), 0);
+    // Another port of the port address, or the local port of a VIP: not the glue's.
+    for (dst, port) in [(OUTSIDE_IP, 5406), (VIP, 5405)] {
+        let (verdict, counters) = run(&mut worker, 0, &mut udp_to(dst, port), 0);
+        assert_eq!(verdict, Verdict::Drop(DropReason::UnsupportedIpProtocol));
+        assert_eq!(counters.total_drops(), 1);
+    }
+    // Without a local port, the same datagram is an unsupported protocol, as before.
+    let mut plain = golden_worker(16);
+    let (verdict, _) = run(&mut plain, 0, &mut udp_to(OUTSIDE_IP, 5405), 0);
+    assert_eq!(verdict, Verdict::Drop(DropReason::UnsupportedIpProtocol));
+}

@@ -55,8 +55,11 @@ fn check(port: usize, mut frame: Vec<u8>) -> Result<(), TestCaseError> {
             prop_assert_eq!(counters.total_drops(), 1);
             prop_assert_ne!(reason, DropReason::TxRingFull);
         }
-        // This worker has no virtual services: it never forwards.
-        other @ (Verdict::Forward { .. } | Verdict::Resolve { .. } | Verdict::Redirect { .. }) => {
+        // This worker has no virtual services (it never forwards) and no local UDP port.
+        other @ (Verdict::Forward { .. }
+        | Verdict::Resolve { .. }
+        | Verdict::Redirect { .. }
+        | Verdict::Local) => {
             prop_assert!(false, "a worker without services forwarded: {:?}", other);
         }
     }

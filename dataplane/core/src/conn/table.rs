@@ -867,7 +867,8 @@ impl ConnTable {
             }
             Protocol::Udp => ConnState::Udp,
         };
-        let changed = self.set_state(i, new_state);
+        // Most packets leave the state as it is (an ESTABLISHED connection's data).
+        let changed = self.conns[i as usize].state != new_state && self.set_state(i, new_state);
         self.arm(i, self.timeouts_ms[new_state as usize], now);
         if changed {
             self.stats.state_changes += 1;

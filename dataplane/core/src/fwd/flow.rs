@@ -126,7 +126,7 @@ pub(crate) fn parse_common(frame: &[u8]) -> Option<ParsedFlow> {
     if end > frame.len() || end < L4 || flags_offset & 0x3fff != 0 {
         return None;
     }
-    if !crate::wire::checksum::verify(&h[L3..L4]) {
+    if !header_sums_to_ones(h) {
         return None;
     }
     let payload = frame.get(L4..end)?;
@@ -168,6 +168,17 @@ pub(crate) fn parse_common(frame: &[u8]) -> Option<ParsedFlow> {
         fragment: Fragment::None,
         icmp_error: None,
     })
+}
+
+/// Whether the 20-byte IPv4 header at [`L3`] checksums right (RFC 1071 §1 step (3)): its
+/// five 32-bit words added in native byte order, then folded. The one's complement sum is
+/// the same in either byte order up to a byte swap (RFC 1071 §2(B)), and all ones is its own
+/// swap; 2³²−1 is a multiple of 2¹⁶−1, so summing 32-bit words folds to the 16-bit sum.
+#[inline(always)]
+fn header_sums_to_ones(h: &[u8; L3 + ipv4::HEADER_LEN]) -> bool {
+    let word = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    let sum = word(L3) + word(L3 + 4) + word(L3 + 8) + word(L3 + 12) + word(L3 + 16);
+    crate::wire::checksum::fold(sum) == 0xffff
 }
 
 /// [`parse_flow`] without its fast path for the common shape: the reference the fast path is
