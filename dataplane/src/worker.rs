@@ -261,7 +261,7 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
                 }
                 n += 1;
             });
-            for &h in hints.iter().take(n) {
+            for h in hints.iter_mut().take(n) {
                 lc.engine.prefetch_entry_hinted(h, tandem_dpdk::prefetch);
             }
             for (m, &h) in rx

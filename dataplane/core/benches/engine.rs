@@ -5,7 +5,8 @@
 //!
 //! `cargo bench -p tandem-core --bench engine` (add `-- --quick` for 100 k connections and
 //! no 10 M memory figure, or `-- --conns N`; `--no-memory` skips the memory figures; `--only
-//! TEXT` runs only the established lines whose name contains TEXT, `--one-by-one` no bursts).
+//! TEXT` runs only the established lines whose name contains TEXT, `--one-by-one` no bursts,
+//! `--bursts-only` only bursts, `--no-warm` bursts without the plain-load prefetch passes).
 //!
 //! Every timed packet includes restoring its input bytes (a 60-byte copy into the buffer),
 //! since the transforms rewrite frames in place — a slight overestimate of the engine's cost.
@@ -21,7 +22,7 @@ use std::time::Instant;
 use tandem_core::Counters;
 use tandem_core::balance::{Balancer, BalancerConfig};
 use tandem_core::buf::{PacketBuf, VecBuf};
-use tandem_core::conn::{ConnConfig, ConnTable, DiscardEvents, NewConn, TcpFlags};
+use tandem_core::conn::{ConnConfig, ConnTable, DiscardEvents, Hint, NewConn, TcpFlags};
 use tandem_core::director::{Director, Port, Route, Verdict, Vip, Worker};
 use tandem_core::lb::{DestId, Endpoint, ForwardMethod, Protocol, ServiceId};
 use tandem_core::sched::{PersistOptions, SchedulerKind, SchedulerOptions};
@@ -172,23 +173,35 @@ fn run(
     let mut c = Counters::default();
     let mut ok = true;
     let size = if burst { BURST } else { 1 };
+    let warm = !std::env::args().any(|a| a == "--no-warm");
+    let mut hints = [Hint::NONE; BURST];
     let start = Instant::now();
     for r in 0..rounds {
         for (k, chunk) in frames.chunks(size).enumerate() {
             if burst {
-                for f in chunk {
-                    w.prefetch(port, f);
+                // The glue's two passes, hinted; the prefetch instruction itself needs
+                // `unsafe`, so the lines are warmed by the plain-load passes (skipped with
+                // `--no-warm`, e.g. to count the glue's instructions under callgrind).
+                for (f, h) in chunk.iter().zip(hints.iter_mut()) {
+                    *h = w.prefetch_hinted(f, |_| {});
+                    if warm {
+                        w.prefetch(port, f);
+                    }
                 }
-                for f in chunk {
-                    w.prefetch_entry(port, f);
+                for (f, h) in chunk.iter().zip(hints.iter_mut()) {
+                    w.prefetch_entry_hinted(h, |_| {});
+                    if warm {
+                        w.prefetch_entry(port, f);
+                    }
                 }
             }
             for (j, f) in chunk.iter().enumerate() {
                 let i = k * size + j;
                 buf.reset(f, 128);
-                let v = w.process_buf(
+                let v = w.process_hinted(
                     port,
                     &mut buf,
+                    if burst { hints[j] } else { Hint::NONE },
                     1_000_000 + (r * frames.len() + i) as u64,
                     &mut c,
                 );
@@ -225,6 +238,8 @@ fn both(
     }
     let modes: &[bool] = if args.iter().any(|a| a == "--one-by-one") {
         &[false]
+    } else if args.iter().any(|a| a == "--bursts-only") {
+        &[true]
     } else {
         &[false, true]
     };

@@ -625,7 +625,7 @@ impl Worker {
     /// Second prefetch pass (see [`prefetch_hinted`](Self::prefetch_hinted)): starts loading
     /// the connection entry the frame's bucket names.
     #[inline]
-    pub fn prefetch_entry_hinted(&self, hint: Hint, prefetch: impl Fn(*const u8)) {
+    pub fn prefetch_entry_hinted(&self, hint: &mut Hint, prefetch: impl Fn(*const u8)) {
         if let Some(b) = &self.balancer {
             b.conns().prefetch_entry_hinted(hint, prefetch);
         }

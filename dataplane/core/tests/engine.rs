@@ -690,12 +690,12 @@ fn hinted_processing_equals_plain_processing_whatever_the_hint() {
         let (mut c1, mut c2) = (Counters::default(), Counters::default());
         for (i, (port, f)) in frames.iter().enumerate() {
             let (v1, out1) = run(&mut plain, *port, f, i as u64 * 10, &mut c1);
-            let hint = match variant {
+            let mut hint = match variant {
                 0 => hinted.prefetch_hinted(f, |_| {}),
                 1 => hinted.prefetch_hinted(&frames[(i + 1) % frames.len()].1, |_| {}),
                 _ => Hint::NONE,
             };
-            hinted.prefetch_entry_hinted(hint, |_| {});
+            hinted.prefetch_entry_hinted(&mut hint, |_| {});
             let mut buf = VecBuf::new(f);
             let v2 = hinted.process_hinted(*port, &mut buf, hint, i as u64 * 10, &mut c2);
             assert_eq!(
@@ -706,4 +706,146 @@ fn hinted_processing_equals_plain_processing_whatever_the_hint() {
         }
         assert_eq!(c1, c2, "variant {variant}");
     }
+}
+
+/// Hints computed for a whole burst before any of its frames is processed go stale within it:
+/// a frame's connection may be created, closed, removed or recreated by an earlier frame of
+/// the same burst (or of the burst before, when the glue pipelines). The outcome must still be
+/// that of plain processing, frame by frame.
+#[test]
+fn stale_hints_of_a_burst_change_no_outcome() {
+    use tandem_core::conn::Hint;
+    const FIN_ACK: u8 = 0x11;
+    const RST: u8 = 0x04;
+    // (service port, UDP?) for every connection; six clients on each.
+    let services = [
+        (80u16, false),
+        (21, false),
+        (53, true),
+        (8080, false),
+        (443, false),
+    ];
+    let conns: Vec<((Ipv4Addr, u16), (u16, bool))> = (0..6u16)
+        .flat_map(|c| services.map(|s| ((CLIENT, 42000 + c), s)))
+        .collect();
+    // The script, one step per round over every connection; the plain worker decides the
+    // frames (a NAT reply comes from the real server its SYN was sent to).
+    let mut plain = worker();
+    let mut c1 = Counters::default();
+    let mut reals: Vec<Option<(Ipv4Addr, u16)>> = vec![None; conns.len()];
+    let mut script: Vec<(usize, Vec<u8>, Verdict, Vec<u8>)> = Vec::new();
+    let mut now = 0;
+    // Two connections at a time through every step: a burst holds several frames of each.
+    let order = (0..conns.len()).collect::<Vec<_>>();
+    for pair in order.chunks(2) {
+        for (step, &i) in (0..8).flat_map(|step| pair.iter().map(move |i| (step, i))) {
+            let (client, (vport, is_udp)) = conns[i];
+            let to_vip = |flags: u8| {
+                if is_udp {
+                    frame(OUT_MAC, CLIENT_MAC, &udp(client, (VIP, vport), b"q"))
+                } else {
+                    frame(OUT_MAC, CLIENT_MAC, &tcp(client, (VIP, vport), flags, b"d"))
+                }
+            };
+            let from_real = |flags: u8, real: (Ipv4Addr, u16)| {
+                let mac = RS_MACS[RS.iter().position(|r| *r == real.0).unwrap_or(0)];
+                if is_udp {
+                    frame(IN_MAC, mac, &udp(real, client, b"a"))
+                } else {
+                    frame(IN_MAC, mac, &tcp(real, client, flags, b""))
+                }
+            };
+            let nat = matches!(vport, 80 | 21 | 53);
+            let (port, f) = match (step + i) % 8 {
+                0 | 6 => (OUTSIDE, to_vip(SYN)),
+                1 | 3 if nat && reals[i].is_some() => {
+                    (INSIDE, from_real(SYN_ACK, reals[i].unwrap_or((RS[0], 0))))
+                }
+                4 if i % 3 == 0 => (OUTSIDE, to_vip(RST)),
+                5 => (OUTSIDE, to_vip(FIN_ACK)),
+                _ => (OUTSIDE, to_vip(ACK)),
+            };
+            // Every 8 frames (a burst below) the table is expired, 3 s apart: closed
+            // connections (10 s) go while their frames are still coming.
+            if script.len() % 8 == 0 {
+                if let Some(b) = plain.balancer_mut() {
+                    b.housekeeping(now, 1024);
+                }
+            }
+            now += 3_000_000_000;
+            let (v, out) = run(&mut plain, port, &f, now, &mut c1);
+            if port == OUTSIDE && matches!(v, Verdict::Forward { .. }) && out.len() >= 38 {
+                let (dst, dport) = ip_dst(&out);
+                if RS.contains(&dst) {
+                    reals[i] = Some((dst, dport));
+                }
+            }
+            script.push((port, f, v, out));
+        }
+    }
+    // Bursts of 8 with every hint taken before the burst is processed, then the same with
+    // the hints of each burst taken before the previous burst is processed (a pipeline).
+    for lag in [0usize, 1] {
+        let mut hinted = worker();
+        let mut c2 = Counters::default();
+        let bursts: Vec<&[(usize, Vec<u8>, Verdict, Vec<u8>)]> = script.chunks(8).collect();
+        let hints_of = |w: &Worker, burst: &[(usize, Vec<u8>, Verdict, Vec<u8>)]| {
+            let mut hints: Vec<Hint> = burst
+                .iter()
+                .map(|s| w.prefetch_hinted(&s.1, |_| {}))
+                .collect();
+            for h in &mut hints {
+                w.prefetch_entry_hinted(h, |_| {});
+            }
+            hints
+        };
+        let mut next = hints_of(&hinted, bursts[0]);
+        let mut now = 0;
+        for (b, burst) in bursts.iter().enumerate() {
+            let hints = if lag == 0 {
+                hints_of(&hinted, burst)
+            } else {
+                // The next burst's hints are taken before this one is processed.
+                let after = bursts.get(b + 1).map(|n| hints_of(&hinted, n));
+                std::mem::replace(&mut next, after.unwrap_or_default())
+            };
+            if let Some(b) = hinted.balancer_mut() {
+                b.housekeeping(now, 1024);
+            }
+            for ((port, f, v, out), hint) in burst.iter().zip(hints) {
+                now += 3_000_000_000;
+                let mut buf = VecBuf::new(f);
+                let got = hinted.process_hinted(*port, &mut buf, hint, now, &mut c2);
+                assert_eq!((got, buf.data()), (*v, &out[..]), "lag {lag}, burst {b}");
+            }
+        }
+        assert_eq!(c1, c2, "lag {lag}");
+    }
+}
+
+/// A hint whose slot names an entry that expired after the hint was taken (and whose slab
+/// slot still holds the old key) must not find it.
+#[test]
+fn a_hint_naming_an_expired_entry_finds_nothing() {
+    let client = (CLIENT, 43000);
+    let syn = frame(OUT_MAC, CLIENT_MAC, &tcp(client, (VIP, 21), SYN, b""));
+    let ack = frame(OUT_MAC, CLIENT_MAC, &tcp(client, (VIP, 21), ACK, b"late"));
+    let mut w = worker();
+    let mut c = Counters::default();
+    assert_eq!(
+        run(&mut w, OUTSIDE, &syn, 1_000, &mut c).0,
+        Verdict::Forward { port: INSIDE }
+    );
+    let mut hint = w.prefetch_hinted(&ack, |_| {});
+    w.prefetch_entry_hinted(&mut hint, |_| {});
+    // SYN_RECV's 60 s pass: the entry expires.
+    let b = w.balancer_mut().expect("balancer");
+    let removed: usize = (1..=70u64)
+        .map(|s| b.housekeeping(s * 1_000_000_000, 64))
+        .sum();
+    assert_eq!(removed, 1);
+    assert!(b.conns().is_empty());
+    let mut buf = VecBuf::new(&ack);
+    let v = w.process_hinted(OUTSIDE, &mut buf, hint, 71_000_000_000, &mut c);
+    assert_eq!(v, Verdict::Drop(DropReason::TcpNoConnection));
 }

@@ -159,13 +159,18 @@ impl MemoryUsage {
 }
 
 /// A connection key's hash, computed once per frame by the first prefetch pass over a burst
-/// and reused by the second pass and the lookup ([`ConnTable::hint`]). A lookup uses it only
-/// if it is the hash of the very key looked up (the packed key is kept and compared), so a
-/// wrong or stale hint costs a hash computation, never a wrong answer.
+/// and reused by the second pass and the lookup ([`ConnTable::hint`]), and the index slot the
+/// second pass found for it ([`ConnTable::prefetch_entry_hinted`]). A lookup uses them only
+/// if they are those of the very key looked up (the packed key is kept and compared), and the
+/// slot only if the live entry it names has that key, indexed: a wrong or stale hint costs a
+/// hash computation and a bucket scan, never a wrong answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hint {
     words: [u64; 2],
     hash: u64,
+    /// The first index value (`slab index << 1 | reply`) under the key's tag in its home
+    /// bucket, or `index::EMPTY`.
+    slot: u32,
 }
 
 impl Hint {
@@ -173,6 +178,7 @@ impl Hint {
     pub const NONE: Hint = Hint {
         words: [0; 2],
         hash: 0,
+        slot: crate::conn::index::EMPTY,
     };
 
     /// Whether this is a hint (no TCP/UDP key packs to [`Hint::NONE`]'s words).
@@ -620,6 +626,11 @@ impl ConnTable {
     pub fn lookup_hinted(&self, flow: &Flow, hint: Hint) -> Option<(ConnId, Direction)> {
         let words = key_words(flow.proto, flow.src, flow.dst);
         let h = if hint.words == words {
+            // The slot the second prefetch pass found, if its entry is still this key's: the
+            // index holds each key once, so a live entry with the key indexed is the answer.
+            if let Some(found) = self.found_at(hint.slot, flow) {
+                return Some(found);
+            }
             hint.hash
         } else {
             self.hasher.hash_words(words)
@@ -640,6 +651,25 @@ impl ConnTable {
             })
     }
 
+    /// What [`lookup_hinted`](Self::lookup_hinted) answers if index value `t` is where
+    /// `flow`'s key is: the entry is live, has that key, and indexes it. `None` otherwise.
+    #[inline]
+    fn found_at(&self, t: u32, flow: &Flow) -> Option<(ConnId, Direction)> {
+        let c = self.conns.get((t >> 1) as usize)?;
+        let reply = t & 1 == 1;
+        (c.in_use()
+            && (!reply || c.indexes_reply())
+            && c.key(reply) == (flow.proto, flow.src, flow.dst))
+            .then(|| {
+                let dir = if reply {
+                    Direction::Output
+                } else {
+                    Direction::Input
+                };
+                (ConnId(t >> 1), dir)
+            })
+    }
+
     /// The hint of `flow`'s key (its hash), for [`prefetch_hinted`](Self::prefetch_hinted),
     /// [`prefetch_entry_hinted`](Self::prefetch_entry_hinted) and
     /// [`lookup_hinted`](Self::lookup_hinted): the key is hashed once per frame of a burst.
@@ -649,6 +679,7 @@ impl ConnTable {
         Hint {
             words,
             hash: self.hasher.hash_words(words),
+            slot: crate::conn::index::EMPTY,
         }
     }
 
@@ -662,15 +693,17 @@ impl ConnTable {
         }
     }
 
-    /// [`prefetch_entry`](Self::prefetch_entry) for `hint`'s key, with `prefetch`.
+    /// [`prefetch_entry`](Self::prefetch_entry) for `hint`'s key, with `prefetch`; records
+    /// in `hint` the slot it found, which the lookup then checks before any bucket scan.
     #[inline]
-    pub fn prefetch_entry_hinted(&self, hint: Hint, prefetch: impl Fn(*const u8)) {
+    pub fn prefetch_entry_hinted(&self, hint: &mut Hint, prefetch: impl Fn(*const u8)) {
         if !hint.is_some() {
             return;
         }
         let Some(t) = self.index.first_candidate(hint.hash) else {
             return;
         };
+        hint.slot = t;
         if let Some(c) = self.conns.get((t >> 1) as usize) {
             prefetch(std::ptr::from_ref(c).cast::<u8>());
         }
