@@ -712,6 +712,9 @@ fn hinted_processing_equals_plain_processing_whatever_the_hint() {
 /// a frame's connection may be created, closed, removed or recreated by an earlier frame of
 /// the same burst (or of the burst before, when the glue pipelines). The outcome must still be
 /// that of plain processing, frame by frame.
+/// A frame of a script: input port, frame, and what plain processing gave.
+type Step = (usize, Vec<u8>, Verdict, Vec<u8>);
+
 #[test]
 fn stale_hints_of_a_burst_change_no_outcome() {
     use tandem_core::conn::Hint;
@@ -733,7 +736,7 @@ fn stale_hints_of_a_burst_change_no_outcome() {
     let mut plain = worker();
     let mut c1 = Counters::default();
     let mut reals: Vec<Option<(Ipv4Addr, u16)>> = vec![None; conns.len()];
-    let mut script: Vec<(usize, Vec<u8>, Verdict, Vec<u8>)> = Vec::new();
+    let mut script: Vec<Step> = Vec::new();
     let mut now = 0;
     // Two connections at a time through every step: a burst holds several frames of each.
     let order = (0..conns.len()).collect::<Vec<_>>();
@@ -788,8 +791,8 @@ fn stale_hints_of_a_burst_change_no_outcome() {
     for lag in [0usize, 1] {
         let mut hinted = worker();
         let mut c2 = Counters::default();
-        let bursts: Vec<&[(usize, Vec<u8>, Verdict, Vec<u8>)]> = script.chunks(8).collect();
-        let hints_of = |w: &Worker, burst: &[(usize, Vec<u8>, Verdict, Vec<u8>)]| {
+        let bursts: Vec<&[Step]> = script.chunks(8).collect();
+        let hints_of = |w: &Worker, burst: &[Step]| {
             let mut hints: Vec<Hint> = burst
                 .iter()
                 .map(|s| w.prefetch_hinted(&s.1, |_| {}))
