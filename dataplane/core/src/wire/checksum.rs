@@ -3,23 +3,27 @@
 //! The checksum field holds the one's complement of the one's complement sum of the 16-bit
 //! big-endian words of the data. A receiver sums the data *including* the checksum field and
 //! accepts it when the sum is all ones (RFC 1071 §1, step (3)).
+//!
+//! Byte order: the functions here take words as numbers, however they were read, as long as
+//! every word of a computation is read the same way. Swapping the bytes of every word swaps
+//! those of the folded sum (RFC 1071 §2(B)) and of its complement, zero and all ones included,
+//! so a checksum computed from `from_ne_bytes` words and stored with `to_ne_bytes` is the same
+//! bytes as one computed and stored big-endian, without swapping anything.
 
 use std::net::Ipv4Addr;
 
 /// Folds a wide one's complement accumulator down to 16 bits (end-around carry, RFC 1071 §2(B)).
 ///
-/// The result is zero only if `sum` is zero. Branch-free: 64 → 32 bits with an end-around
-/// carry, then 32 → 16 in one addition (below); each step keeps the value modulo 2¹⁶−1 and
-/// keeps it non-zero, so the result is the one 16-bit value in `1..=0xffff` congruent to a
-/// non-zero `sum` — what folding 16 bits at a time gives.
+/// The result is zero only if `sum` is zero. Branch-free: the high half of
+/// `x + x.rotate_left(half)` is the sum of `x`'s halves with the end-around carry out of the
+/// low half (the carry out of the top is dropped: the halves' one's complement sum), so two
+/// such steps fold 64 → 32 → 16 bits. Each keeps the value modulo 2¹⁶−1 and keeps it non-zero,
+/// so the result is the one value in `1..=0xffff` congruent to a non-zero `sum`: what folding
+/// 16 bits at a time gives.
 #[inline]
 pub const fn fold(sum: u64) -> u16 {
     #[allow(clippy::cast_possible_truncation)]
-    let (low, carry) = (sum as u32).overflowing_add((sum >> 32) as u32);
-    // With a carry, `low` is at most 2³² − 2: no overflow.
-    let s = low + carry as u32;
-    // The high half of `s + s.rotate_left(16)` is hi + lo plus the carry out of lo + hi in
-    // the low half: their end-around sum.
+    let s = (sum.wrapping_add(sum.rotate_left(32)) >> 32) as u32;
     #[allow(clippy::cast_possible_truncation)]
     let folded = (s.wrapping_add(s.rotate_left(16)) >> 16) as u16;
     folded
@@ -72,11 +76,14 @@ pub const fn diff16(old: u16, new: u16) -> u64 {
     (!old) as u64 + new as u64
 }
 
-/// [`diff16`] for a 32-bit field, such as an IPv4 address: both of its 16-bit words. (Summed
-/// as 32-bit values: 2¹⁶ ≡ 1 modulo 2¹⁶−1, so this folds to what the two words give.)
+/// [`diff16`] for a 32-bit field, such as an IPv4 address: both of its 16-bit words. Summed
+/// as 32-bit values with an end-around carry, so below 2³²: congruent modulo 2¹⁶−1 to what the
+/// two words give (2¹⁶ ≡ 1), and zero only if that is, so the fold is the same.
 #[inline]
 pub const fn diff32(old: u32, new: u32) -> u64 {
-    (!old) as u64 + new as u64
+    let (sum, carry) = (!old).overflowing_add(new);
+    // With a carry, `sum` is at most 2³² − 2.
+    (sum + carry as u32) as u64
 }
 
 /// The checksum after the changes whose [`diff16`]/[`diff32`] terms add up to `diff`:
@@ -236,6 +243,26 @@ mod tests {
             let combined = apply(cksum, diff);
             prop_assert_eq!(combined, sequential);
             prop_assert_eq!(combined, checksum(&hdr));
+        }
+
+        /// The byte order note: words read little-endian give the byte-swapped update.
+        #[test]
+        fn apply_is_byte_order_independent(
+            cksum in any::<u16>(),
+            words in proptest::collection::vec(any::<u16>(), 0..8),
+            wides in proptest::collection::vec(any::<u32>(), 0..4),
+        ) {
+            let (mut be, mut swapped) = (0, 0);
+            for pair in words.chunks_exact(2) {
+                be += diff16(pair[0], pair[1]);
+                swapped += diff16(pair[0].swap_bytes(), pair[1].swap_bytes());
+            }
+            for pair in wides.chunks_exact(2) {
+                // A 32-bit field read little-endian is the big-endian reading swapped.
+                be += diff32(pair[0], pair[1]);
+                swapped += diff32(pair[0].swap_bytes(), pair[1].swap_bytes());
+            }
+            prop_assert_eq!(apply(cksum, be).swap_bytes(), apply(cksum.swap_bytes(), swapped));
         }
 
         #[test]
