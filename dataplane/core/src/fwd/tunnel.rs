@@ -3,10 +3,13 @@
 
 use std::net::Ipv4Addr;
 
-use super::edit::{L3, check_ttl, decrement_ttl, get_addr, locate_ipv4, set_macs};
+use super::edit::{
+    HEAD, L3, check_ttl, decrement_ttl_fixed, get_addr, locate_ipv4, set_macs_fixed,
+};
 use super::icmp_error::{IcmpErrorSpec, icmp_error};
 use super::{FwdError, MacRewrite};
-use crate::wire::ethernet::{self, EtherType};
+use crate::wire::checksum;
+use crate::wire::ethernet::EtherType;
 use crate::wire::ipv4;
 
 /// The bytes the caller must make room for in front of the frame: one IPv4 header without
@@ -119,30 +122,42 @@ pub fn tunnel(
     // exactly after the new Ethernet and outer IPv4 headers.
     let inner_at = TUNNEL_HEADROOM + L3;
     let end = inner_at + inner_len;
-    let (tos, dont_frag) = (buf[inner_at + 1], layout.dont_frag);
+    // The inner header (at least 20 bytes, located above) ends the view: every field at a
+    // constant offset.
+    let h: &mut [u8; TUNNEL_HEADROOM + HEAD] =
+        buf.first_chunk_mut().ok_or(FwdError::BufferTooSmall)?;
+    let tos = h[inner_at + 1];
     {
-        let mut inner = ipv4::Packet::new_unchecked(&mut buf[inner_at..end]);
-        decrement_ttl(&mut inner);
+        let inner: &mut [u8; HEAD] = h.last_chunk_mut().ok_or(FwdError::BufferTooSmall)?;
+        decrement_ttl_fixed(inner, 0);
     }
     // The inner length fits the MTU, a u16, less 20.
     let outer_len = u16::try_from(inner_len + ipv4::HEADER_LEN).unwrap_or(u16::MAX);
-    let mut eth = ethernet::Frame::new_unchecked(&mut buf[..end]);
-    eth.set_ethertype(EtherType::IPV4);
-    set_macs(&mut buf[..end], params.mac);
-    let mut outer = ipv4::Packet::new_unchecked(&mut buf[L3..inner_at]);
-    outer.set_version(4);
-    outer.set_header_len(20);
-    outer.set_dscp(tos >> 2);
-    outer.set_ecn(tos & 0x03);
-    outer.set_total_len(outer_len);
-    outer.set_ident(params.ident);
-    outer.clear_flags();
-    outer.set_frag_offset(0);
-    outer.set_dont_frag(dont_frag);
-    outer.set_ttl(OUTER_TTL);
-    outer.set_protocol(ipv4::Protocol::IPIP);
-    outer.set_src_addr(params.outer_src);
-    outer.set_dst_addr(params.real_server);
-    outer.fill_checksum();
+    let flags_offset: u16 = if layout.dont_frag { 0x4000 } else { 0 };
+    let (src, dst) = (params.outer_src.to_bits(), params.real_server.to_bits());
+    // The outer header's checksum over its words (addresses as 32-bit values: 2¹⁶ ≡ 1 modulo
+    // 2¹⁶−1, so the fold is the same), its checksum field zero: as `checksum::checksum` sums
+    // the written header.
+    let words = [
+        u16::from_be_bytes([0x45, tos]),
+        outer_len,
+        params.ident,
+        flags_offset,
+        u16::from_be_bytes([OUTER_TTL, ipv4::Protocol::IPIP.0]),
+    ];
+    let sum = words.iter().map(|&w| u64::from(w)).sum::<u64>() + u64::from(src) + u64::from(dst);
+    let outer_cksum = !checksum::fold(sum);
+    set_macs_fixed(h, params.mac);
+    h[12..14].copy_from_slice(&EtherType::IPV4.0.to_be_bytes());
+    h[L3] = 0x45;
+    h[L3 + 1] = tos;
+    h[L3 + 2..L3 + 4].copy_from_slice(&outer_len.to_be_bytes());
+    h[L3 + 4..L3 + 6].copy_from_slice(&params.ident.to_be_bytes());
+    h[L3 + 6..L3 + 8].copy_from_slice(&flags_offset.to_be_bytes());
+    h[L3 + 8] = OUTER_TTL;
+    h[L3 + 9] = ipv4::Protocol::IPIP.0;
+    h[L3 + 10..L3 + 12].copy_from_slice(&outer_cksum.to_be_bytes());
+    h[L3 + 12..L3 + 16].copy_from_slice(&src.to_be_bytes());
+    h[L3 + 16..L3 + 20].copy_from_slice(&dst.to_be_bytes());
     Ok(TunnelOutcome::Encapsulated { len: end })
 }
