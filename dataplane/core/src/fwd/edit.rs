@@ -118,12 +118,16 @@ pub(super) fn decrement_ttl(ip: &mut ipv4::Packet<&mut [u8]>) {
 #[inline]
 pub(super) fn decrement_ttl_fixed<const N: usize>(head: &mut [u8; N], more: u64) {
     const { assert!(N >= HEAD) };
-    let ttl = head[TTL_AT];
-    let new_ttl = ttl.saturating_sub(1);
-    head[TTL_AT] = new_ttl;
-    // diff16 of the TTL/protocol word read in native order: the TTL is its first byte.
+    // diff16 of the TTL/protocol word read in native order: the TTL is its first byte. A TTL
+    // of 0 stays 0 (the word does not change: ~m + m = 0xffff).
     let ttl_weight = u64::from(u16::from_ne_bytes([1, 0]));
-    let term = 0xffff - u64::from(ttl - new_ttl) * ttl_weight;
+    let term = match head[TTL_AT] {
+        0 => 0xffff,
+        ttl => {
+            head[TTL_AT] = ttl - 1;
+            0xffff - ttl_weight
+        }
+    };
     let old = u16::from_ne_bytes([head[IP_CKSUM_AT], head[IP_CKSUM_AT + 1]]);
     let new = checksum::apply(old, term + more);
     head[IP_CKSUM_AT..IP_CKSUM_AT + 2].copy_from_slice(&new.to_ne_bytes());
