@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::edit::{
-    HEAD, L3, check_ttl, decrement_ttl_fixed, get_addr, locate_ipv4, set_macs_fixed,
+    HEAD, L3, Layout, check_ttl, decrement_ttl_fixed, get_addr, locate_ipv4, set_macs_fixed,
 };
 use super::icmp_error::{IcmpErrorSpec, icmp_error};
 use super::{FwdError, MacRewrite};
@@ -105,17 +105,7 @@ pub fn tunnel(
     check_ttl(&layout)?;
     let inner_len = usize::from(layout.total_len);
     if inner_len + ipv4::HEADER_LEN > usize::from(params.mtu) {
-        if !layout.dont_frag {
-            return Err(FwdError::TunMtuExceeded);
-        }
-        let vip = get_addr(frame, L3 + 16);
-        let next_hop_mtu = params.mtu.saturating_sub(20);
-        let spec = IcmpErrorSpec::frag_needed(next_hop_mtu, vip, params.ident);
-        return match icmp_error(frame, &spec, icmp_out) {
-            Ok(len) => Ok(TunnelOutcome::FragNeeded { len }),
-            Err(FwdError::IcmpErrorSuppressed) => Err(FwdError::TunMtuExceeded),
-            Err(other) => Err(other),
-        };
+        return too_big(frame, &layout, params, icmp_out);
     }
 
     // Nothing can fail from here on. The inner datagram starts at HEADROOM + 14 = 14 + 20:
@@ -134,30 +124,54 @@ pub fn tunnel(
     // The inner length fits the MTU, a u16, less 20.
     let outer_len = u16::try_from(inner_len + ipv4::HEADER_LEN).unwrap_or(u16::MAX);
     let flags_offset: u16 = if layout.dont_frag { 0x4000 } else { 0 };
-    let (src, dst) = (params.outer_src.to_bits(), params.real_server.to_bits());
-    // The outer header's checksum over its words (addresses as 32-bit values: 2¹⁶ ≡ 1 modulo
-    // 2¹⁶−1, so the fold is the same), its checksum field zero: as `checksum::checksum` sums
-    // the written header.
-    let words = [
-        u16::from_be_bytes([0x45, tos]),
-        outer_len,
-        params.ident,
-        flags_offset,
-        u16::from_be_bytes([OUTER_TTL, ipv4::Protocol::IPIP.0]),
+    let [len0, len1] = outer_len.to_be_bytes();
+    let [id0, id1] = params.ident.to_be_bytes();
+    let [fo0, fo1] = flags_offset.to_be_bytes();
+    let [s0, s1, s2, s3] = params.outer_src.octets();
+    let [d0, d1, d2, d3] = params.real_server.octets();
+    #[rustfmt::skip]
+    let mut outer = [
+        0x45, tos, len0, len1,
+        id0, id1, fo0, fo1,
+        OUTER_TTL, ipv4::Protocol::IPIP.0, 0, 0,
+        s0, s1, s2, s3,
+        d0, d1, d2, d3,
     ];
-    let sum = words.iter().map(|&w| u64::from(w)).sum::<u64>() + u64::from(src) + u64::from(dst);
-    let outer_cksum = !checksum::fold(sum);
+    // `checksum::checksum` of these bytes, as 32-bit native-order words (2¹⁶ ≡ 1 modulo
+    // 2¹⁶−1; the byte order note of `checksum`): the same fold, the same bytes.
+    let word = |i: usize| {
+        u64::from(u32::from_ne_bytes([
+            outer[i],
+            outer[i + 1],
+            outer[i + 2],
+            outer[i + 3],
+        ]))
+    };
+    let sum = word(0) + word(4) + word(8) + word(12) + word(16);
+    outer[10..12].copy_from_slice(&(!checksum::fold(sum)).to_ne_bytes());
     set_macs_fixed(h, params.mac);
     h[12..14].copy_from_slice(&EtherType::IPV4.0.to_be_bytes());
-    h[L3] = 0x45;
-    h[L3 + 1] = tos;
-    h[L3 + 2..L3 + 4].copy_from_slice(&outer_len.to_be_bytes());
-    h[L3 + 4..L3 + 6].copy_from_slice(&params.ident.to_be_bytes());
-    h[L3 + 6..L3 + 8].copy_from_slice(&flags_offset.to_be_bytes());
-    h[L3 + 8] = OUTER_TTL;
-    h[L3 + 9] = ipv4::Protocol::IPIP.0;
-    h[L3 + 10..L3 + 12].copy_from_slice(&outer_cksum.to_be_bytes());
-    h[L3 + 12..L3 + 16].copy_from_slice(&src.to_be_bytes());
-    h[L3 + 16..L3 + 20].copy_from_slice(&dst.to_be_bytes());
+    h[L3..HEAD].copy_from_slice(&outer);
     Ok(TunnelOutcome::Encapsulated { len: end })
+}
+
+/// [`tunnel`]'s answer to a datagram too big for the tunnel: out of line, off the common path.
+#[cold]
+fn too_big(
+    frame: &[u8],
+    layout: &Layout,
+    params: &TunnelParams,
+    icmp_out: &mut [u8],
+) -> Result<TunnelOutcome, FwdError> {
+    if !layout.dont_frag {
+        return Err(FwdError::TunMtuExceeded);
+    }
+    let vip = get_addr(frame, L3 + 16);
+    let next_hop_mtu = params.mtu.saturating_sub(20);
+    let spec = IcmpErrorSpec::frag_needed(next_hop_mtu, vip, params.ident);
+    match icmp_error(frame, &spec, icmp_out) {
+        Ok(len) => Ok(TunnelOutcome::FragNeeded { len }),
+        Err(FwdError::IcmpErrorSuppressed) => Err(FwdError::TunMtuExceeded),
+        Err(other) => Err(other),
+    }
 }
