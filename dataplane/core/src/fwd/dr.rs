@@ -1,9 +1,8 @@
 //! VS/DR: direct routing, rewriting only the Ethernet header (seed 000 §2.2; IPVS
 //! `ip_vs_dr_xmit`).
 
-use super::edit::{L3, check_ttl, decrement_ttl, locate_ipv4, set_macs};
+use super::edit::{HEAD, L3, check_ttl, decrement_ttl_fixed, locate_ipv4, set_macs_fixed};
 use super::{FwdError, MacRewrite, ParsedFlow};
-use crate::wire::ipv4;
 
 /// Forwards a request to a real server on the same segment, which holds the VIP on a
 /// non-ARPing interface: sets the Ethernet destination to the real server's MAC and the
@@ -17,9 +16,9 @@ use crate::wire::ipv4;
 pub fn direct_route(frame: &mut [u8], mac: MacRewrite) -> Result<(), FwdError> {
     let layout = locate_ipv4(frame)?;
     check_ttl(&layout)?;
-    let mut ip = ipv4::Packet::new_unchecked(&mut frame[L3..layout.end]);
-    decrement_ttl(&mut ip);
-    set_macs(frame, mac);
+    // A whole IPv4 header is there, options or not: the TTL and checksum lie within HEAD.
+    let head = frame.first_chunk_mut().ok_or(FwdError::MalformedIpv4)?;
+    rewrite(head, mac);
     Ok(())
 }
 
@@ -33,14 +32,20 @@ pub fn direct_route_parsed(
     mac: MacRewrite,
 ) -> Result<(), FwdError> {
     let end = L3 + usize::from(parsed.total_len);
-    if end > frame.len() || end < L3 + ipv4::HEADER_LEN {
+    if end > frame.len() || end < HEAD {
         return Err(FwdError::MalformedIpv4);
     }
     if parsed.ttl <= 1 {
         return Err(FwdError::TtlExceeded);
     }
-    let mut ip = ipv4::Packet::new_unchecked(&mut frame[L3..end]);
-    decrement_ttl(&mut ip);
-    set_macs(frame, mac);
+    let head = frame.first_chunk_mut().ok_or(FwdError::MalformedIpv4)?;
+    rewrite(head, mac);
     Ok(())
+}
+
+/// The rewrite of [`direct_route`] on the frame's first [`HEAD`] bytes.
+#[inline]
+fn rewrite(head: &mut [u8; HEAD], mac: MacRewrite) {
+    decrement_ttl_fixed(head, 0);
+    set_macs_fixed(head, mac);
 }

@@ -12,6 +12,14 @@ use crate::wire::ipv4;
 /// Where the IPv4 header starts in a frame: right after an untagged Ethernet header.
 pub(super) const L3: usize = ethernet::HEADER_LEN;
 
+/// The length of an untagged Ethernet header plus an IPv4 header without options: where the
+/// transport header starts in the common shape, which the fast paths read at fixed offsets.
+pub(super) const HEAD: usize = L3 + ipv4::HEADER_LEN;
+
+/// Offsets in a frame of the IPv4 fields the transforms rewrite.
+pub(super) const TTL_AT: usize = L3 + 8;
+pub(super) const IP_CKSUM_AT: usize = L3 + 10;
+
 /// Where the parts of an IPv4 frame lie, once their lengths were checked.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Layout {
@@ -30,7 +38,33 @@ pub(super) struct Layout {
 }
 
 /// Checks the Ethernet and IPv4 lengths of `frame` (not the IPv4 checksum).
+#[inline]
 pub(super) fn locate_ipv4(frame: &[u8]) -> Result<Layout, FwdError> {
+    // The common shape at fixed offsets: IPv4 without options, its lengths right. Anything
+    // else, and every error, is left to the general checks.
+    if let Some(h) = frame.first_chunk::<HEAD>() {
+        let total_len = u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]);
+        let end = L3 + usize::from(total_len);
+        if h[12..14] == [0x08, 0x00] && h[L3] == 0x45 && end >= HEAD && end <= frame.len() {
+            let flags_offset = u16::from_be_bytes([h[L3 + 6], h[L3 + 7]]);
+            return Ok(Layout {
+                l4: HEAD,
+                end,
+                header_len: ipv4::HEADER_LEN,
+                total_len,
+                protocol: ipv4::Protocol(h[L3 + 9]),
+                ttl: h[TTL_AT],
+                dont_frag: flags_offset & 0x4000 != 0,
+                more_frags: flags_offset & 0x2000 != 0,
+                non_first_fragment: flags_offset & 0x1fff != 0,
+            });
+        }
+    }
+    locate_ipv4_general(frame)
+}
+
+/// [`locate_ipv4`] for any header length, and every error.
+fn locate_ipv4_general(frame: &[u8]) -> Result<Layout, FwdError> {
     let eth = ethernet::Frame::new_checked(frame).map_err(|_| FwdError::TruncatedEthernet)?;
     if eth.ethertype() != EtherType::IPV4 {
         return Err(FwdError::UnsupportedEthertype);
@@ -59,19 +93,44 @@ pub(super) fn check_ttl(layout: &Layout) -> Result<(), FwdError> {
     Ok(())
 }
 
+/// The TTL after forwarding (one less; a TTL of 0, which [`check_ttl`] refuses, stays 0) and
+/// the term its change adds to the IPv4 header checksum: [`checksum::diff16`] of the
+/// TTL/protocol word, in which the protocol byte cancels out.
+#[inline]
+pub(super) const fn decremented_ttl(ttl: u8) -> (u8, u64) {
+    let new = ttl.saturating_sub(1);
+    (new, 0xffff - (((ttl - new) as u64) << 8))
+}
+
 /// Decrements the TTL (checked by [`check_ttl`]) and updates the header checksum for the
 /// TTL/protocol word (RFC 1624 eqn. 3; RFC 1141 for this very case).
 pub(super) fn decrement_ttl(ip: &mut ipv4::Packet<&mut [u8]>) {
-    let ttl = ip.ttl();
-    let protocol = ip.protocol().0;
-    let new_ttl = ttl.saturating_sub(1);
+    let (new_ttl, term) = decremented_ttl(ip.ttl());
     ip.set_ttl(new_ttl);
-    let cksum = checksum::update16(
-        ip.checksum(),
-        u16::from_be_bytes([ttl, protocol]),
-        u16::from_be_bytes([new_ttl, protocol]),
-    );
-    ip.set_checksum(cksum);
+    ip.set_checksum(checksum::apply(ip.checksum(), term));
+}
+
+/// Decrements the TTL of the IPv4 header in `head` (a frame's first [`HEAD`] bytes at least)
+/// and updates its checksum, in one RFC 1624 update, for that and for `more`: the terms of the
+/// header's other changes (already written) in **native byte order** (`from_ne_bytes` words,
+/// see [`checksum`]'s byte order note). The same bytes as [`decrement_ttl`] after updates
+/// for those changes.
+#[inline]
+pub(super) fn decrement_ttl_fixed<const N: usize>(head: &mut [u8; N], more: u64) {
+    const { assert!(N >= HEAD) };
+    // diff16 of the TTL/protocol word read in native order: the TTL is its first byte. A TTL
+    // of 0 stays 0 (the word does not change: ~m + m = 0xffff).
+    let ttl_weight = u64::from(u16::from_ne_bytes([1, 0]));
+    let term = match head[TTL_AT] {
+        0 => 0xffff,
+        ttl => {
+            head[TTL_AT] = ttl - 1;
+            0xffff - ttl_weight
+        }
+    };
+    let old = u16::from_ne_bytes([head[IP_CKSUM_AT], head[IP_CKSUM_AT + 1]]);
+    let new = checksum::apply(old, term + more);
+    head[IP_CKSUM_AT..IP_CKSUM_AT + 2].copy_from_slice(&new.to_ne_bytes());
 }
 
 /// Sets the Ethernet source and destination.
@@ -79,6 +138,14 @@ pub(super) fn set_macs(frame: &mut [u8], mac: MacRewrite) {
     let mut eth = ethernet::Frame::new_unchecked(frame);
     eth.set_src_addr(mac.src);
     eth.set_dst_addr(mac.dst);
+}
+
+/// [`set_macs`] on a frame's first `N` bytes (`N` ≥ 12).
+#[inline]
+pub(super) fn set_macs_fixed<const N: usize>(head: &mut [u8; N], mac: MacRewrite) {
+    const { assert!(N >= 12) };
+    head[..6].copy_from_slice(&mac.dst);
+    head[6..12].copy_from_slice(&mac.src);
 }
 
 /// ICMP messages that report a problem with a datagram and quote its IP header and first
@@ -136,6 +203,16 @@ pub(super) fn put16(data: &mut [u8], at: usize, value: u16) {
 /// Reads an IPv4 address at `at` (the caller has checked the length).
 pub(super) fn get_addr(data: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(data[at], data[at + 1], data[at + 2], data[at + 3])
+}
+
+/// Reads a big-endian `u32` at `at` (the caller has checked the length).
+pub(super) fn get32(data: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
+}
+
+/// Writes a big-endian `u32` at `at` (the caller has checked the length).
+pub(super) fn put32(data: &mut [u8], at: usize, value: u32) {
+    data[at..at + 4].copy_from_slice(&value.to_be_bytes());
 }
 
 /// Writes an IPv4 address at `at` (the caller has checked the length).

@@ -2,12 +2,13 @@
 //! ICMP errors about either (seed 002; IPVS `ip_vs_nat_xmit`, `ip_vs_nat_icmp`).
 
 use super::edit::{
-    L3, Layout, check_ttl, decrement_ttl, get_addr, get16, is_icmp_error, locate_ipv4, parse_quote,
-    put_addr, put16, set_macs,
+    HEAD, L3, Layout, check_ttl, decrement_ttl, decrement_ttl_fixed, decremented_ttl, get_addr,
+    get16, get32, is_icmp_error, locate_ipv4, parse_quote, put_addr, put16, put32, set_macs,
+    set_macs_fixed,
 };
 use super::{FwdError, MacRewrite, ParsedFlow};
 use crate::lb::{Endpoint, Protocol};
-use crate::wire::checksum::{update_addr, update16};
+use crate::wire::checksum::{apply, diff16, diff32, fold, update_addr, update16};
 use crate::wire::icmpv4;
 use crate::wire::{ipv4, tcp, udp};
 
@@ -76,7 +77,7 @@ fn nat_transport(
     }
     let proto = transport_checks(frame, &layout)?;
     check_ttl(&layout)?;
-    rewrite_transport(frame, layout.l4, layout.end, proto, side, to, mac);
+    rewrite_transport(frame, layout.l4, proto, side, to, mac);
     Ok(())
 }
 
@@ -114,20 +115,57 @@ fn nat_transport_parsed(
     to: Endpoint,
     mac: MacRewrite,
 ) -> Result<(), FwdError> {
-    let (l4, end) = parsed_bounds(frame, parsed)?;
+    // The common shape, all its checks at once; anything else, and every refusal, below.
+    let end = L3 + usize::from(parsed.total_len);
+    if parsed.l4_offset == HEAD
+        && parsed.icmp_error.is_none()
+        && parsed.ttl > 1
+        && end <= frame.len()
+    {
+        // The views end with the transport checksum; `end` makes them fit.
+        match parsed.flow.proto {
+            Protocol::Tcp if end >= HEAD + tcp::HEADER_LEN => {
+                if let Some(h) = frame.first_chunk_mut::<{ HEAD + tcp::CHECKSUM_OFFSET + 2 }>() {
+                    rewrite_fixed(h, false, side, to, mac);
+                    return Ok(());
+                }
+            }
+            Protocol::Udp if end >= HEAD + udp::HEADER_LEN => {
+                if let Some(h) = frame.first_chunk_mut::<{ HEAD + udp::CHECKSUM_OFFSET + 2 }>() {
+                    rewrite_fixed(h, true, side, to, mac);
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+    }
+    nat_transport_parsed_general(frame, parsed, side, to, mac)
+}
+
+/// [`nat_transport_parsed`] for any shape, and every refusal: out of line, so that the
+/// common shape's path stays short.
+#[inline(never)]
+fn nat_transport_parsed_general(
+    frame: &mut [u8],
+    parsed: &ParsedFlow,
+    side: Side,
+    to: Endpoint,
+    mac: MacRewrite,
+) -> Result<(), FwdError> {
+    let l4 = parsed_bounds(frame, parsed)?;
     // parse_flow checked the lengths, fragmentation and transport header that nat_transport
     // checks before the TTL.
     if parsed.ttl <= 1 {
         return Err(FwdError::TtlExceeded);
     }
-    rewrite_transport(frame, l4, end, parsed.flow.proto, side, to, mac);
+    rewrite_transport(frame, l4, parsed.flow.proto, side, to, mac);
     Ok(())
 }
 
-/// Where the transport header and the datagram's end lie, per `parsed`, once checked against
-/// the frame (so the rewrite cannot index out of it).
+/// Where the transport header lies, per `parsed`, once checked against the frame: whole and
+/// within the datagram, which is within the frame (so the rewrite cannot index out of it).
 #[inline]
-fn parsed_bounds(frame: &[u8], parsed: &ParsedFlow) -> Result<(usize, usize), FwdError> {
+fn parsed_bounds(frame: &[u8], parsed: &ParsedFlow) -> Result<usize, FwdError> {
     let (l4, end) = (parsed.l4_offset, L3 + usize::from(parsed.total_len));
     let header = match parsed.flow.proto {
         Protocol::Tcp => tcp::HEADER_LEN,
@@ -140,43 +178,114 @@ fn parsed_bounds(frame: &[u8], parsed: &ParsedFlow) -> Result<(usize, usize), Fw
     {
         return Err(FwdError::MalformedIpv4);
     }
-    Ok((l4, end))
+    Ok(l4)
 }
 
-/// The rewrite of [`nat_transport`], once everything was checked.
+/// The rewrite of [`nat_transport`], once everything was checked: the transport header at
+/// `l4` is whole (UDP's 8 bytes at least) and within the frame.
 #[inline]
 fn rewrite_transport(
     frame: &mut [u8],
     l4: usize,
-    end: usize,
     proto: Protocol,
     side: Side,
     to: Endpoint,
     mac: MacRewrite,
 ) {
-    let old_addr = get_addr(frame, L3 + side.addr_at());
-    {
-        let mut ip = ipv4::Packet::new_unchecked(&mut frame[L3..end]);
-        match side {
-            Side::Src => ip.set_src_addr(to.addr),
-            Side::Dst => ip.set_dst_addr(to.addr),
+    if l4 == HEAD {
+        // The transport checksum ends each view. The checks above make both fit.
+        let fixed = match proto {
+            Protocol::Tcp => frame
+                .first_chunk_mut::<{ HEAD + tcp::CHECKSUM_OFFSET + 2 }>()
+                .map(|h| rewrite_fixed(h, false, side, to, mac)),
+            Protocol::Udp => frame
+                .first_chunk_mut::<{ HEAD + udp::CHECKSUM_OFFSET + 2 }>()
+                .map(|h| rewrite_fixed(h, true, side, to, mac)),
+        };
+        if fixed.is_some() {
+            return;
         }
-        ip.set_checksum(update_addr(ip.checksum(), old_addr, to.addr));
-        decrement_ttl(&mut ip);
     }
+    rewrite_general(frame, l4, proto, side, to, mac);
+}
+
+/// [`rewrite_transport`] for the common shape, an IPv4 header without options, on the frame's
+/// first `N` bytes, which end with the transport checksum (UDP's when `udp`, else TCP's):
+/// every field at a constant offset, each checksum updated once for all its changes, in
+/// native byte order (the same bytes, see [`checksum`](crate::wire::checksum)).
+#[inline(always)]
+fn rewrite_fixed<const N: usize>(
+    h: &mut [u8; N],
+    udp: bool,
+    side: Side,
+    to: Endpoint,
+    mac: MacRewrite,
+) {
+    const { assert!(N >= HEAD + udp::HEADER_LEN) };
+    let new_addr = to.addr.octets();
+    let new_port = to.port.to_be_bytes();
+    let (addr_at, port_at) = match side {
+        Side::Src => (L3 + 12, HEAD),
+        Side::Dst => (L3 + 16, HEAD + 2),
+    };
+    let [a0, a1, a2, a3] = [h[addr_at], h[addr_at + 1], h[addr_at + 2], h[addr_at + 3]];
+    let [p0, p1] = [h[port_at], h[port_at + 1]];
+    h[addr_at..addr_at + 4].copy_from_slice(&new_addr);
+    h[port_at..port_at + 2].copy_from_slice(&new_port);
+    // Folded once for both checksums (congruent, and zero only if it was: the same result).
+    let addr_term = u64::from(fold(diff32(
+        u32::from_ne_bytes([a0, a1, a2, a3]),
+        u32::from_ne_bytes(new_addr),
+    )));
+    decrement_ttl_fixed(h, addr_term);
+    let port_term = diff16(u16::from_ne_bytes([p0, p1]), u16::from_ne_bytes(new_port));
+    let update = |cksum: u16| apply(cksum, addr_term + port_term);
+    let old = u16::from_ne_bytes([h[N - 2], h[N - 1]]);
+    let new = if udp {
+        udp::update_checksum(old, update)
+    } else {
+        update(old)
+    };
+    h[N - 2..].copy_from_slice(&new.to_ne_bytes());
+    set_macs_fixed(h, mac);
+}
+
+/// [`rewrite_transport`] for any IPv4 header length.
+fn rewrite_general(
+    frame: &mut [u8],
+    l4: usize,
+    proto: Protocol,
+    side: Side,
+    to: Endpoint,
+    mac: MacRewrite,
+) {
+    let new_addr = to.addr.to_bits();
+    let old_addr = get32(frame, L3 + side.addr_at());
+    put32(frame, L3 + side.addr_at(), new_addr);
+    let addr_term = diff32(old_addr, new_addr);
+    // The address and the TTL in one update of the IPv4 checksum.
+    let (new_ttl, ttl_term) = decremented_ttl(frame[L3 + 8]);
+    frame[L3 + 8] = new_ttl;
+    put16(
+        frame,
+        L3 + 10,
+        apply(get16(frame, L3 + 10), addr_term + ttl_term),
+    );
+
     let old_port = get16(frame, l4 + side.port_at());
     put16(frame, l4 + side.port_at(), to.port);
-    let update = |cksum: u16| update16(update_addr(cksum, old_addr, to.addr), old_port, to.port);
-    match proto {
-        Protocol::Tcp => {
-            let mut tcp = tcp::Packet::new_unchecked(&mut frame[l4..end]);
-            tcp.set_checksum(update(tcp.checksum()));
-        }
-        Protocol::Udp => {
-            let mut udp = udp::Packet::new_unchecked(&mut frame[l4..end]);
-            udp.set_checksum(udp::update_checksum(udp.checksum(), update));
-        }
-    }
+    let update = |cksum: u16| apply(cksum, addr_term + diff16(old_port, to.port));
+    let cksum_at = l4
+        + match proto {
+            Protocol::Tcp => tcp::CHECKSUM_OFFSET,
+            Protocol::Udp => udp::CHECKSUM_OFFSET,
+        };
+    let old = get16(frame, cksum_at);
+    let new = match proto {
+        Protocol::Tcp => update(old),
+        Protocol::Udp => udp::update_checksum(old, update),
+    };
+    put16(frame, cksum_at, new);
     set_macs(frame, mac);
 }
 
@@ -318,4 +427,40 @@ fn nat_icmp(
     put16(frame, l4 + 2, icmp_cksum);
     set_macs(frame, mac);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    proptest! {
+        /// The fixed-offset rewrite of the common shape writes exactly what the general one
+        /// does, whatever the bytes (TTLs of 0 and 1, UDP checksums of 0 or that update to 0).
+        #[test]
+        fn fixed_rewrite_equals_general(
+            mut frame in proptest::collection::vec(any::<u8>(), HEAD + tcp::HEADER_LEN..120),
+            tcp in any::<bool>(),
+            src in any::<bool>(),
+            addr in any::<u32>(),
+            port in any::<u16>(),
+            macs in any::<([u8; 6], [u8; 6])>(),
+            ttl in prop_oneof![Just(0u8), Just(1), Just(2), any::<u8>()],
+            udp_cksum in prop_oneof![Just(None), Just(Some(0u16)), any::<u16>().prop_map(Some)],
+        ) {
+            let proto = if tcp { Protocol::Tcp } else { Protocol::Udp };
+            let side = if src { Side::Src } else { Side::Dst };
+            let to = Endpoint::new(Ipv4Addr::from_bits(addr), port);
+            let mac = MacRewrite { src: macs.0, dst: macs.1 };
+            frame[L3 + 8] = ttl;
+            if let (false, Some(cksum)) = (tcp, udp_cksum) {
+                put16(&mut frame, HEAD + udp::CHECKSUM_OFFSET, cksum);
+            }
+            let mut general = frame.clone();
+            rewrite_general(&mut general, HEAD, proto, side, to, mac);
+            rewrite_transport(&mut frame, HEAD, proto, side, to, mac);
+            prop_assert_eq!(frame, general);
+        }
+    }
 }

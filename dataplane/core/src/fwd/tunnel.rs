@@ -3,10 +3,13 @@
 
 use std::net::Ipv4Addr;
 
-use super::edit::{L3, check_ttl, decrement_ttl, get_addr, locate_ipv4, set_macs};
+use super::edit::{
+    HEAD, L3, Layout, check_ttl, decrement_ttl_fixed, get_addr, locate_ipv4, set_macs_fixed,
+};
 use super::icmp_error::{IcmpErrorSpec, icmp_error};
 use super::{FwdError, MacRewrite};
-use crate::wire::ethernet::{self, EtherType};
+use crate::wire::checksum;
+use crate::wire::ethernet::EtherType;
 use crate::wire::ipv4;
 
 /// The bytes the caller must make room for in front of the frame: one IPv4 header without
@@ -102,47 +105,73 @@ pub fn tunnel(
     check_ttl(&layout)?;
     let inner_len = usize::from(layout.total_len);
     if inner_len + ipv4::HEADER_LEN > usize::from(params.mtu) {
-        if !layout.dont_frag {
-            return Err(FwdError::TunMtuExceeded);
-        }
-        let vip = get_addr(frame, L3 + 16);
-        let next_hop_mtu = params.mtu.saturating_sub(20);
-        let spec = IcmpErrorSpec::frag_needed(next_hop_mtu, vip, params.ident);
-        return match icmp_error(frame, &spec, icmp_out) {
-            Ok(len) => Ok(TunnelOutcome::FragNeeded { len }),
-            Err(FwdError::IcmpErrorSuppressed) => Err(FwdError::TunMtuExceeded),
-            Err(other) => Err(other),
-        };
+        return too_big(frame, &layout, params, icmp_out);
     }
 
     // Nothing can fail from here on. The inner datagram starts at HEADROOM + 14 = 14 + 20:
     // exactly after the new Ethernet and outer IPv4 headers.
     let inner_at = TUNNEL_HEADROOM + L3;
     let end = inner_at + inner_len;
-    let (tos, dont_frag) = (buf[inner_at + 1], layout.dont_frag);
+    // The inner header (at least 20 bytes, located above) ends the view: every field at a
+    // constant offset.
+    let h: &mut [u8; TUNNEL_HEADROOM + HEAD] =
+        buf.first_chunk_mut().ok_or(FwdError::BufferTooSmall)?;
+    let tos = h[inner_at + 1];
     {
-        let mut inner = ipv4::Packet::new_unchecked(&mut buf[inner_at..end]);
-        decrement_ttl(&mut inner);
+        let inner: &mut [u8; HEAD] = h.last_chunk_mut().ok_or(FwdError::BufferTooSmall)?;
+        decrement_ttl_fixed(inner, 0);
     }
     // The inner length fits the MTU, a u16, less 20.
     let outer_len = u16::try_from(inner_len + ipv4::HEADER_LEN).unwrap_or(u16::MAX);
-    let mut eth = ethernet::Frame::new_unchecked(&mut buf[..end]);
-    eth.set_ethertype(EtherType::IPV4);
-    set_macs(&mut buf[..end], params.mac);
-    let mut outer = ipv4::Packet::new_unchecked(&mut buf[L3..inner_at]);
-    outer.set_version(4);
-    outer.set_header_len(20);
-    outer.set_dscp(tos >> 2);
-    outer.set_ecn(tos & 0x03);
-    outer.set_total_len(outer_len);
-    outer.set_ident(params.ident);
-    outer.clear_flags();
-    outer.set_frag_offset(0);
-    outer.set_dont_frag(dont_frag);
-    outer.set_ttl(OUTER_TTL);
-    outer.set_protocol(ipv4::Protocol::IPIP);
-    outer.set_src_addr(params.outer_src);
-    outer.set_dst_addr(params.real_server);
-    outer.fill_checksum();
+    let flags_offset: u16 = if layout.dont_frag { 0x4000 } else { 0 };
+    let [len0, len1] = outer_len.to_be_bytes();
+    let [id0, id1] = params.ident.to_be_bytes();
+    let [fo0, fo1] = flags_offset.to_be_bytes();
+    let [s0, s1, s2, s3] = params.outer_src.octets();
+    let [d0, d1, d2, d3] = params.real_server.octets();
+    #[rustfmt::skip]
+    let mut outer = [
+        0x45, tos, len0, len1,
+        id0, id1, fo0, fo1,
+        OUTER_TTL, ipv4::Protocol::IPIP.0, 0, 0,
+        s0, s1, s2, s3,
+        d0, d1, d2, d3,
+    ];
+    // `checksum::checksum` of these bytes, as 32-bit native-order words (2¹⁶ ≡ 1 modulo
+    // 2¹⁶−1; the byte order note of `checksum`): the same fold, the same bytes.
+    let word = |i: usize| {
+        u64::from(u32::from_ne_bytes([
+            outer[i],
+            outer[i + 1],
+            outer[i + 2],
+            outer[i + 3],
+        ]))
+    };
+    let sum = word(0) + word(4) + word(8) + word(12) + word(16);
+    outer[10..12].copy_from_slice(&(!checksum::fold(sum)).to_ne_bytes());
+    set_macs_fixed(h, params.mac);
+    h[12..14].copy_from_slice(&EtherType::IPV4.0.to_be_bytes());
+    h[L3..HEAD].copy_from_slice(&outer);
     Ok(TunnelOutcome::Encapsulated { len: end })
+}
+
+/// [`tunnel`]'s answer to a datagram too big for the tunnel: out of line, off the common path.
+#[cold]
+fn too_big(
+    frame: &[u8],
+    layout: &Layout,
+    params: &TunnelParams,
+    icmp_out: &mut [u8],
+) -> Result<TunnelOutcome, FwdError> {
+    if !layout.dont_frag {
+        return Err(FwdError::TunMtuExceeded);
+    }
+    let vip = get_addr(frame, L3 + 16);
+    let next_hop_mtu = params.mtu.saturating_sub(20);
+    let spec = IcmpErrorSpec::frag_needed(next_hop_mtu, vip, params.ident);
+    match icmp_error(frame, &spec, icmp_out) {
+        Ok(len) => Ok(TunnelOutcome::FragNeeded { len }),
+        Err(FwdError::IcmpErrorSuppressed) => Err(FwdError::TunMtuExceeded),
+        Err(other) => Err(other),
+    }
 }
