@@ -401,6 +401,27 @@ pub(crate) fn duration_ms(d: Duration) -> u32 {
 mod tests {
     use super::*;
 
+    /// `ConnTable::update` takes a shortcut for ESTABLISHED and a segment whose only
+    /// transition flag is ACK (PSH, URG and the rest may be set): the state must stay in every
+    /// table, for every such combination of flags.
+    #[test]
+    fn established_and_ack_only_stays_established_in_every_table() {
+        for bits in 0..=u8::MAX {
+            let flags = TcpFlags(bits);
+            let decisive = TcpFlags::RST.0 | TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::ACK.0;
+            if bits & decisive != TcpFlags::ACK.0 {
+                continue;
+            }
+            for dir in [TcpDir::Input, TcpDir::Output, TcpDir::InputOnly] {
+                assert_eq!(
+                    tcp_next_state(ConnState::Established, dir, flags),
+                    ConnState::Established,
+                    "{dir:?} {bits:#04x}"
+                );
+            }
+        }
+    }
+
     /// The kernel's `tcp_states` table (mainline `ip_vs_proto_tcp.c`), transcribed in its own
     /// notation: one line per (view, flag) row, columns sNO sES sSS sSR sFW sTW sCL sCW sLA sLI
     /// sSA.

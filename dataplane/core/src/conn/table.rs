@@ -886,6 +886,20 @@ impl ConnTable {
             self.arm(i, timeout_ms, now);
             return Some(ConnState::None);
         }
+        // The common case, first: an ESTABLISHED TCP connection's segment whose only
+        // transition flag is ACK stays ESTABLISHED in every table (no state change, no event).
+        if c.proto == Protocol::Tcp
+            && c.state == ConnState::Established
+            && tcp_flags.0 & (TcpFlags::RST.0 | TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::ACK.0)
+                == TcpFlags::ACK.0
+        {
+            if dir == Direction::Output {
+                c.flags.remove(ConnFlags::NO_OUTPUT);
+            }
+            let timeout_ms = self.timeouts_ms[ConnState::Established as usize];
+            self.arm(i, timeout_ms, now);
+            return Some(ConnState::Established);
+        }
         let new_state = match c.proto {
             Protocol::Tcp => {
                 let table = match dir {
