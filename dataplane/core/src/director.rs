@@ -501,27 +501,37 @@ impl crate::buf::PacketBuf for SliceBuf<'_> {
     }
 }
 
-/// The flow of a frame of the common shape (Ethernet, IPv4 with IHL 5, TCP or UDP), read at
-/// fixed offsets without any check beyond that shape: only a hint for prefetching, the real
-/// parse ([`crate::fwd::parse_flow`]) decides.
+/// The connection key of a frame of the common shape (Ethernet, IPv4 with IHL 5, TCP or
+/// UDP), packed as the connection table hashes it ([`crate::conn::Hint`]), read at fixed
+/// offsets without any check beyond that shape: only a hint for prefetching, the real parse
+/// ([`crate::fwd::parse_flow`]) decides. The addresses are bytes 26..34 in order (source then
+/// destination, big-endian: the first word as is), the ports bytes 34..38.
+#[inline]
+fn quick_key(frame: &[u8]) -> Option<[u64; 2]> {
+    let h: &[u8; 38] = frame.get(..38)?.try_into().ok()?;
+    if h[12..14] != [0x08, 0x00] || h[14] != 0x45 || !matches!(h[23], 6 | 17) {
+        return None;
+    }
+    let addrs = u64::from_be_bytes([h[26], h[27], h[28], h[29], h[30], h[31], h[32], h[33]]);
+    let ports = u32::from_be_bytes([h[34], h[35], h[36], h[37]]);
+    Some([addrs, u64::from(ports) << 16 | u64::from(h[23])])
+}
+
+/// The flow [`quick_key`] packs, for the plain-load prefetch passes.
 #[inline]
 fn quick_flow(frame: &[u8]) -> Option<crate::lb::Flow> {
     use crate::lb::{Endpoint, Flow, Protocol};
-    let h: &[u8; 38] = frame.get(..38)?.try_into().ok()?;
-    if h[12..14] != [0x08, 0x00] || h[14] != 0x45 {
-        return None;
-    }
-    let proto = match h[23] {
-        6 => Protocol::Tcp,
-        17 => Protocol::Udp,
-        _ => return None,
+    let [addrs, rest] = quick_key(frame)?;
+    let proto = if rest & 0xff == 6 {
+        Protocol::Tcp
+    } else {
+        Protocol::Udp
     };
-    let addr = |i: usize| Ipv4Addr::new(h[i], h[i + 1], h[i + 2], h[i + 3]);
-    let port = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+    let port = |shift: u32| ((rest >> shift) & 0xffff) as u16;
     Some(Flow {
         proto,
-        src: Endpoint::new(addr(26), port(34)),
-        dst: Endpoint::new(addr(30), port(36)),
+        src: Endpoint::new(Ipv4Addr::from_bits((addrs >> 32) as u32), port(32)),
+        dst: Endpoint::new(Ipv4Addr::from_bits(addrs as u32), port(16)),
     })
 }
 
@@ -614,10 +624,10 @@ impl Worker {
     /// its key again. [`Hint::NONE`] for a frame not of the common shape.
     #[inline]
     pub fn prefetch_hinted(&self, frame: &[u8], prefetch: impl Fn(*const u8)) -> Hint {
-        let (Some(b), Some(flow)) = (&self.balancer, quick_flow(frame)) else {
+        let (Some(b), Some(words)) = (&self.balancer, quick_key(frame)) else {
             return Hint::NONE;
         };
-        let hint = b.conns().hint(&flow);
+        let hint = b.conns().hint_words(words);
         b.conns().prefetch_hinted(hint, prefetch);
         hint
     }

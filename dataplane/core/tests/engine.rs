@@ -852,3 +852,35 @@ fn a_hint_naming_an_expired_entry_finds_nothing() {
     let v = w.process_hinted(OUTSIDE, &mut buf, hint, 71_000_000_000, &mut c);
     assert_eq!(v, Verdict::Drop(DropReason::TcpNoConnection));
 }
+
+/// The prefetch pass packs a frame's key from its bytes; it must be the key the lookup
+/// hashes (the flow the parse finds), or every hint would be ignored.
+#[test]
+fn the_prefetch_pass_packs_the_key_the_lookup_hashes() {
+    use tandem_core::conn::Hint;
+    let w = worker();
+    let frames = [
+        frame(
+            OUT_MAC,
+            CLIENT_MAC,
+            &tcp((CLIENT, 41000), (VIP, 80), SYN, b""),
+        ),
+        frame(
+            IN_MAC,
+            RS_MACS[1],
+            &tcp((RS[1], 8000), (CLIENT, 65535), ACK, b"x"),
+        ),
+        frame(OUT_MAC, CLIENT_MAC, &udp((FAR_CLIENT, 1), (VIP, 53), b"q")),
+    ];
+    for f in &frames {
+        let flow = tandem_core::fwd::parse_flow(f).expect("parses").flow;
+        let conns = w.balancer().expect("balancer").conns();
+        let hint = w.prefetch_hinted(f, |_| {});
+        assert!(hint.is_some());
+        assert_eq!(hint, conns.hint(&flow), "{flow:?}");
+    }
+    // Anything but the common shape gives no hint.
+    let mut arp = frames[0].clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(w.prefetch_hinted(&arp, |_| {}), Hint::NONE);
+}

@@ -675,7 +675,13 @@ impl ConnTable {
     /// [`lookup_hinted`](Self::lookup_hinted): the key is hashed once per frame of a burst.
     #[inline]
     pub fn hint(&self, flow: &Flow) -> Hint {
-        let words = key_words(flow.proto, flow.src, flow.dst);
+        self.hint_words(key_words(flow.proto, flow.src, flow.dst))
+    }
+
+    /// [`hint`](Self::hint) of a key already packed as [`key_words`] packs it (the glue's
+    /// prefetch pass reads it from the frame in two loads).
+    #[inline]
+    pub(crate) fn hint_words(&self, words: [u64; 2]) -> Hint {
         Hint {
             words,
             hash: self.hasher.hash_words(words),
