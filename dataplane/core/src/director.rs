@@ -517,21 +517,23 @@ fn quick_key(frame: &[u8]) -> Option<[u64; 2]> {
     Some([addrs, u64::from(ports) << 16 | u64::from(h[23])])
 }
 
-/// The flow [`quick_key`] packs, for the plain-load prefetch passes.
+/// The flow whose key [`quick_key`] packs, for the plain-load prefetch passes.
 #[inline]
 fn quick_flow(frame: &[u8]) -> Option<crate::lb::Flow> {
     use crate::lb::{Endpoint, Flow, Protocol};
-    let [addrs, rest] = quick_key(frame)?;
-    let proto = if rest & 0xff == 6 {
+    quick_key(frame)?;
+    let h: &[u8; 38] = frame.get(..38)?.try_into().ok()?;
+    let proto = if h[23] == 6 {
         Protocol::Tcp
     } else {
         Protocol::Udp
     };
-    let port = |shift: u32| ((rest >> shift) & 0xffff) as u16;
+    let addr = |i: usize| Ipv4Addr::new(h[i], h[i + 1], h[i + 2], h[i + 3]);
+    let port = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
     Some(Flow {
         proto,
-        src: Endpoint::new(Ipv4Addr::from_bits((addrs >> 32) as u32), port(32)),
-        dst: Endpoint::new(Ipv4Addr::from_bits(addrs as u32), port(16)),
+        src: Endpoint::new(addr(26), port(34)),
+        dst: Endpoint::new(addr(30), port(36)),
     })
 }
 
