@@ -1281,6 +1281,7 @@ pub async fn run<L: LocalDataplane>(
     listener: TcpListener,
     local: L,
     shutdown: impl std::future::Future<Output = ()> + Send,
+    reload: watch::Receiver<Vec<crate::health::Plan>>,
 ) -> Result<(), DaemonError> {
     let server_tls = tls.server_config()?;
     let ep = peer_endpoint(&cfg, &tls)?;
@@ -1422,9 +1423,17 @@ pub async fn run<L: LocalDataplane>(
         report_rx,
         stop_rx.clone(),
     )));
-    if !plans.is_empty() {
-        let admin = crate::health::GrpcAdmin::new(cfg.dataplane.admin_socket.clone())
-            .map_err(|e| DaemonError::Health(format!("dataplane.admin_socket: {}", chain(&e))))?;
+    // The health task runs even without checks, so that a reload can add some (it does not
+    // poll the dataplane while it has none).
+    match crate::health::GrpcAdmin::new(cfg.dataplane.admin_socket.clone()) {
+        Err(e) if !plans.is_empty() => {
+            return Err(DaemonError::Health(format!(
+                "dataplane.admin_socket: {}",
+                chain(&e)
+            )));
+        }
+        Err(e) => warn!(error = %chain(&e), "dataplane.admin_socket unusable: checks added by a reload will not run"),
+        Ok(admin) => {
         info!(
             checks = plans.len(),
             admin_socket = %cfg.dataplane.admin_socket.display(),
@@ -1440,7 +1449,9 @@ pub async fn run<L: LocalDataplane>(
             active_rx,
             health_tx,
             stop_rx.clone(),
+            reload,
         )));
+        }
     }
 
     let status_file: PathBuf = cfg.daemon.status_file.clone();

@@ -3,7 +3,8 @@
 //! its `Local` service. See docs/failover.md.
 //!
 //! Exit codes: 0 after a clean stop (SIGTERM/SIGINT); 2 for a bad config file or unusable
-//! certificates (one error line names the problem); 1 for any other failure.
+//! certificates (one error line names the problem); 1 for any other failure. SIGHUP reads
+//! the file again and applies its health checks (the other sections need a restart).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tandem_syncd::config::Config;
 use tandem_syncd::daemon;
+use tandem_syncd::health::Plan;
 use tandem_syncd::local::GrpcLocal;
 use tandem_syncd::tls::TlsMaterial;
 use tracing::error;
@@ -81,7 +83,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match daemon::run(cfg, tls, listener, local, shutdown_signal()).await {
+        let (reload_tx, reload_rx) = tokio::sync::watch::channel(Vec::new());
+        tokio::spawn(reload_on_sighup(cli.config.clone(), reload_tx));
+        match daemon::run(cfg, tls, listener, local, shutdown_signal(), reload_rx).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 error!(error = %e, "tandem-syncd failed");
@@ -109,6 +113,37 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+/// On every SIGHUP, reads the configuration file again and hands its health checks
+/// (`[health]`, `[[check]]`) to the health task. A file that does not load, or whose checks
+/// are wrong, changes nothing (the error is logged with its line and key). The other sections
+/// are read at start only: changing them takes a restart, which is said in the log.
+async fn reload_on_sighup(path: PathBuf, tx: tokio::sync::watch::Sender<Vec<Plan>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot watch SIGHUP: no reload of the health checks");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        let plans = Config::load(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.health_plans());
+        match plans {
+            Ok(plans) => {
+                tracing::info!(
+                    file = %path.display(),
+                    checks = plans.len(),
+                    "SIGHUP: health checks reloaded (the other sections take effect at the next start)"
+                );
+                tx.send_replace(plans);
+            }
+            Err(e) => error!(file = %path.display(), error = %e, "SIGHUP: reload refused, the checks in force stay"),
+        }
     }
 }
 

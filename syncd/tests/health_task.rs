@@ -23,6 +23,7 @@ struct Harness {
     active: watch::Sender<bool>,
     status: watch::Receiver<serde_json::Value>,
     stop: watch::Sender<bool>,
+    reload: watch::Sender<Vec<Plan>>,
     _dir: tempfile::TempDir,
 }
 
@@ -55,6 +56,15 @@ fn plan(rise: u32, fall: u32) -> Plan {
 }
 
 async fn start(servers: Vec<SocketAddrV4>, unimplemented: bool, active: bool) -> Harness {
+    start_with(servers, vec![plan(2, 2)], unimplemented, active).await
+}
+
+async fn start_with(
+    servers: Vec<SocketAddrV4>,
+    plans: Vec<Plan>,
+    unimplemented: bool,
+    active: bool,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("admin.sock");
     let admin = TestAdmin::serve(&sock, servers);
@@ -62,9 +72,10 @@ async fn start(servers: Vec<SocketAddrV4>, unimplemented: bool, active: bool) ->
     let (active_tx, active_rx) = watch::channel(active);
     let (status_tx, status_rx) = watch::channel(serde_json::Value::Null);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (reload_tx, reload_rx) = watch::channel(Vec::new());
     tokio::spawn(health::run(
         Settings {
-            plans: vec![plan(2, 2)],
+            plans,
             poll_interval: Duration::from_millis(200),
             max_in_flight: 16,
         },
@@ -72,12 +83,14 @@ async fn start(servers: Vec<SocketAddrV4>, unimplemented: bool, active: bool) ->
         active_rx,
         status_tx,
         stop_rx,
+        reload_rx,
     ));
     Harness {
         admin,
         active: active_tx,
         status: status_rx,
         stop: stop_tx,
+        reload: reload_tx,
         _dir: dir,
     }
 }
@@ -317,5 +330,50 @@ async fn a_dataplane_without_set_server_health_is_retried_at_each_poll() {
         h.calls().len(),
         settled,
         "no more reports once the listing shows the verdict"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_and_removes_checks_and_lifts_what_they_held_down() {
+    let down = closed().await;
+    let h = start_with(vec![down], Vec::new(), false, true).await;
+    let s = Duration::from_secs(5);
+    // No checks: nothing checked, nothing reported.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.targets(), 0);
+    assert_eq!(h.calls(), vec![]);
+
+    // A reload adds a check: the server is checked and reported DOWN.
+    h.reload.send_replace(vec![plan(2, 2)]);
+    h.until(s, "down reported", |h| {
+        h.calls()
+            .iter()
+            .any(|c| c.0 == down.to_string() && c.1 == DOWN)
+    })
+    .await;
+    assert_eq!(h.target_state(down).as_deref(), Some("down"));
+
+    // A reload removes it: the target goes and its DOWN verdict is lifted (nothing else
+    // would ever bring the server back).
+    h.reload.send_replace(Vec::new());
+    h.until(s, "verdict lifted", |h| {
+        h.calls()
+            .iter()
+            .any(|c| c.0 == down.to_string() && c.1 == UP)
+    })
+    .await;
+    let lifted = h.calls().into_iter().find(|c| c.1 == UP).unwrap();
+    assert_eq!(lifted.3, "no check covers this server any more");
+    h.until(s, "no target", |h| h.targets() == 0).await;
+    // Once the dataplane shows it UP, nothing more is sent.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let settled = h.calls().len();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(h.calls().len(), settled, "{:?}", h.calls());
+    assert_eq!(
+        h.calls().iter().filter(|c| c.1 == UP).count(),
+        1,
+        "{:?}",
+        h.calls()
     );
 }

@@ -498,6 +498,32 @@ impl Targets {
         })
     }
 
+    /// Every target's key.
+    pub fn keys(&self) -> std::collections::BTreeSet<TargetKey> {
+        self.map.keys().copied().collect()
+    }
+
+    /// Listed servers the dataplane holds DOWN that no target checks. Those that were
+    /// targets before a reload removed their check are reported UP ([`clear_request`]):
+    /// nothing else would ever bring them back.
+    pub fn unchecked_down(&self, listing: &[ListedService]) -> Vec<TargetKey> {
+        let mut out = Vec::new();
+        for (service, servers) in listing {
+            for &(server, reported) in servers {
+                let key = TargetKey {
+                    service: *service,
+                    server,
+                };
+                if reported.is_some_and(|r| r.state == apb::HealthState::Down)
+                    && !self.map.contains_key(&key)
+                {
+                    out.push(key);
+                }
+            }
+        }
+        out
+    }
+
     /// Targets with a verdict the dataplane's last listing does not show.
     pub fn out_of_step(&self) -> Vec<TargetKey> {
         self.map
@@ -643,6 +669,22 @@ impl AdminApi for GrpcAdmin {
     }
 }
 
+/// The report that lifts a DOWN verdict whose check was removed
+/// ([`Targets::unchecked_down`]): UP, as a server without a check is served.
+pub fn clear_request(key: &TargetKey) -> apb::SetServerHealthRequest {
+    apb::SetServerHealthRequest {
+        service: Some(key.service.to_pb()),
+        server: Some(apb::ServerKey {
+            address: key.server.ip().to_string(),
+            port: key.server.port().into(),
+        }),
+        state: apb::HealthState::Up as i32,
+        action: apb::HealthAction::Quiesce as i32,
+        checker: "none".to_string(),
+        reason: "no check covers this server any more".to_string(),
+    }
+}
+
 /// The listing as the targets want it: every service's servers with their reported health.
 type Listing = Vec<ListedService>;
 
@@ -696,13 +738,19 @@ enum Done {
 
 /// Runs the health checks until `stop` turns true. `active` says whether this director is
 /// active (only then are verdicts reported to the dataplane); the status (`health` in the
-/// status file) is published on `status` after every change and listing.
+/// status file) is published on `status` after every change and listing. A new set of
+/// checks on `reload` (the configuration file read again on SIGHUP) replaces the current one
+/// at once: servers keep their state where their check's settings change, new ones start
+/// `Unknown`, and servers no check covers any more are dropped (reported UP if the dataplane
+/// holds them DOWN from their check). With no checks and no targets the dataplane is not
+/// polled.
 pub async fn run<A: AdminApi>(
-    settings: Settings,
+    mut settings: Settings,
     admin: A,
     mut active: watch::Receiver<bool>,
     status: watch::Sender<serde_json::Value>,
     mut stop: watch::Receiver<bool>,
+    mut reload: watch::Receiver<Vec<Plan>>,
 ) {
     let base = Instant::now();
     let now = || u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -727,6 +775,15 @@ pub async fn run<A: AdminApi>(
     // a reason to send it again.
     let mut list_asked = 0u64;
     let mut accepted: BTreeMap<TargetKey, u64> = BTreeMap::new();
+    // DOWN verdicts whose check a reload removed, until the listing shows them lifted, and
+    // those to (re)send after the last listing (see `Targets::unchecked_down`). A verdict
+    // this task never held (a server nobody checks, set DOWN by hand) is left alone.
+    let mut lifting: std::collections::BTreeSet<TargetKey> = Default::default();
+    let mut to_clear: std::collections::BTreeSet<TargetKey> = Default::default();
+    let mut reload_open = true;
+    // Until the first listing after a reload, the dataplane is polled even with no checks
+    // (to lift what the removed ones held DOWN).
+    let mut relist = true;
     info!(
         checks = settings.plans.len(),
         active = is_active,
@@ -753,8 +810,21 @@ pub async fn run<A: AdminApi>(
                 is_active = a;
                 publish = false;
             }
+            r = reload.changed(), if reload_open => {
+                match r {
+                    Ok(()) => {
+                        settings.plans = reload.borrow_and_update().clone();
+                        info!(checks = settings.plans.len(), "health: checks reloaded");
+                        relist = true;
+                        poll.reset_immediately();
+                    }
+                    Err(_) => reload_open = false,
+                }
+                publish = false;
+            }
             _ = poll.tick() => {
-                if list_jobs.is_empty() {
+                let idle = settings.plans.is_empty() && targets.len() == 0 && !relist;
+                if list_jobs.is_empty() && !idle {
                     list_asked = now();
                     let a = admin.clone();
                     list_jobs.spawn(async move {
@@ -774,10 +844,18 @@ pub async fn run<A: AdminApi>(
                             info!("health: listing the dataplane's services works again");
                         }
                         list_failing = false;
-                        let (added, removed) = targets.sync(&settings.plans, &listing(&resp), now());
+                        let listed = listing(&resp);
+                        let before = targets.keys();
+                        let (added, removed) = targets.sync(&settings.plans, &listed, now());
                         if added + removed > 0 {
                             info!(added, removed, targets = targets.len(), "health: checked servers changed");
                         }
+                        relist = false;
+                        let down: std::collections::BTreeSet<TargetKey> =
+                            targets.unchecked_down(&listed).into_iter().collect();
+                        lifting.extend(down.iter().filter(|k| before.contains(k)).copied());
+                        lifting.retain(|k| down.contains(k));
+                        to_clear = lifting.clone();
                         if is_active {
                             let stale = |k: &TargetKey| {
                                 reporting.contains(k)
@@ -874,21 +952,26 @@ pub async fn run<A: AdminApi>(
                     continue;
                 };
                 reporting.insert(*key);
-                let a = admin.clone();
-                let key = *key;
-                jobs.spawn(async move {
-                    let r = match tokio::time::timeout(ADMIN_TIMEOUT, a.set_server_health(req))
-                        .await
-                    {
-                        Ok(Ok(r)) => Ok(r),
-                        Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
-                        Err(_) => Err(format!("timed out after {} ms", ADMIN_TIMEOUT.as_millis())),
-                    };
-                    Done::Report(key, r)
-                });
+                spawn_report(&mut jobs, &admin, *key, req);
             }
             for k in sent {
                 to_report.remove(&k);
+            }
+            let mut cleared = Vec::new();
+            for key in &to_clear {
+                if reporting.len() >= MAX_REPORTS_IN_FLIGHT {
+                    break;
+                }
+                if reporting.contains(key) {
+                    continue;
+                }
+                cleared.push(*key);
+                info!(target = %key, "health: no check covers this server any more: lifting its DOWN verdict");
+                reporting.insert(*key);
+                spawn_report(&mut jobs, &admin, *key, clear_request(key));
+            }
+            for k in cleared {
+                to_clear.remove(&k);
             }
         }
         if publish {
@@ -897,6 +980,24 @@ pub async fn run<A: AdminApi>(
     }
     jobs.abort_all();
     list_jobs.abort_all();
+}
+
+/// Sends `req` about `key` to the dataplane in a job of its own (bounded by ADMIN_TIMEOUT).
+fn spawn_report<A: AdminApi>(
+    jobs: &mut JoinSet<Done>,
+    admin: &A,
+    key: TargetKey,
+    req: apb::SetServerHealthRequest,
+) {
+    let a = admin.clone();
+    jobs.spawn(async move {
+        let r = match tokio::time::timeout(ADMIN_TIMEOUT, a.set_server_health(req)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
+            Err(_) => Err(format!("timed out after {} ms", ADMIN_TIMEOUT.as_millis())),
+        };
+        Done::Report(key, r)
+    });
 }
 
 fn log_change(ch: &Change, active: bool) {
