@@ -745,3 +745,56 @@ on_failure = "remove"
     calls.sort();
     assert_eq!(calls, want);
 }
+
+/// SIGHUP reads the file again: a broken one is refused and the daemon runs on; a good one's
+/// checks are applied. (What the health task then does with new checks is
+/// `health_task.rs`'s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_health_checks_and_refuses_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new(d, "hup");
+    let mut a = Syncd::start(d, &node_a(&ca, free_port(), free_port()));
+    let cfg = d.join("a.toml");
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || a.status().is_some())
+            .await
+            .is_some(),
+        "started: {}",
+        a.log()
+    );
+    let hup = |a: &Syncd| {
+        let pid = a.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    };
+
+    std::fs::write(&cfg, format!("{good}\n[[check]]\nservice = \"nonsense\"\ntype = \"tcp\"\n"))
+        .unwrap();
+    hup(&a);
+    assert!(
+        wait_for(Duration::from_secs(5), || a.log().contains("reload refused"))
+            .await
+            .is_some(),
+        "{}",
+        a.log()
+    );
+    assert!(a.log().contains("check[0].service"), "{}", a.log());
+    assert!(a.alive(), "a refused reload must not stop the daemon");
+
+    std::fs::write(
+        &cfg,
+        format!("{good}\n[[check]]\nservice = \"tcp:203.0.113.10:80\"\ntype = \"tcp\"\n"),
+    )
+    .unwrap();
+    hup(&a);
+    assert!(
+        wait_for(Duration::from_secs(5), || a.log().contains("health checks reloaded"))
+            .await
+            .is_some(),
+        "{}",
+        a.log()
+    );
+    assert!(a.log().contains("checks=1"), "{}", a.log());
+    assert!(a.alive());
+}
