@@ -1432,25 +1432,27 @@ pub async fn run<L: LocalDataplane>(
                 chain(&e)
             )));
         }
-        Err(e) => warn!(error = %chain(&e), "dataplane.admin_socket unusable: checks added by a reload will not run"),
+        Err(e) => {
+            warn!(error = %chain(&e), "dataplane.admin_socket unusable: checks added by a reload will not run")
+        }
         Ok(admin) => {
-        info!(
-            checks = plans.len(),
-            admin_socket = %cfg.dataplane.admin_socket.display(),
-            "health checks configured"
-        );
-        tasks.push(tokio::spawn(crate::health::run(
-            crate::health::Settings {
-                plans,
-                poll_interval: Duration::from_millis(cfg.health.poll_interval_ms),
-                max_in_flight: cfg.health.max_in_flight,
-            },
-            admin,
-            active_rx,
-            health_tx,
-            stop_rx.clone(),
-            reload,
-        )));
+            info!(
+                checks = plans.len(),
+                admin_socket = %cfg.dataplane.admin_socket.display(),
+                "health checks configured"
+            );
+            tasks.push(tokio::spawn(crate::health::run(
+                crate::health::Settings {
+                    plans,
+                    poll_interval: Duration::from_millis(cfg.health.poll_interval_ms),
+                    max_in_flight: cfg.health.max_in_flight,
+                },
+                admin,
+                active_rx,
+                health_tx,
+                stop_rx.clone(),
+                reload,
+            )));
         }
     }
 

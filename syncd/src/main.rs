@@ -142,7 +142,9 @@ async fn reload_on_sighup(path: PathBuf, tx: tokio::sync::watch::Sender<Vec<Plan
                 );
                 tx.send_replace(plans);
             }
-            Err(e) => error!(file = %path.display(), error = %e, "SIGHUP: reload refused, the checks in force stay"),
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "SIGHUP: reload refused, the checks in force stay")
+            }
         }
     }
 }

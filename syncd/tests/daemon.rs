@@ -766,16 +766,27 @@ async fn sighup_reloads_the_health_checks_and_refuses_a_broken_file() {
     );
     let hup = |a: &Syncd| {
         let pid = a.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
     };
 
-    std::fs::write(&cfg, format!("{good}\n[[check]]\nservice = \"nonsense\"\ntype = \"tcp\"\n"))
-        .unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{good}\n[[check]]\nservice = \"nonsense\"\ntype = \"tcp\"\n"),
+    )
+    .unwrap();
     hup(&a);
     assert!(
-        wait_for(Duration::from_secs(5), || a.log().contains("reload refused"))
-            .await
-            .is_some(),
+        wait_for(Duration::from_secs(5), || a
+            .log()
+            .contains("reload refused"))
+        .await
+        .is_some(),
         "{}",
         a.log()
     );
@@ -789,9 +800,11 @@ async fn sighup_reloads_the_health_checks_and_refuses_a_broken_file() {
     .unwrap();
     hup(&a);
     assert!(
-        wait_for(Duration::from_secs(5), || a.log().contains("health checks reloaded"))
-            .await
-            .is_some(),
+        wait_for(Duration::from_secs(5), || a
+            .log()
+            .contains("health checks reloaded"))
+        .await
+        .is_some(),
         "{}",
         a.log()
     );

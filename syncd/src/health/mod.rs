@@ -823,7 +823,7 @@ pub async fn run<A: AdminApi>(
                 publish = false;
             }
             _ = poll.tick() => {
-                let idle = settings.plans.is_empty() && targets.len() == 0 && !relist;
+                let idle = settings.plans.is_empty() && targets.is_empty() && !relist;
                 if list_jobs.is_empty() && !idle {
                     list_asked = now();
                     let a = admin.clone();
