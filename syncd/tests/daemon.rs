@@ -764,7 +764,9 @@ async fn sighup_reloads_the_health_checks_and_refuses_a_broken_file() {
         "started: {}",
         a.log()
     );
-    let hup = |a: &Syncd| {
+    // Writes the file with `check` after the good part, sends SIGHUP, waits for `logged`.
+    async fn reload(a: &Syncd, cfg: &Path, good: &str, check: &str, logged: &str) {
+        std::fs::write(cfg, format!("{good}\n[[check]]\n{check}\n")).unwrap();
         let pid = a.child.as_ref().unwrap().id().to_string();
         assert!(
             Command::new("kill")
@@ -773,41 +775,17 @@ async fn sighup_reloads_the_health_checks_and_refuses_a_broken_file() {
                 .unwrap()
                 .success()
         );
-    };
+        let seen = wait_for(Duration::from_secs(5), || a.log().contains(logged)).await;
+        assert!(seen.is_some(), "no `{logged}` in: {}", a.log());
+    }
 
-    std::fs::write(
-        &cfg,
-        format!("{good}\n[[check]]\nservice = \"nonsense\"\ntype = \"tcp\"\n"),
-    )
-    .unwrap();
-    hup(&a);
-    assert!(
-        wait_for(Duration::from_secs(5), || a
-            .log()
-            .contains("reload refused"))
-        .await
-        .is_some(),
-        "{}",
-        a.log()
-    );
+    let broken = "service = \"nonsense\"\ntype = \"tcp\"";
+    reload(&a, &cfg, &good, broken, "reload refused").await;
     assert!(a.log().contains("check[0].service"), "{}", a.log());
     assert!(a.alive(), "a refused reload must not stop the daemon");
 
-    std::fs::write(
-        &cfg,
-        format!("{good}\n[[check]]\nservice = \"tcp:203.0.113.10:80\"\ntype = \"tcp\"\n"),
-    )
-    .unwrap();
-    hup(&a);
-    assert!(
-        wait_for(Duration::from_secs(5), || a
-            .log()
-            .contains("health checks reloaded"))
-        .await
-        .is_some(),
-        "{}",
-        a.log()
-    );
+    let check = "service = \"tcp:203.0.113.10:80\"\ntype = \"tcp\"";
+    reload(&a, &cfg, &good, check, "health checks reloaded").await;
     assert!(a.log().contains("checks=1"), "{}", a.log());
     assert!(a.alive());
 }

@@ -939,40 +939,13 @@ pub async fn run<A: AdminApi>(
             });
         }
         if is_active {
-            let mut sent = Vec::new();
-            for key in &to_report {
-                if reporting.len() >= MAX_REPORTS_IN_FLIGHT {
-                    break;
-                }
-                if reporting.contains(key) {
-                    continue;
-                }
-                sent.push(*key);
-                let Some(req) = targets.request(key) else {
-                    continue;
-                };
-                reporting.insert(*key);
-                spawn_report(&mut jobs, &admin, *key, req);
-            }
-            for k in sent {
-                to_report.remove(&k);
-            }
-            let mut cleared = Vec::new();
-            for key in &to_clear {
-                if reporting.len() >= MAX_REPORTS_IN_FLIGHT {
-                    break;
-                }
-                if reporting.contains(key) {
-                    continue;
-                }
-                cleared.push(*key);
-                info!(target = %key, "health: no check covers this server any more: lifting its DOWN verdict");
-                reporting.insert(*key);
-                spawn_report(&mut jobs, &admin, *key, clear_request(key));
-            }
-            for k in cleared {
-                to_clear.remove(&k);
-            }
+            send_reports(&mut to_report, &mut reporting, &mut jobs, &admin, |k| {
+                targets.request(k)
+            });
+            send_reports(&mut to_clear, &mut reporting, &mut jobs, &admin, |k| {
+                info!(target = %k, "health: no check covers this server any more: lifting its DOWN verdict");
+                Some(clear_request(k))
+            });
         }
         if publish {
             status.send_replace(status_json(&targets, is_active, list_failing));
@@ -980,6 +953,35 @@ pub async fn run<A: AdminApi>(
     }
     jobs.abort_all();
     list_jobs.abort_all();
+}
+
+/// Takes keys off `queue` while fewer than MAX_REPORTS_IN_FLIGHT reports are in flight and
+/// sends what `request` makes of each (nothing for `None`); a key already in flight stays
+/// queued for later.
+fn send_reports<A: AdminApi>(
+    queue: &mut std::collections::BTreeSet<TargetKey>,
+    reporting: &mut std::collections::BTreeSet<TargetKey>,
+    jobs: &mut JoinSet<Done>,
+    admin: &A,
+    mut request: impl FnMut(&TargetKey) -> Option<apb::SetServerHealthRequest>,
+) {
+    let mut taken = Vec::new();
+    for key in queue.iter() {
+        if reporting.len() >= MAX_REPORTS_IN_FLIGHT {
+            break;
+        }
+        if reporting.contains(key) {
+            continue;
+        }
+        taken.push(*key);
+        if let Some(req) = request(key) {
+            reporting.insert(*key);
+            spawn_report(jobs, admin, *key, req);
+        }
+    }
+    for k in taken {
+        queue.remove(&k);
+    }
 }
 
 /// Sends `req` about `key` to the dataplane in a job of its own (bounded by ADMIN_TIMEOUT).
