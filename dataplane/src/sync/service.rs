@@ -138,6 +138,27 @@ async fn push(
     }
 }
 
+/// Pushes the events gathered in `batch`, if any, leaving it empty; false when syncd has
+/// gone (as [`push`]).
+async fn push_events(
+    i: &Inner,
+    tx: &mpsc::Sender<Result<pb::LocalEvents, Status>>,
+    id: u64,
+    batch: &mut Vec<pb::LocalEvent>,
+) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    let events = std::mem::take(batch);
+    push(
+        i,
+        tx,
+        id,
+        pb::local_events::Msg::Events(pb::LocalEventBatch { events }),
+    )
+    .await
+}
+
 /// Watch `id`: snapshot begin, the lcores' walks and events, snapshot end, then events, until
 /// syncd goes away or a newer watch begins.
 async fn pump(
@@ -208,12 +229,8 @@ async fn pump(
                     }
                     LcoreMsg::LocalityChunk { watch, entries } if watch == id => {
                         // This lcore's earlier events go first.
-                        if !batch.is_empty() {
-                            let events = std::mem::take(&mut batch);
-                            if !push(&i, &tx, id, Msg::Events(pb::LocalEventBatch { events })).await
-                            {
-                                break 'watch;
-                            }
+                        if !push_events(&i, &tx, id, &mut batch).await {
+                            break 'watch;
                         }
                         for part in entries.chunks(chunk) {
                             let msg = Msg::SnapshotChunk(pb::SnapshotChunk {
@@ -227,12 +244,8 @@ async fn pump(
                     }
                     LcoreMsg::Chunk { watch, records } if watch == id => {
                         // This lcore's earlier events go first.
-                        if !batch.is_empty() {
-                            let events = std::mem::take(&mut batch);
-                            if !push(&i, &tx, id, Msg::Events(pb::LocalEventBatch { events })).await
-                            {
-                                break 'watch;
-                            }
+                        if !push_events(&i, &tx, id, &mut batch).await {
+                            break 'watch;
                         }
                         for part in records.chunks(chunk) {
                             let conns = part.iter().map(wire::record_to).collect();
@@ -255,15 +268,7 @@ async fn pump(
                 }
             }
         }
-        if !batch.is_empty()
-            && !push(
-                &i,
-                &tx,
-                id,
-                Msg::Events(pb::LocalEventBatch { events: batch }),
-            )
-            .await
-        {
+        if !push_events(&i, &tx, id, &mut batch).await {
             break;
         }
         if !ended && done.iter().all(|d| *d) {
