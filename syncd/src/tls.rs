@@ -78,18 +78,35 @@ fn pem_err(what: &'static str, path: &Path, message: impl Into<String>) -> TlsEr
     }
 }
 
+/// The certificates of a PEM text (at least one).
+fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no CERTIFICATE in the file".into());
+    }
+    Ok(certs)
+}
+
+/// A root store of the CA certificates of a PEM text (the sync link's `[tls] ca`, an https
+/// check's `ca_file`).
+pub(crate) fn pem_roots(pem: &[u8]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for c in pem_certs(pem)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    Ok(roots)
+}
+
 fn certs(
     what: &'static str,
     path: &Path,
     pem: &[u8],
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_err(what, path, format!("bad PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(pem_err(what, path, "no CERTIFICATE in the file"));
-    }
-    Ok(certs)
+    pem_certs(pem).map_err(|m| pem_err(what, path, m))
 }
 
 /// The crypto provider: ring (the build carries no other).
@@ -105,16 +122,7 @@ impl TlsMaterial {
         let ca_pem = read("tls.ca", &cfg.ca)?;
         let cert_pem = read("tls.cert", &cfg.cert)?;
         let key_pem = read("tls.key", &cfg.key)?;
-        let mut roots = RootCertStore::empty();
-        for c in certs("tls.ca", &cfg.ca, &ca_pem)? {
-            roots.add(c).map_err(|e| {
-                pem_err(
-                    "tls.ca",
-                    &cfg.ca,
-                    format!("not a usable CA certificate: {e}"),
-                )
-            })?;
-        }
+        let roots = pem_roots(&ca_pem).map_err(|m| pem_err("tls.ca", &cfg.ca, m))?;
         let certs = certs("tls.cert", &cfg.cert, &cert_pem)?;
         PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|e| pem_err("tls.key", &cfg.key, format!("no usable private key: {e}")))?;

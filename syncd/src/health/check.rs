@@ -449,21 +449,9 @@ pub fn https_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, 
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let cfg = match ca_pem {
-        Some(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            let certs = rustls::pki_types::pem::PemObject::pem_slice_iter(pem)
-                .collect::<Result<Vec<CertificateDer<'static>>, _>>()
-                .map_err(|e| format!("bad PEM: {e}"))?;
-            if certs.is_empty() {
-                return Err("no CERTIFICATE in the file".into());
-            }
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("not a usable CA certificate: {e}"))?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+        Some(pem) => builder
+            .with_root_certificates(crate::tls::pem_roots(pem)?)
+            .with_no_client_auth(),
         None => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
