@@ -517,26 +517,6 @@ fn quick_key(frame: &[u8]) -> Option<[u64; 2]> {
     Some([addrs, u64::from(ports) << 16 | u64::from(h[23])])
 }
 
-/// The flow whose key [`quick_key`] packs, for the plain-load prefetch passes.
-#[inline]
-fn quick_flow(frame: &[u8]) -> Option<crate::lb::Flow> {
-    use crate::lb::{Endpoint, Flow, Protocol};
-    quick_key(frame)?;
-    let h: &[u8; 38] = frame.get(..38)?.try_into().ok()?;
-    let proto = if h[23] == 6 {
-        Protocol::Tcp
-    } else {
-        Protocol::Udp
-    };
-    let addr = |i: usize| Ipv4Addr::new(h[i], h[i + 1], h[i + 2], h[i + 3]);
-    let port = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
-    Some(Flow {
-        proto,
-        src: Endpoint::new(addr(26), port(34)),
-        dst: Endpoint::new(addr(30), port(36)),
-    })
-}
-
 /// One lcore's packet engine.
 #[derive(Debug)]
 pub struct Worker {
@@ -604,8 +584,8 @@ impl Worker {
     /// and changes nothing, so any frame is safe to pass.
     #[inline]
     pub fn prefetch(&self, _port: usize, frame: &[u8]) {
-        if let (Some(b), Some(flow)) = (&self.balancer, quick_flow(frame)) {
-            b.conns().prefetch(&flow);
+        if let (Some(b), Some(words)) = (&self.balancer, quick_key(frame)) {
+            b.conns().warm(b.conns().hint_words(words));
         }
     }
 
@@ -613,8 +593,8 @@ impl Worker {
     /// connection entry the frame's bucket names.
     #[inline]
     pub fn prefetch_entry(&self, _port: usize, frame: &[u8]) {
-        if let (Some(b), Some(flow)) = (&self.balancer, quick_flow(frame)) {
-            b.conns().prefetch_entry(&flow);
+        if let (Some(b), Some(words)) = (&self.balancer, quick_key(frame)) {
+            b.conns().warm_entry(b.conns().hint_words(words));
         }
     }
 

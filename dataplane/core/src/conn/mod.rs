@@ -9,7 +9,7 @@
 //!   `u32` value, see `index.rs`) stores slab indices only (`index << 1 | key`); it hashes and
 //!   compares against the keys stored in the entry. Unlike hashbrown it lets a burst of
 //!   lookups prefetch their buckets, then their entries, before processing
-//!   ([`ConnTable::prefetch`], [`ConnTable::prefetch_entry`]). Each connection has the
+//!   ([`ConnTable::prefetch_hinted`], [`ConnTable::prefetch_entry_hinted`]). Each connection has the
 //!   client→VIP key `(proto, client, vip)`, and **NAT connections only** also the reply key
 //!   `(proto, real, client)`. TUN and DR replies go from the real server straight to the
 //!   client and never reach the director, so their reply key would only cost index space; a

@@ -689,9 +689,12 @@ impl ConnTable {
         }
     }
 
-    /// [`prefetch`](Self::prefetch) of the bucket of `hint`'s key, with `prefetch` (inlined
-    /// where the caller's is; the glue passes `tandem_dpdk::prefetch`). Nothing for
-    /// [`Hint::NONE`].
+    /// First stage of a burst of lookups: starts loading the index bucket of `hint`'s key
+    /// with `prefetch` (inlined where the caller's is; the glue passes
+    /// `tandem_dpdk::prefetch`). Call it for every frame of a burst, then
+    /// [`prefetch_entry_hinted`](Self::prefetch_entry_hinted) for every frame, then look them
+    /// up: the cache misses of the burst overlap instead of following one another. Changes
+    /// nothing; nothing for [`Hint::NONE`].
     #[inline]
     pub fn prefetch_hinted(&self, hint: Hint, prefetch: impl Fn(*const u8)) {
         if hint.is_some() {
@@ -699,8 +702,10 @@ impl ConnTable {
         }
     }
 
-    /// [`prefetch_entry`](Self::prefetch_entry) for `hint`'s key, with `prefetch`; records
-    /// in `hint` the slot it found, which the lookup then checks before any bucket scan.
+    /// Second stage (see [`prefetch_hinted`](Self::prefetch_hinted)): reads the key's home
+    /// bucket (loaded by the first stage by now) and starts loading the slab entry its first
+    /// matching tag names; records in `hint` the slot it found, which the lookup then checks
+    /// before any bucket scan.
     #[inline]
     pub fn prefetch_entry_hinted(&self, hint: &mut Hint, prefetch: impl Fn(*const u8)) {
         if !hint.is_some() {
@@ -715,28 +720,25 @@ impl ConnTable {
         }
     }
 
-    /// First stage of a burst of lookups: starts loading the index bucket where `flow`'s
-    /// lookup begins. Call it for every frame of a burst, then [`ConnTable::prefetch_entry`]
-    /// for every frame, then look them up: the cache misses of the burst overlap instead of
-    /// following one another. Changes nothing; any flow is fine.
-    ///
-    /// The core cannot emit a prefetch instruction (it forbids `unsafe`), so these two warm
-    /// the lines with plain loads whose values are ignored (what the core's benchmark uses);
-    /// the dataplane uses [`ConnTable::prefetch_hinted`] and
-    /// [`ConnTable::prefetch_entry_hinted`] with the real instruction.
+    /// [`prefetch_hinted`](Self::prefetch_hinted) with a plain load whose value is ignored:
+    /// the core cannot emit a prefetch instruction (it forbids `unsafe`), so its benchmark
+    /// warms the lines this way; the dataplane passes the real instruction.
     #[inline]
-    pub fn prefetch(&self, flow: &Flow) {
-        let h = self.hasher.hash(flow.proto, flow.src, flow.dst);
-        std::hint::black_box(self.index.bucket(h).vals[0]);
+    pub fn warm(&self, hint: Hint) {
+        if hint.is_some() {
+            std::hint::black_box(self.index.bucket(hint.hash).vals[0]);
+        }
     }
 
-    /// Second stage (see [`ConnTable::prefetch`]): reads `flow`'s home bucket (loaded by the
-    /// first stage by now) and starts loading the slab entry its first matching tag names, so
-    /// the lookup's key comparison and the update find it in cache.
+    /// [`prefetch_entry_hinted`](Self::prefetch_entry_hinted) with a plain load (see
+    /// [`warm`](Self::warm)): reads the home bucket and the slab entry its first matching tag
+    /// names.
     #[inline]
-    pub fn prefetch_entry(&self, flow: &Flow) {
-        let h = self.hasher.hash(flow.proto, flow.src, flow.dst);
-        let Some(t) = self.index.first_candidate(h) else {
+    pub fn warm_entry(&self, hint: Hint) {
+        if !hint.is_some() {
+            return;
+        }
+        let Some(t) = self.index.first_candidate(hint.hash) else {
             return;
         };
         if let Some(c) = self.conns.get((t >> 1) as usize) {
