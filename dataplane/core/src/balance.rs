@@ -15,7 +15,7 @@
 //!    `sloppy_tcp`) — scheduled through persistence and the service's scheduler.
 //! 4. **NAT reply** (real server → client): the connection by its reply key.
 //! 5. **ICMP error**: the connection of the quoted datagram; translated in NAT mode
-//!    ([`nat_icmp_to_real`]/[`nat_icmp_to_client`]), forwarded as is to the real server in
+//!    ([`fwd::nat_icmp_to_real`]/[`fwd::nat_icmp_to_client`]), forwarded as is to the real server in
 //!    TUN/DR mode.
 //! 6. **Next hop**: [`Director::next_hop`] gives the port and the next hop's address; its MAC
 //!    comes from the neighbour table, or the frame is returned as [`Verdict::Resolve`][crate::director::Verdict::Resolve] with the

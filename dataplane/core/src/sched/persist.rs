@@ -177,8 +177,8 @@ pub struct PersistEntry {
 pub const REFRESH_LEAD: u64 = SECOND;
 
 /// A change of a template the table finds on its walk ([`PersistenceTable::expire_with`]),
-/// for the sync daemon. Creations are the caller's to announce ([`Choice::new_template`]
-/// (super::Choice::new_template)).
+/// for the sync daemon. Creations are the caller's to announce
+/// ([`Choice::new_template`](super::Choice::new_template)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PersistChange {
     /// The template was used since it was last announced and the peer's copy is about to
