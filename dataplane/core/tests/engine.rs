@@ -827,7 +827,8 @@ fn stale_hints_of_a_burst_change_no_outcome() {
 }
 
 /// A hint whose slot names an entry that expired after the hint was taken (and whose slab
-/// slot still holds the old key) must not find it.
+/// slot still holds the old key), or whose slot a new connection then took, must not find
+/// it.
 #[test]
 fn a_hint_naming_an_expired_entry_finds_nothing() {
     let client = (CLIENT, 43000);
@@ -850,6 +851,20 @@ fn a_hint_naming_an_expired_entry_finds_nothing() {
     assert!(b.conns().is_empty());
     let mut buf = VecBuf::new(&ack);
     let v = w.process_hinted(OUTSIDE, &mut buf, hint, 71_000_000_000, &mut c);
+    assert_eq!(v, Verdict::Drop(DropReason::TcpNoConnection));
+
+    // The freed slot is taken by another client's connection: live, but not this key.
+    let other = frame(
+        OUT_MAC,
+        CLIENT_MAC,
+        &tcp((CLIENT, 43001), (VIP, 21), SYN, b""),
+    );
+    // (Scheduled and sent; its next hop's MAC has aged out by now: Resolve.)
+    let (v, _) = run(&mut w, OUTSIDE, &other, 72_000_000_000, &mut c);
+    assert!(matches!(v, Verdict::Resolve { port: INSIDE, .. }), "{v:?}");
+    assert_eq!(w.balancer().expect("balancer").conns().len(), 1);
+    let mut buf = VecBuf::new(&ack);
+    let v = w.process_hinted(OUTSIDE, &mut buf, hint, 73_000_000_000, &mut c);
     assert_eq!(v, Verdict::Drop(DropReason::TcpNoConnection));
 }
 
