@@ -915,7 +915,7 @@ impl Ingress<'_> {
             && let Some(local) = self.director.local_udp_port
             && let [_, _, hi, lo, ..] = *ip.payload_mut()
             && u16::from_be_bytes([hi, lo]) == local
-            && self.director.ports.iter().any(|p| p.addr == dst)
+            && dst == self.own_addr
         {
             return Verdict::Local;
         }
