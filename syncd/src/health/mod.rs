@@ -781,9 +781,6 @@ pub async fn run<A: AdminApi>(
     let mut lifting: std::collections::BTreeSet<TargetKey> = Default::default();
     let mut to_clear: std::collections::BTreeSet<TargetKey> = Default::default();
     let mut reload_open = true;
-    // Until the first listing after a reload, the dataplane is polled even with no checks
-    // (to lift what the removed ones held DOWN).
-    let mut relist = true;
     info!(
         checks = settings.plans.len(),
         active = is_active,
@@ -815,7 +812,6 @@ pub async fn run<A: AdminApi>(
                     Ok(()) => {
                         settings.plans = reload.borrow_and_update().clone();
                         info!(checks = settings.plans.len(), "health: checks reloaded");
-                        relist = true;
                         poll.reset_immediately();
                     }
                     Err(_) => reload_open = false,
@@ -823,7 +819,8 @@ pub async fn run<A: AdminApi>(
                 publish = false;
             }
             _ = poll.tick() => {
-                let idle = settings.plans.is_empty() && targets.is_empty() && !relist;
+                // Nothing to check and no verdict to lift: the dataplane is left alone.
+                let idle = settings.plans.is_empty() && targets.is_empty() && lifting.is_empty();
                 if list_jobs.is_empty() && !idle {
                     list_asked = now();
                     let a = admin.clone();
@@ -850,7 +847,6 @@ pub async fn run<A: AdminApi>(
                         if added + removed > 0 {
                             info!(added, removed, targets = targets.len(), "health: checked servers changed");
                         }
-                        relist = false;
                         let down: std::collections::BTreeSet<TargetKey> =
                             targets.unchecked_down(&listed).into_iter().collect();
                         lifting.extend(down.iter().filter(|k| before.contains(k)).copied());
