@@ -153,22 +153,7 @@ impl Harness {
     }
 
     fn calls(&self) -> Vec<(String, i32, i32, String)> {
-        self.admin
-            .0
-            .lock()
-            .unwrap()
-            .calls
-            .iter()
-            .map(|c| {
-                let s = c.server.clone().unwrap();
-                (
-                    format!("{}:{}", s.address, s.port),
-                    c.state,
-                    c.action,
-                    c.reason.clone(),
-                )
-            })
-            .collect()
+        self.admin.calls()
     }
 }
 
