@@ -10,18 +10,17 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::client::{ClientOptions, ClientReport};
+use crate::client::ClientOptions;
 use crate::error::{Error, Result};
-use crate::exec::{Cancel, Cmd};
+use crate::exec::Cancel;
 use crate::pair::{CHECK_FALL, CHECK_INTERVAL_MS, CHECK_RISE, CHECK_TIMEOUT_MS};
-use crate::rack::{DirectorId, Rack, RackOptions};
+use crate::rack::{DirectorId, Rack, RackOptions, run_client};
 
 /// The real server whose service is stopped.
 pub const VICTIM: &str = "rs1";
@@ -155,18 +154,6 @@ pub fn dataplane_health(
         .map(|s| s["health"]["state"].as_str().unwrap_or("-").to_string()))
 }
 
-fn client(tool: &Path, netns: &str, opts: &ClientOptions) -> Result<ClientReport> {
-    let mut argv = vec![tool.display().to_string()];
-    argv.extend(opts.to_args());
-    let cmd = Cmd::in_netns(netns, argv).timeout(opts.timeout + Duration::from_secs(15));
-    let out = cmd.output()?;
-    ClientReport::parse(&out.stdout).map_err(|e| Error::Command {
-        command: cmd.display(),
-        status: out.status.to_string(),
-        stderr: format!("{e}; stderr: {}", out.stderr.trim()),
-    })
-}
-
 fn burst(target: SocketAddrV4, conns: u32) -> ClientOptions {
     let mut o = ClientOptions::new(target, conns, 1);
     o.op_timeout = Duration::from_millis(1000);
@@ -271,7 +258,7 @@ pub fn health_drill_on(
         None => crate::process::locate_tool(None)?,
     };
     let netns = rack.client_netns();
-    report.before = client(&tool, &netns, &burst(vip, 30))?.per_server;
+    report.before = run_client(&tool, &netns, &burst(vip, 30))?.per_server;
 
     // Background traffic: bursts of 5 connections, one after the other, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
@@ -285,7 +272,7 @@ pub fn health_drill_on(
                     break;
                 }
                 let at = origin.elapsed();
-                if let Ok(r) = client(&tool, &netns, &burst(vip, 5)) {
+                if let Ok(r) = run_client(&tool, &netns, &burst(vip, 5)) {
                     bursts.push((at, origin.elapsed(), r));
                 }
             }
@@ -316,7 +303,7 @@ pub fn health_drill_on(
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let w = client(&tool, &netns, &burst(vip, 30))?;
+        let w = run_client(&tool, &netns, &burst(vip, 30))?;
         report.while_down = w.per_server;
         report.while_down_failed = w.failed;
         report.standby_untouched =
@@ -332,7 +319,7 @@ pub fn health_drill_on(
     stop.store(true, Ordering::Relaxed);
     let bursts = traffic.join().unwrap_or_default();
     let (down_at, restart_at) = outcome?;
-    let a = client(&tool, &netns, &burst(vip, 30))?;
+    let a = run_client(&tool, &netns, &burst(vip, 30))?;
     report.after = a.per_server;
     report.after_failed = a.failed;
     let rel = |d: Duration| {

@@ -1558,15 +1558,7 @@ impl Rack {
             Some(t) => t.clone(),
             None => process::locate_tool(None)?,
         };
-        let mut argv = vec![tool.display().to_string()];
-        argv.extend(opts.to_args());
-        let cmd = Cmd::in_netns(netns, argv).timeout(opts.timeout + Duration::from_secs(15));
-        let out = cmd.output()?;
-        ClientReport::parse(&out.stdout).map_err(|e| Error::Command {
-            command: cmd.display(),
-            status: out.status.to_string(),
-            stderr: format!("{e}; stderr: {}", out.stderr.trim()),
-        })
+        run_client(&tool, netns, opts)
     }
 
     /// The dataplane pid of director `id`, if it was started.
@@ -1966,5 +1958,19 @@ pub fn status(prefix: &Prefix) -> Result<RackStatus> {
         meta,
         directors,
         helpers,
+    })
+}
+
+/// Runs the client `tool` (`tandem-rack client`) with `opts` in namespace `netns`, bounded by
+/// the client's own timeout plus a margin, and returns its report.
+pub(crate) fn run_client(tool: &Path, netns: &str, opts: &ClientOptions) -> Result<ClientReport> {
+    let mut argv = vec![tool.display().to_string()];
+    argv.extend(opts.to_args());
+    let cmd = Cmd::in_netns(netns, argv).timeout(opts.timeout + Duration::from_secs(15));
+    let out = cmd.output()?;
+    ClientReport::parse(&out.stdout).map_err(|e| Error::Command {
+        command: cmd.display(),
+        status: out.status.to_string(),
+        stderr: format!("{e}; stderr: {}", out.stderr.trim()),
     })
 }
