@@ -31,6 +31,7 @@
 use std::sync::Arc;
 
 mod control;
+mod fast;
 mod sync;
 pub use control::{ConnFilter, DestTraffic, FlushTarget};
 pub use sync::{LocalityChange, LocalityEvent, LocalityQueue, PeerInstallError};
@@ -221,6 +222,26 @@ impl Balancer {
         // The common shape is parsed inline, so its flow stays in registers on the way to the
         // lookup and the rewrite; anything else takes the general parse.
         match fwd::parse_common(buf.data()) {
+            Some(pf) => match self.fast(ctx, &pf, buf, counters) {
+                Some(act) => act,
+                None => self.handle_slow(ctx, in_port, buf, counters),
+            },
+            None => self.handle_general(ctx, in_port, buf, counters),
+        }
+    }
+
+    /// [`handle`](Self::handle) of a frame of the common shape that the fast path left: out
+    /// of line, and parsing the frame again, so that the fast path keeps its parsed flow in
+    /// registers rather than storing it for this call.
+    #[inline(never)]
+    fn handle_slow<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        in_port: usize,
+        buf: &mut B,
+        counters: &mut Counters,
+    ) -> Act {
+        match fwd::parse_common(buf.data()) {
             Some(pf) => self.handle_flow(ctx, &pf, buf, counters),
             None => self.handle_general(ctx, in_port, buf, counters),
         }
@@ -325,7 +346,7 @@ impl Balancer {
     /// The service of connection `id`, found by `flow`'s client→VIP key, if the service with
     /// that id still has the connection's protocol and VIP: the one [`ServiceSet::lookup`]
     /// would give for `flow` (VIPs are unique), without its hash lookup.
-    #[inline]
+    #[inline(always)]
     fn conn_service(&self, id: crate::conn::ConnId, flow: &Flow) -> Option<crate::lb::ServiceId> {
         let conn = self.conns.get(id)?;
         let svc = self.services.service(conn.service())?;

@@ -87,7 +87,7 @@ impl HopCache {
 
     /// The cached hop to `dst`, if it is still what a route and neighbour lookup would give at
     /// `now`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(
         &self,
         dst: Ipv4Addr,

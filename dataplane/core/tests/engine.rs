@@ -29,6 +29,8 @@ const RS_MACS: [[u8; 6]; 3] = [
 
 const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+/// The inside port's VIP (the real servers' gateway).
+const INSIDE_VIP: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 254);
 const FAR_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const RS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(172, 16, 0, 2),
@@ -898,4 +900,246 @@ fn the_prefetch_pass_packs_the_key_the_lookup_hashes() {
     let mut arp = frames[0].clone();
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
     assert_eq!(w.prefetch_hinted(&arp, |_| {}), Hint::NONE);
+}
+
+/// One frame of a fast-path script: which of the script's connections, whether it is the
+/// real server's reply, its TCP flags, its TTL, and how it is spoiled.
+#[derive(Debug, Clone, Copy)]
+struct FastStep {
+    conn: usize,
+    reply: bool,
+    flags: u8,
+    ttl: u8,
+    spoil: u8,
+    /// Milliseconds since the step before (a long gap lets connections expire).
+    gap_ms: u64,
+    /// Before the frame, both workers switch between [`services`] and those plus a service on
+    /// the inside VIP (which makes that address a VIP: replies to it are no NAT replies).
+    reconfigure: bool,
+}
+
+/// The frame of `step` (`None`: a reply of a connection the table does not hold).
+fn fast_frame(w: &Worker, step: &FastStep) -> Option<(usize, Vec<u8>)> {
+    let services = [
+        (80u16, false),
+        (21, false),
+        (53, true),
+        (8080, false),
+        (443, false),
+    ];
+    let (vport, is_udp) = services[step.conn % services.len()];
+    // The last two clients hold the inside VIP's address: their replies are no NAT replies.
+    let sport = 42000 + u16::try_from(step.conn).ok()?;
+    let client = if step.conn >= 12 {
+        (INSIDE_VIP, sport)
+    } else {
+        (CLIENT, sport)
+    };
+    let (port, mut p, dst_mac, src_mac) = if step.reply {
+        let real = w
+            .balancer()?
+            .conns()
+            .iter()
+            .find(|(_, c)| c.client() == Endpoint::new(client.0, client.1) && !c.is_template())
+            .map(|(_, c)| c.real())?;
+        let mac = RS_MACS[RS.iter().position(|r| *r == real.addr).unwrap_or(0)];
+        let r = (real.addr, real.port);
+        let p = if is_udp {
+            udp(r, client, b"answer")
+        } else {
+            tcp(r, client, step.flags, b"answer")
+        };
+        (INSIDE, p, IN_MAC, mac)
+    } else {
+        let p = if is_udp {
+            udp(client, (VIP, vport), b"question")
+        } else {
+            tcp(client, (VIP, vport), step.flags, b"question")
+        };
+        (OUTSIDE, p, OUT_MAC, CLIENT_MAC)
+    };
+    p.ip.ttl = step.ttl;
+    let mut f = frame(dst_mac, src_mac, &p);
+    match step.spoil % 8 {
+        // The IPv4 header checksum.
+        1 => f[24] ^= 0x40,
+        // Another host's MAC, or a multicast source.
+        2 => f[5] ^= 0x10,
+        3 => f[6] |= 1,
+        // Truncated inside the transport header.
+        4 => f.truncate(40),
+        // A fragment (MF set).
+        5 => {
+            f[20] |= 0x20;
+            let sum = u16::from_be_bytes([f[24], f[25]]);
+            // RFC 1624: the header checksum follows the flag.
+            let fixed = !(!sum)
+                .wrapping_add(!0x2000u16)
+                .wrapping_add(u16::from(!sum < 0x2000));
+            f[24..26].copy_from_slice(&fixed.to_be_bytes());
+        }
+        _ => {}
+    }
+    Some((port, f))
+}
+
+fn fast_step() -> impl proptest::strategy::Strategy<Value = FastStep> {
+    use proptest::prelude::*;
+    (
+        prop_oneof![3 => 0usize..12, 1 => 12usize..14],
+        proptest::bool::weighted(0.3),
+        prop_oneof![
+            4 => Just(ACK),
+            2 => Just(ACK | 0x08),
+            2 => Just(SYN),
+            1 => Just(SYN_ACK),
+            1 => any::<u8>(),
+        ],
+        prop_oneof![6 => Just(64u8), 1 => Just(1u8), 1 => Just(0u8), 1 => Just(2u8)],
+        prop_oneof![6 => Just(0u8), 4 => 1u8..8],
+        prop_oneof![8 => 0u64..2_000, 1 => 50_000u64..400_000],
+        proptest::bool::weighted(0.1),
+    )
+        .prop_map(
+            |(conn, reply, flags, ttl, spoil, gap_ms, reconfigure)| FastStep {
+                conn,
+                reply,
+                flags,
+                ttl,
+                spoil,
+                gap_ms,
+                reconfigure,
+            },
+        )
+}
+
+/// What a worker's state looks like from outside: its connections (as listed, templates
+/// included), each destination's traffic, and the events it queued.
+fn observed(w: &mut Worker, now: u64) -> (Vec<tandem_core::conn::ConnRecord>, Vec<String>) {
+    let Some(b) = w.balancer_mut() else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut conns = Vec::new();
+    b.list_conns(&Default::default(), usize::MAX, now, &mut conns);
+    let mut rest: Vec<String> = b.dest_traffic().iter().map(|t| format!("{t:?}")).collect();
+    while let Some(e) = b.events_mut().pop() {
+        rest.push(format!("{e:?}"));
+    }
+    (conns, rest)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    /// The established fast path (taken when the prefetch passes found the frame's
+    /// connection) gives what the general path gives for every frame: the same verdict,
+    /// bytes and counters, and afterwards the same connections, timers, per-destination
+    /// traffic and events. One worker processes bursts of up to 8 frames as the DPDK glue
+    /// does (every hint taken before the burst is processed, so later frames' hints may be
+    /// stale); the other processes each frame without a hint, which never takes the fast path.
+    #[test]
+    fn the_fast_path_changes_no_outcome(
+        bursts in proptest::collection::vec(proptest::collection::vec(fast_step(), 1..8), 1..40)
+    ) {
+        use tandem_core::conn::Hint;
+        let (mut fast, mut plain) = (worker(), worker());
+        for w in [&mut fast, &mut plain] {
+            w.neighbours_mut().learn(INSIDE_VIP, ROUTER_MAC, INSIDE, 0);
+        }
+        let (mut cf, mut cp) = (Counters::default(), Counters::default());
+        let mut now = 1_000_000_000u64;
+        let mut with_inside = services();
+        with_inside.push(ServiceSpec {
+            vip: Endpoint::new(INSIDE_VIP, 9999),
+            ..service(Protocol::Tcp, 9999, SchedulerKind::Rr, vec![dest(0, 80, ForwardMethod::Nat, 1)])
+        });
+        let sets = [services(), with_inside]
+            .map(|s| Arc::new(ServiceSet::new(&s, 64).expect("valid services")));
+        let mut set = 0;
+        for burst in &bursts {
+            // The frames are decided before the burst, from the plain worker's table.
+            let frames: Vec<(FastStep, usize, Vec<u8>)> = burst
+                .iter()
+                .filter_map(|s| fast_frame(&plain, s).map(|(p, f)| (*s, p, f)))
+                .collect();
+            let mut hints: Vec<Hint> =
+                frames.iter().map(|(_, _, f)| fast.prefetch_hinted(f, |_| {})).collect();
+            for h in &mut hints {
+                fast.prefetch_entry_hinted(h, |_| {});
+            }
+            for ((step, port, f), hint) in frames.iter().zip(hints) {
+                now += step.gap_ms * 1_000_000;
+                set = (set + usize::from(step.reconfigure)) % 2;
+                for w in [&mut fast, &mut plain] {
+                    if let Some(b) = w.balancer_mut() {
+                        if step.reconfigure {
+                            b.set_services(Arc::clone(&sets[set])).expect("services apply");
+                        }
+                        b.housekeeping(now, 1024);
+                    }
+                }
+                let mut a = VecBuf::new(f);
+                let va = fast.process_hinted(*port, &mut a, hint, now, &mut cf);
+                let mut b = VecBuf::new(f);
+                let vb = plain.process_buf(*port, &mut b, now, &mut cp);
+                proptest::prop_assert_eq!((va, a.data()), (vb, b.data()), "{:?}", step);
+                proptest::prop_assert_eq!(&cf, &cp, "{:?}", step);
+            }
+            proptest::prop_assert_eq!(observed(&mut fast, now), observed(&mut plain, now));
+        }
+    }
+}
+
+/// A reply to a client whose address became a VIP (a service added on it after the
+/// connection was made) is no NAT reply any more, on the fast path as on the general one.
+#[test]
+fn a_reply_to_an_address_that_became_a_vip_is_refused_on_the_fast_path_too() {
+    use tandem_core::conn::Hint;
+    let client = (INSIDE_VIP, 42012);
+    let mut w = worker();
+    w.neighbours_mut().learn(INSIDE_VIP, ROUTER_MAC, INSIDE, 0);
+    let mut c = Counters::default();
+    let to_vip = |flags| frame(OUT_MAC, CLIENT_MAC, &tcp(client, (VIP, 21), flags, b""));
+    let reply = frame(IN_MAC, RS_MACS[1], &tcp((RS[1], 21), client, ACK, b"data"));
+    let steps = [
+        (OUTSIDE, to_vip(SYN)),
+        (
+            INSIDE,
+            frame(IN_MAC, RS_MACS[1], &tcp((RS[1], 21), client, SYN_ACK, b"")),
+        ),
+        (OUTSIDE, to_vip(ACK)),
+        (INSIDE, reply.clone()),
+    ];
+    for (port, f) in steps {
+        assert!(matches!(
+            run(&mut w, port, &f, 1, &mut c).0,
+            Verdict::Forward { .. }
+        ));
+    }
+    let hinted = |w: &mut Worker, c: &mut Counters| {
+        let mut h = w.prefetch_hinted(&reply, |_| {});
+        w.prefetch_entry_hinted(&mut h, |_| {});
+        assert_ne!(h, Hint::NONE);
+        let mut buf = VecBuf::new(&reply);
+        w.process_hinted(INSIDE, &mut buf, h, 2, c)
+    };
+    // Hinted, the reply takes the fast path.
+    assert!(matches!(
+        hinted(&mut w, &mut c),
+        Verdict::Forward { port: INSIDE }
+    ));
+    let mut specs = services();
+    specs.push(ServiceSpec {
+        vip: Endpoint::new(INSIDE_VIP, 9999),
+        ..service(
+            Protocol::Tcp,
+            9999,
+            SchedulerKind::Rr,
+            vec![dest(0, 80, ForwardMethod::Nat, 1)],
+        )
+    });
+    let set = Arc::new(ServiceSet::new(&specs, 64).expect("valid services"));
+    if let Some(b) = w.balancer_mut() {
+        b.set_services(set).expect("services apply");
+    }
+    assert_eq!(hinted(&mut w, &mut c), Verdict::Drop(DropReason::NoService));
 }

@@ -234,7 +234,7 @@ impl Balancer {
     }
 
     /// Counts a client → server packet of `frame_len` bytes (Ethernet included) for `dest`.
-    #[inline]
+    #[inline(always)]
     pub(super) fn count_in(&mut self, dest: DestId, frame_len: usize) {
         if let Some(t) = self.traffic.get_mut(dest.0 as usize) {
             t.packets_in += 1;
@@ -243,7 +243,7 @@ impl Balancer {
     }
 
     /// Counts a server → client packet of `frame_len` bytes (Ethernet included) for `dest`.
-    #[inline]
+    #[inline(always)]
     pub(super) fn count_out(&mut self, dest: DestId, frame_len: usize) {
         if let Some(t) = self.traffic.get_mut(dest.0 as usize) {
             t.packets_out += 1;

@@ -89,7 +89,8 @@ pub use event::{
     EventQueue,
 };
 pub use state::{
-    ActivePolicy, ConnState, Direction, FlagClass, TcpDir, TcpFlags, Timeouts, tcp_next_state,
+    ActivePolicy, ConnState, Direction, FlagClass, TcpDir, TcpFlags, Timeouts, keeps_established,
+    tcp_next_state,
 };
 pub use table::{
     Conn, ConnConfig, ConnConfigError, ConnId, ConnStats, ConnTable, CreateError, DestCounts, Hint,

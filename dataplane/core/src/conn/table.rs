@@ -10,7 +10,8 @@ use super::event::{
 use super::hash::{KeyHasher, key_words};
 use super::index::Index;
 use super::state::{
-    ActivePolicy, ConnState, Direction, TcpDir, TcpFlags, Timeouts, duration_ms, tcp_next_state,
+    ActivePolicy, ConnState, Direction, TcpDir, TcpFlags, Timeouts, duration_ms, keeps_established,
+    tcp_next_state,
 };
 
 /// "No entry" in the slab's links and the wheel's heads.
@@ -384,6 +385,19 @@ impl Conn {
         self.method == ForwardMethod::Nat && !self.is_template()
     }
 
+    /// Whether a packet with `tcp_flags` leaves this connection's state as it is, whatever
+    /// its direction and table, with no event: an ESTABLISHED TCP connection's segment that
+    /// keeps it ESTABLISHED in the INPUT, OUTPUT and INPUT-ONLY tables alike (ACK alone, or a
+    /// SYN: [`keeps_established`]), or any datagram of a UDP connection in its one state.
+    /// What [`ConnTable::update`] does then is [`ConnTable::refresh_steady`].
+    #[inline(always)]
+    pub(crate) fn steady(&self, tcp_flags: TcpFlags) -> bool {
+        match self.proto {
+            Protocol::Tcp => self.state == ConnState::Established && keeps_established(tcp_flags),
+            Protocol::Udp => self.state == ConnState::Udp,
+        }
+    }
+
     /// Key `reply` (0: input, 1: reply) as (proto, src, dst).
     fn key(&self, reply: bool) -> (Protocol, Endpoint, Endpoint) {
         if reply {
@@ -651,9 +665,18 @@ impl ConnTable {
             })
     }
 
+    /// The entry the second prefetch pass found for this frame's key, if it is `flow`'s: what
+    /// [`lookup_hinted`](Self::lookup_hinted) answers when it answers without a bucket scan,
+    /// whatever the hint's words (a live entry holding and indexing `flow`'s key is the one
+    /// entry of that key). `None` when the hint has no slot or the slot no longer fits.
+    #[inline(always)]
+    pub(crate) fn at_hint(&self, hint: &Hint, flow: &Flow) -> Option<(ConnId, Direction)> {
+        self.found_at(hint.slot, flow)
+    }
+
     /// What [`lookup_hinted`](Self::lookup_hinted) answers if index value `t` is where
     /// `flow`'s key is: the entry is live, has that key, and indexes it. `None` otherwise.
-    #[inline]
+    #[inline(always)]
     fn found_at(&self, t: u32, flow: &Flow) -> Option<(ConnId, Direction)> {
         let c = self.conns.get((t >> 1) as usize)?;
         let reply = t & 1 == 1;
@@ -894,19 +917,11 @@ impl ConnTable {
             self.arm(i, timeout_ms, now);
             return Some(ConnState::None);
         }
-        // The common case, first: an ESTABLISHED TCP connection's segment whose only
-        // transition flag is ACK stays ESTABLISHED in every table (no state change, no event).
-        if c.proto == Protocol::Tcp
-            && c.state == ConnState::Established
-            && tcp_flags.0 & (TcpFlags::RST.0 | TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::ACK.0)
-                == TcpFlags::ACK.0
-        {
-            if dir == Direction::Output {
-                c.flags.remove(ConnFlags::NO_OUTPUT);
-            }
-            let timeout_ms = self.timeouts_ms[ConnState::Established as usize];
-            self.arm(i, timeout_ms, now);
-            return Some(ConnState::Established);
+        // The common case, first: a packet that leaves the state as it is in every table.
+        if c.steady(tcp_flags) {
+            let state = c.state;
+            self.refresh_steady(i, dir, now);
+            return Some(state);
         }
         let new_state = match c.proto {
             Protocol::Tcp => {
@@ -930,6 +945,21 @@ impl ConnTable {
             self.emit(ConnEventKind::StateChanged, i, now, sink);
         }
         Some(new_state)
+    }
+
+    /// What [`update`](Self::update) does for a packet that leaves live entry `i` in its
+    /// state ([`Conn::steady`]): the entry is no longer as the peer sent it, a TCP reply
+    /// clears INPUT-ONLY, and the idle timer is re-armed with the state's timeout. No event.
+    #[inline(always)]
+    pub(crate) fn refresh_steady(&mut self, i: u32, dir: Direction, now: u64) {
+        self.start_clock(now);
+        let c = &mut self.conns[i as usize];
+        c.flags.remove(ConnFlags::SYNCED);
+        if dir == Direction::Output && c.proto == Protocol::Tcp {
+            c.flags.remove(ConnFlags::NO_OUTPUT);
+        }
+        let timeout_ms = self.timeouts_ms[c.state as usize];
+        self.arm(i, timeout_ms, now);
     }
 
     /// Re-arms entry `id`'s idle timer with its current timeout, without a state change or an
@@ -1435,6 +1465,7 @@ impl ConnTable {
     /// most the due tick of the deadline it was last checked against (and the first open slot
     /// then), both of which only grow, so [`refile_if_earlier`](Self::refile_if_earlier) would
     /// find nothing to do. This skips its division on the common path (the same state again).
+    #[inline]
     fn arm(&mut self, i: u32, timeout_ms: u32, now: u64) {
         let c = &mut self.conns[i as usize];
         let deadline = now.saturating_add(u64::from(timeout_ms) * NS_PER_MS);

@@ -43,8 +43,17 @@ pub fn direct_route_parsed(
     Ok(())
 }
 
+/// The rewrite of [`direct_route_parsed`] for a frame of the common shape with a TTL above 1
+/// (what the established fast path checked). `None`, the frame untouched, if it is shorter
+/// than an IPv4 header (which the common shape rules out).
+#[inline(always)]
+pub(crate) fn direct_route_common(frame: &mut [u8], mac: MacRewrite) -> Option<()> {
+    rewrite(frame.first_chunk_mut()?, mac);
+    Some(())
+}
+
 /// The rewrite of [`direct_route`] on the frame's first [`HEAD`] bytes.
-#[inline]
+#[inline(always)]
 fn rewrite(head: &mut [u8; HEAD], mac: MacRewrite) {
     decrement_ttl_fixed(head, 0);
     set_macs_fixed(head, mac);

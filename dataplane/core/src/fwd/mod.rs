@@ -41,10 +41,12 @@ mod icmp_error;
 mod nat;
 mod tunnel;
 
+pub(crate) use dr::direct_route_common;
 pub use dr::{direct_route, direct_route_parsed};
 pub(crate) use flow::parse_common;
 pub use flow::{Fragment, IcmpErrorInfo, ParsedFlow, parse_flow, parse_flow_general};
 pub use icmp_error::{ICMP_ERROR_MAX_FRAME, IcmpErrorSpec, icmp_error};
+pub(crate) use nat::nat_common;
 pub use nat::{
     nat_icmp_to_client, nat_icmp_to_real, nat_reply, nat_reply_parsed, nat_request,
     nat_request_parsed,

@@ -142,6 +142,34 @@ fn nat_transport_parsed(
     nat_transport_parsed_general(frame, parsed, side, to, mac)
 }
 
+/// The NAT rewrite of a frame of the common shape with a TTL above 1 (what the established
+/// fast path checked: [`parse_common`](super::parse_common) accepted it as `parsed`): a
+/// request's destination becomes `to` (`reply` false, [`nat_request_parsed`]) or a reply's
+/// source does (`reply` true, [`nat_reply_parsed`]), with the same bytes as those. `None`,
+/// the frame untouched, if it is shorter than its transport header (which `parsed` rules
+/// out).
+#[inline(always)]
+pub(crate) fn nat_common(
+    frame: &mut [u8],
+    parsed: &ParsedFlow,
+    reply: bool,
+    to: Endpoint,
+    mac: MacRewrite,
+) -> Option<()> {
+    let side = if reply { Side::Src } else { Side::Dst };
+    match parsed.flow.proto {
+        Protocol::Tcp => {
+            let h = frame.first_chunk_mut::<{ HEAD + tcp::CHECKSUM_OFFSET + 2 }>()?;
+            rewrite_fixed(h, false, side, to, mac);
+        }
+        Protocol::Udp => {
+            let h = frame.first_chunk_mut::<{ HEAD + udp::CHECKSUM_OFFSET + 2 }>()?;
+            rewrite_fixed(h, true, side, to, mac);
+        }
+    }
+    Some(())
+}
+
 /// [`nat_transport_parsed`] for any shape, and every refusal: out of line, so that the
 /// common shape's path stays short.
 #[inline(never)]

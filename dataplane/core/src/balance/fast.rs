@@ -1,0 +1,82 @@
+//! The established fast path: a TCP segment or UDP datagram of the common shape (IPv4
+//! without options, unfragmented, every length and the header checksum right) whose
+//! connection the burst's prefetch passes already found, which changes nothing but the
+//! connection's idle timer, and whose next hop is cached. It takes the decisions of
+//! [`Balancer::handle_flow`] for such a frame, in the same order, reading each one once and
+//! keeping the parsed flow in registers; anything it does not cover (a new connection, a
+//! state change, a redirect, a TTL about to expire, a hop to resolve, VS/TUN) returns `None`
+//! before anything is written, and the general path decides. `the_fast_path_changes_no_outcome` (in `tests/engine.rs`) checks
+//! that both give the same frames, verdicts, counters, table and events.
+
+use super::{Balancer, Ctx, owner};
+use crate::buf::PacketBuf;
+use crate::conn::{Direction, TcpFlags};
+use crate::counters::Counters;
+use crate::director::Act;
+use crate::fwd::{self, ParsedFlow};
+use crate::lb::ForwardMethod;
+
+impl Balancer {
+    /// The fast path for the frame `pf` was parsed from; `None` leaves the frame and every
+    /// state untouched for [`handle_flow`](Self::handle_flow).
+    #[inline(always)]
+    pub(super) fn fast<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        pf: &ParsedFlow,
+        buf: &mut B,
+        counters: &mut Counters,
+    ) -> Option<Act> {
+        // A TTL of 0 or 1 is the rewrites' refusal, after the connection was updated.
+        if pf.ttl <= 1 {
+            return None;
+        }
+        let flow = &pf.flow;
+        let (id, dir) = self.conns.at_hint(&ctx.hint, flow)?;
+        let c = self.conns.get(id)?;
+        if !c.steady(TcpFlags(pf.tcp_flags.0)) {
+            return None;
+        }
+        // handle_flow's decisions for a found connection: a request keeps the service that
+        // still serves its key and is handled by the client's worker; a reply is one only if
+        // its destination is no VIP, and is handled by its destination's (the client's)
+        // worker.
+        let (to, toward) = match dir {
+            Direction::Input => {
+                self.conn_service(id, flow)?;
+                if owner(flow.src, self.workers) != self.worker {
+                    return None;
+                }
+                (c.real(), c.real().addr)
+            }
+            Direction::Output => {
+                if self.services.is_vip(flow.dst.addr)
+                    || owner(flow.dst, self.workers) != self.worker
+                {
+                    return None;
+                }
+                (c.vip(), c.client().addr)
+            }
+        };
+        let (method, dest) = (c.method(), c.dest());
+        let hop = ctx.hops.get(toward, ctx.neighbours, ctx.now)?;
+        let frame = buf.data_mut();
+        let len = frame.len();
+        match (method, dir) {
+            (ForwardMethod::Nat, _) => {
+                fwd::nat_common(frame, pf, dir == Direction::Output, to, hop.mac)?;
+            }
+            (ForwardMethod::DirectRoute, Direction::Input) => {
+                fwd::direct_route_common(frame, hop.mac)?;
+            }
+            _ => return None,
+        }
+        self.conns.refresh_steady(id.0, dir, ctx.now);
+        match dir {
+            Direction::Input => self.count_in(dest, len),
+            Direction::Output => self.count_out(dest, len),
+        }
+        counters.forwarded += 1;
+        Some(Act::forward(hop.port))
+    }
+}
