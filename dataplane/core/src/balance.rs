@@ -606,7 +606,7 @@ impl Balancer {
         // in one stack slot, its MACs were reloaded across two narrower stores (a
         // store-forwarding stall on every forwarded frame).
         if let Some(hop) = ctx.hops.get(dst, ctx.neighbours, ctx.now) {
-            return match transform(buf.data_mut(), hop.mac) {
+            return match transform(buf.data_mut(), hop.mac()) {
                 Ok(()) => {
                     counters.forwarded += 1;
                     Act::forward(hop.port)
@@ -715,7 +715,7 @@ impl Ctx<'_> {
             return Some(Hop {
                 port: h.port,
                 next_hop: h.next_hop,
-                mac: h.mac,
+                mac: h.mac(),
                 resolved: true,
             });
         }
@@ -727,11 +727,7 @@ impl Ctx<'_> {
         let src = self.director.ports().get(port)?.mac;
         let neighbour = self.neighbours.lookup(next_hop, self.now);
         if let Some(n) = neighbour {
-            let hop = CachedHop {
-                port,
-                next_hop,
-                mac: MacRewrite { src, dst: n.mac },
-            };
+            let hop = CachedHop::new(port, next_hop, MacRewrite { src, dst: n.mac });
             self.hops.put(dst, self.neighbours, n.learned_at, hop);
         }
         let known = neighbour.map(|n| n.mac);

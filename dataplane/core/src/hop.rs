@@ -34,8 +34,29 @@ pub(crate) struct CachedHop {
     pub port: usize,
     /// The next hop's address (the destination itself when on-link, else a gateway).
     pub next_hop: Ipv4Addr,
+    /// Egress port's MAC → next hop's MAC, as [`MacRewrite::bytes`]: the fast path copies
+    /// them to the frame in the pieces they are loaded in.
+    pub macs: [u8; 12],
+}
+
+impl CachedHop {
+    /// The hop by `port` to `next_hop` with `mac`.
+    pub(crate) const fn new(port: usize, next_hop: Ipv4Addr, mac: MacRewrite) -> Self {
+        CachedHop {
+            port,
+            next_hop,
+            macs: mac.bytes(),
+        }
+    }
+
     /// Egress port's MAC → next hop's MAC.
-    pub mac: MacRewrite,
+    pub(crate) fn mac(&self) -> MacRewrite {
+        let [d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5] = self.macs;
+        MacRewrite {
+            dst: [d0, d1, d2, d3, d4, d5],
+            src: [s0, s1, s2, s3, s4, s5],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -58,10 +79,7 @@ const EMPTY: Entry = Entry {
     hop: CachedHop {
         port: 0,
         next_hop: Ipv4Addr::UNSPECIFIED,
-        mac: MacRewrite {
-            src: [0; 6],
-            dst: [0; 6],
-        },
+        macs: [0; 12],
     },
 };
 
@@ -132,14 +150,14 @@ mod tests {
     const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 7);
 
     fn hop(mac: u8) -> CachedHop {
-        CachedHop {
-            port: 1,
-            next_hop: A,
-            mac: MacRewrite {
+        CachedHop::new(
+            1,
+            A,
+            MacRewrite {
                 src: [2, 0, 0, 0, 0, 1],
                 dst: [2, 0, 0, 0, 0, mac],
             },
-        }
+        )
     }
 
     #[test]

@@ -64,10 +64,10 @@ impl Balancer {
         let len = frame.len();
         match (method, dir) {
             (ForwardMethod::Nat, _) => {
-                fwd::nat_common(frame, pf, dir == Direction::Output, to, hop.mac)?;
+                fwd::nat_common(frame, pf, dir == Direction::Output, to, hop.macs)?;
             }
             (ForwardMethod::DirectRoute, Direction::Input) => {
-                fwd::direct_route_common(frame, hop.mac)?;
+                fwd::direct_route_common(frame, hop.macs)?;
             }
             _ => return None,
         }

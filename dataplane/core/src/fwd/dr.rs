@@ -18,7 +18,7 @@ pub fn direct_route(frame: &mut [u8], mac: MacRewrite) -> Result<(), FwdError> {
     check_ttl(&layout)?;
     // A whole IPv4 header is there, options or not: the TTL and checksum lie within HEAD.
     let head = frame.first_chunk_mut().ok_or(FwdError::MalformedIpv4)?;
-    rewrite(head, mac);
+    rewrite(head, mac.bytes());
     Ok(())
 }
 
@@ -39,7 +39,7 @@ pub fn direct_route_parsed(
         return Err(FwdError::TtlExceeded);
     }
     let head = frame.first_chunk_mut().ok_or(FwdError::MalformedIpv4)?;
-    rewrite(head, mac);
+    rewrite(head, mac.bytes());
     Ok(())
 }
 
@@ -47,14 +47,14 @@ pub fn direct_route_parsed(
 /// (what the established fast path checked). `None`, the frame untouched, if it is shorter
 /// than an IPv4 header (which the common shape rules out).
 #[inline(always)]
-pub(crate) fn direct_route_common(frame: &mut [u8], mac: MacRewrite) -> Option<()> {
-    rewrite(frame.first_chunk_mut()?, mac);
+pub(crate) fn direct_route_common(frame: &mut [u8], macs: [u8; 12]) -> Option<()> {
+    rewrite(frame.first_chunk_mut()?, macs);
     Some(())
 }
 
 /// The rewrite of [`direct_route`] on the frame's first [`HEAD`] bytes.
 #[inline(always)]
-fn rewrite(head: &mut [u8; HEAD], mac: MacRewrite) {
+fn rewrite(head: &mut [u8; HEAD], macs: [u8; 12]) {
+    set_macs_fixed(head, macs);
     decrement_ttl_fixed(head, 0);
-    set_macs_fixed(head, mac);
 }

@@ -140,12 +140,11 @@ pub(super) fn set_macs(frame: &mut [u8], mac: MacRewrite) {
     eth.set_dst_addr(mac.dst);
 }
 
-/// [`set_macs`] on a frame's first `N` bytes (`N` ≥ 12).
-#[inline]
-pub(super) fn set_macs_fixed<const N: usize>(head: &mut [u8; N], mac: MacRewrite) {
+/// [`set_macs`] on a frame's first `N` bytes (`N` ≥ 12), from [`MacRewrite::bytes`].
+#[inline(always)]
+pub(super) fn set_macs_fixed<const N: usize>(head: &mut [u8; N], macs: [u8; 12]) {
     const { assert!(N >= 12) };
-    head[..6].copy_from_slice(&mac.dst);
-    head[6..12].copy_from_slice(&mac.src);
+    head[..12].copy_from_slice(&macs);
 }
 
 /// ICMP messages that report a problem with a datagram and quote its IP header and first

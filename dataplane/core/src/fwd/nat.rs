@@ -126,13 +126,13 @@ fn nat_transport_parsed(
         match parsed.flow.proto {
             Protocol::Tcp if end >= HEAD + tcp::HEADER_LEN => {
                 if let Some(h) = frame.first_chunk_mut::<{ HEAD + tcp::CHECKSUM_OFFSET + 2 }>() {
-                    rewrite_fixed(h, false, side, to, mac);
+                    rewrite_fixed(h, false, side, to, mac.bytes());
                     return Ok(());
                 }
             }
             Protocol::Udp if end >= HEAD + udp::HEADER_LEN => {
                 if let Some(h) = frame.first_chunk_mut::<{ HEAD + udp::CHECKSUM_OFFSET + 2 }>() {
-                    rewrite_fixed(h, true, side, to, mac);
+                    rewrite_fixed(h, true, side, to, mac.bytes());
                     return Ok(());
                 }
             }
@@ -154,17 +154,17 @@ pub(crate) fn nat_common(
     parsed: &ParsedFlow,
     reply: bool,
     to: Endpoint,
-    mac: MacRewrite,
+    macs: [u8; 12],
 ) -> Option<()> {
     let side = if reply { Side::Src } else { Side::Dst };
     match parsed.flow.proto {
         Protocol::Tcp => {
             let h = frame.first_chunk_mut::<{ HEAD + tcp::CHECKSUM_OFFSET + 2 }>()?;
-            rewrite_fixed(h, false, side, to, mac);
+            rewrite_fixed(h, false, side, to, macs);
         }
         Protocol::Udp => {
             let h = frame.first_chunk_mut::<{ HEAD + udp::CHECKSUM_OFFSET + 2 }>()?;
-            rewrite_fixed(h, true, side, to, mac);
+            rewrite_fixed(h, true, side, to, macs);
         }
     }
     Some(())
@@ -225,10 +225,10 @@ fn rewrite_transport(
         let fixed = match proto {
             Protocol::Tcp => frame
                 .first_chunk_mut::<{ HEAD + tcp::CHECKSUM_OFFSET + 2 }>()
-                .map(|h| rewrite_fixed(h, false, side, to, mac)),
+                .map(|h| rewrite_fixed(h, false, side, to, mac.bytes())),
             Protocol::Udp => frame
                 .first_chunk_mut::<{ HEAD + udp::CHECKSUM_OFFSET + 2 }>()
-                .map(|h| rewrite_fixed(h, true, side, to, mac)),
+                .map(|h| rewrite_fixed(h, true, side, to, mac.bytes())),
         };
         if fixed.is_some() {
             return;
@@ -247,9 +247,10 @@ fn rewrite_fixed<const N: usize>(
     udp: bool,
     side: Side,
     to: Endpoint,
-    mac: MacRewrite,
+    macs: [u8; 12],
 ) {
     const { assert!(N >= HEAD + udp::HEADER_LEN) };
+    set_macs_fixed(h, macs);
     let new_addr = to.addr.octets();
     let new_port = to.port.to_be_bytes();
     let (addr_at, port_at) = match side {
@@ -275,7 +276,6 @@ fn rewrite_fixed<const N: usize>(
         update(old)
     };
     h[N - 2..].copy_from_slice(&new.to_ne_bytes());
-    set_macs_fixed(h, mac);
 }
 
 /// [`rewrite_transport`] for any IPv4 header length.

@@ -149,7 +149,7 @@ pub fn tunnel(
     };
     let sum = word(0) + word(4) + word(8) + word(12) + word(16);
     outer[10..12].copy_from_slice(&(!checksum::fold(sum)).to_ne_bytes());
-    set_macs_fixed(h, params.mac);
+    set_macs_fixed(h, params.mac.bytes());
     h[12..14].copy_from_slice(&EtherType::IPV4.0.to_be_bytes());
     h[L3..HEAD].copy_from_slice(&outer);
     Ok(TunnelOutcome::Encapsulated { len: end })
