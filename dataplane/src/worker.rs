@@ -264,18 +264,26 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
             for h in hints.iter_mut().take(n) {
                 lc.engine.prefetch_entry_hinted(h, tandem_dpdk::prefetch);
             }
-            for (m, &h) in rx
+            for (mut m, h) in rx
                 .drain()
                 .zip(hints.iter().chain(std::iter::repeat(&Hint::NONE)))
             {
-                lc.handle(p, m, h, now);
+                // The established fast path inline; anything it declines, untouched, takes
+                // the engine's whole path.
+                match lc
+                    .engine
+                    .forward_established(p, m.data_mut(), h, now, &mut lc.counters)
+                {
+                    Some(out) => lc.send(out, m),
+                    None => lc.handle_slow(p, m, *h, now),
+                }
             }
         }
         let mut rx = Burst::new();
         received += inbound.dequeue_burst(&mut rx);
         for m in rx.drain() {
             let p = usize::from(m.port());
-            lc.handle(p, m, Hint::NONE, now);
+            lc.handle(p, m, now);
         }
         lc.share_neighbours(now);
         if !lc.pending.is_empty() {
@@ -308,11 +316,25 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
 }
 
 impl<'m> Lcore<'_, 'm> {
-    fn handle(&mut self, p: usize, mut m: Mbuf<'m>, hint: Hint, now: u64) {
-        match self
+    /// A frame of a burst the fast path declined ([`Worker::process_slow`]).
+    fn handle_slow(&mut self, p: usize, mut m: Mbuf<'m>, hint: Hint, now: u64) {
+        let v = self
             .engine
-            .process_hinted(p, &mut MbufPacket(&mut m), hint, now, &mut self.counters)
-        {
+            .process_slow(p, &mut MbufPacket(&mut m), hint, now, &mut self.counters);
+        self.act(p, m, v, now);
+    }
+
+    /// A frame from another worker's ring (no hint).
+    fn handle(&mut self, p: usize, mut m: Mbuf<'m>, now: u64) {
+        let v = self
+            .engine
+            .process_buf(p, &mut MbufPacket(&mut m), now, &mut self.counters);
+        self.act(p, m, v, now);
+    }
+
+    /// Does what the engine decided for frame `m`, received on port `p`.
+    fn act(&mut self, p: usize, mut m: Mbuf<'m>, v: Verdict, now: u64) {
+        match v {
             Verdict::Reply => self.send(p, m),
             Verdict::Forward { port } => self.send(port, m),
             Verdict::Resolve { port, next_hop } => self.hold(m, port, next_hop, now),
@@ -475,6 +497,7 @@ impl<'m> Lcore<'_, 'm> {
         }
     }
 
+    #[inline]
     fn send(&mut self, port: usize, m: Mbuf<'m>) {
         let (Some(burst), Some(txq)) = (self.tx.get_mut(port), self.txqs.get_mut(port)) else {
             self.counters.count_drop(DropReason::UnknownPort);

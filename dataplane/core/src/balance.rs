@@ -222,26 +222,6 @@ impl Balancer {
         // The common shape is parsed inline, so its flow stays in registers on the way to the
         // lookup and the rewrite; anything else takes the general parse.
         match fwd::parse_common(buf.data()) {
-            Some(pf) => match self.fast(ctx, &pf, buf, counters) {
-                Some(act) => act,
-                None => self.handle_slow(ctx, in_port, buf, counters),
-            },
-            None => self.handle_general(ctx, in_port, buf, counters),
-        }
-    }
-
-    /// [`handle`](Self::handle) of a frame of the common shape that the fast path left: out
-    /// of line, and parsing the frame again, so that the fast path keeps its parsed flow in
-    /// registers rather than storing it for this call.
-    #[inline(never)]
-    fn handle_slow<B: PacketBuf>(
-        &mut self,
-        ctx: &Ctx<'_>,
-        in_port: usize,
-        buf: &mut B,
-        counters: &mut Counters,
-    ) -> Act {
-        match fwd::parse_common(buf.data()) {
             Some(pf) => self.handle_flow(ctx, &pf, buf, counters),
             None => self.handle_general(ctx, in_port, buf, counters),
         }

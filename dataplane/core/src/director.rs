@@ -680,14 +680,78 @@ impl Worker {
         now: u64,
         counters: &mut Counters,
     ) -> Verdict {
-        self.process_hinted(port, buf, Hint::NONE, now, counters)
+        // Without a hint the fast path cannot find the connection.
+        self.process_slow(port, buf, Hint::NONE, now, counters)
     }
 
-    /// [`process_buf`](Self::process_buf) of a frame whose [`Hint`] the first prefetch pass
-    /// gave ([`prefetch_hinted`](Self::prefetch_hinted)): the connection lookup uses its hash
-    /// when it is that of the key looked up, so the key is hashed once per frame.
+    /// [`process_buf`](Self::process_buf) of a frame whose [`Hint`] the prefetch passes gave
+    /// ([`prefetch_hinted`](Self::prefetch_hinted),
+    /// [`prefetch_entry_hinted`](Self::prefetch_entry_hinted)): first
+    /// [`forward_established`](Self::forward_established), then, if that declines,
+    /// [`process_slow`](Self::process_slow).
     #[inline]
     pub fn process_hinted<B: crate::buf::PacketBuf>(
+        &mut self,
+        port: usize,
+        buf: &mut B,
+        hint: Hint,
+        now: u64,
+        counters: &mut Counters,
+    ) -> Verdict {
+        if let Some(out) = self.forward_established(port, buf.data_mut(), &hint, now, counters) {
+            return Verdict::Forward { port: out };
+        }
+        self.process_slow(port, buf, hint, now, counters)
+    }
+
+    /// The established fast path: a TCP segment or UDP datagram of the common shape, to
+    /// `port`'s MAC, whose connection the prefetch passes found (`hint`), which leaves its
+    /// connection's state as it is, and whose next hop is cached (see
+    /// [`crate::balance`]'s `fast` module). Returns the port the frame leaves by, the frame
+    /// rewritten and everything counted exactly as [`process_buf`](Self::process_buf) would;
+    /// `None` leaves the frame and every state untouched, for
+    /// [`process_slow`](Self::process_slow). The glue calls it inline for every frame of a
+    /// burst.
+    #[inline(always)]
+    pub fn forward_established(
+        &mut self,
+        port: usize,
+        frame: &mut [u8],
+        hint: &Hint,
+        now: u64,
+        counters: &mut Counters,
+    ) -> Option<usize> {
+        let mac = self.director.ports.get(port)?.mac;
+        let balancer = self.balancer.as_mut()?;
+        let pf = crate::fwd::parse_common(frame)?;
+        // dispatch's decisions for such a frame: to this port's MAC (not a broadcast), from
+        // a unicast source.
+        let head = frame.first_chunk::<12>()?;
+        if head[..6] != mac || head[6] & 1 != 0 {
+            return None;
+        }
+        let len = frame.len();
+        let out = balancer.fast(
+            &crate::balance::Ctx {
+                director: &self.director,
+                neighbours: &self.neighbours,
+                hops: &self.hops,
+                hint: *hint,
+                now,
+            },
+            &pf,
+            frame,
+            counters,
+        )?;
+        counters.rx_packets += 1;
+        counters.rx_bytes += len as u64;
+        Some(out)
+    }
+
+    /// [`process_hinted`](Self::process_hinted) without the fast path: for a frame
+    /// [`forward_established`](Self::forward_established) declined.
+    #[inline(never)]
+    pub fn process_slow<B: crate::buf::PacketBuf>(
         &mut self,
         port: usize,
         buf: &mut B,

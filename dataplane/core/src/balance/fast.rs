@@ -9,24 +9,23 @@
 //! that both give the same frames, verdicts, counters, table and events.
 
 use super::{Balancer, Ctx, owner};
-use crate::buf::PacketBuf;
 use crate::conn::{Direction, TcpFlags};
 use crate::counters::Counters;
-use crate::director::Act;
 use crate::fwd::{self, ParsedFlow};
 use crate::lb::ForwardMethod;
 
 impl Balancer {
-    /// The fast path for the frame `pf` was parsed from; `None` leaves the frame and every
-    /// state untouched for [`handle_flow`](Self::handle_flow).
+    /// The fast path for `frame`, which `pf` was parsed from: the port it leaves by, the
+    /// frame rewritten and counted (but for `rx_*`, the caller's); `None` leaves the frame
+    /// and every state untouched for [`handle_flow`](Self::handle_flow).
     #[inline(always)]
-    pub(super) fn fast<B: PacketBuf>(
+    pub(crate) fn fast(
         &mut self,
         ctx: &Ctx<'_>,
         pf: &ParsedFlow,
-        buf: &mut B,
+        frame: &mut [u8],
         counters: &mut Counters,
-    ) -> Option<Act> {
+    ) -> Option<usize> {
         // A TTL of 0 or 1 is the rewrites' refusal, after the connection was updated.
         if pf.ttl <= 1 {
             return None;
@@ -60,7 +59,6 @@ impl Balancer {
         };
         let (method, dest) = (c.method(), c.dest());
         let hop = ctx.hops.get(toward, ctx.neighbours, ctx.now)?;
-        let frame = buf.data_mut();
         let len = frame.len();
         match (method, dir) {
             (ForwardMethod::Nat, _) => {
@@ -77,6 +75,6 @@ impl Balancer {
             Direction::Output => self.count_out(dest, len),
         }
         counters.forwarded += 1;
-        Some(Act::forward(hop.port))
+        Some(hop.port)
     }
 }

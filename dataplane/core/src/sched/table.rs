@@ -179,8 +179,11 @@ impl<K: TableKey, V> BoundedTable<K, V> {
     }
 
     /// Keeps only the entries for which `keep` returns true; returns how many went.
-    /// O(buckets + capacity).
+    /// O(buckets + capacity), and nothing for an empty table (housekeeping asks every 10 ms).
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) -> usize {
+        if self.len() == 0 {
+            return 0;
+        }
         let mut removed = 0;
         for bucket in 0..self.heads.len() {
             let mut prev = NIL;
