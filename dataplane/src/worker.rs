@@ -270,11 +270,15 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
             {
                 // The established fast path inline; anything it declines, untouched, takes
                 // the engine's whole path.
-                match lc
-                    .engine
-                    .forward_established(p, m.data_mut(), h, now, &mut lc.counters)
-                {
-                    Some(out) => lc.send(out, m),
+                match lc.engine.forward_established(
+                    p,
+                    &mut MbufPacket(&mut m),
+                    h,
+                    now,
+                    &mut lc.counters,
+                ) {
+                    Some(Verdict::Forward { port }) => lc.send(port, m),
+                    Some(v) => lc.act(p, m, v, now),
                     None => lc.handle_slow(p, m, *h, now),
                 }
             }

@@ -34,6 +34,7 @@ mod control;
 mod fast;
 mod sync;
 pub use control::{ConnFilter, DestTraffic, FlushTarget};
+pub(crate) use fast::Fast;
 pub use sync::{LocalityChange, LocalityEvent, LocalityQueue, PeerInstallError};
 
 use crate::buf::PacketBuf;

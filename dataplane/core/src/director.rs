@@ -698,31 +698,31 @@ impl Worker {
         now: u64,
         counters: &mut Counters,
     ) -> Verdict {
-        if let Some(out) = self.forward_established(port, buf.data_mut(), &hint, now, counters) {
-            return Verdict::Forward { port: out };
+        if let Some(v) = self.forward_established(port, buf, &hint, now, counters) {
+            return v;
         }
         self.process_slow(port, buf, hint, now, counters)
     }
 
     /// The established fast path: a TCP segment or UDP datagram of the common shape, to
-    /// `port`'s MAC, whose connection the prefetch passes found (`hint`), which leaves its
-    /// connection's state as it is, and whose next hop is cached (see
-    /// [`crate::balance`]'s `fast` module). Returns the port the frame leaves by, the frame
-    /// rewritten and everything counted exactly as [`process_buf`](Self::process_buf) would;
-    /// `None` leaves the frame and every state untouched, for
-    /// [`process_slow`](Self::process_slow). The glue calls it inline for every frame of a
-    /// burst.
+    /// `port`'s MAC, whose connection the prefetch passes found (`hint`) and which leaves its
+    /// connection's state as it is; NAT and DR with the next hop cached, and TUN (see
+    /// [`crate::balance`]'s `fast` module). Returns the verdict, the frame transformed and
+    /// everything counted exactly as [`process_buf`](Self::process_buf) would; `None`
+    /// leaves the frame and every state untouched, for [`process_slow`](Self::process_slow).
+    /// The glue calls it inline for every frame of a burst.
     #[inline(always)]
-    pub fn forward_established(
+    pub fn forward_established<B: crate::buf::PacketBuf>(
         &mut self,
         port: usize,
-        frame: &mut [u8],
+        buf: &mut B,
         hint: &Hint,
         now: u64,
         counters: &mut Counters,
-    ) -> Option<usize> {
+    ) -> Option<Verdict> {
         let mac = self.director.ports.get(port)?.mac;
         let balancer = self.balancer.as_mut()?;
+        let frame = buf.data();
         let pf = crate::fwd::parse_common(frame)?;
         // dispatch's decisions for such a frame: to this port's MAC (not a broadcast), from
         // a unicast source.
@@ -731,7 +731,7 @@ impl Worker {
             return None;
         }
         let len = frame.len();
-        let out = balancer.fast(
+        let fast = balancer.fast(
             &crate::balance::Ctx {
                 director: &self.director,
                 neighbours: &self.neighbours,
@@ -740,12 +740,26 @@ impl Worker {
                 now,
             },
             &pf,
-            frame,
+            buf,
             counters,
         )?;
         counters.rx_packets += 1;
         counters.rx_bytes += len as u64;
-        Some(out)
+        match fast {
+            crate::balance::Fast::Forward(out) => Some(Verdict::Forward { port: out }),
+            crate::balance::Fast::Tunnel(act) => {
+                if let Some(i) = act.drop_index()
+                    && let Some(n) = counters.drops.get_mut(i)
+                {
+                    *n += 1;
+                }
+                // Every act the tunnel returns is a verdict.
+                Some(
+                    act.verdict()
+                        .unwrap_or(Verdict::Drop(DropReason::UnsupportedEthertype)),
+                )
+            }
+        }
     }
 
     /// [`process_hinted`](Self::process_hinted) without the fast path: for a frame
