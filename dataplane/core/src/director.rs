@@ -720,6 +720,9 @@ impl Worker {
         now: u64,
         counters: &mut Counters,
     ) -> Option<Verdict> {
+        if !hint.has_slot() {
+            return None;
+        }
         let mac = self.director.ports.get(port)?.mac;
         let balancer = self.balancer.as_mut()?;
         let frame = buf.data();

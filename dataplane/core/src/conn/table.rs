@@ -187,6 +187,13 @@ impl Hint {
     pub fn is_some(&self) -> bool {
         self.words[1] != 0
     }
+
+    /// Whether the second prefetch pass found an index slot for the key (else the fast path
+    /// has nothing to look at).
+    #[inline]
+    pub(crate) fn has_slot(&self) -> bool {
+        self.slot != crate::conn::index::EMPTY
+    }
 }
 
 impl Default for Hint {
