@@ -432,6 +432,17 @@ impl Act {
 
     /// The verdict (`PASS` has none: the caller handles the frame otherwise).
     #[inline(always)]
+    /// The verdict of an act that is one (every act but PASS), its drop reason counted.
+    fn counted(self, counters: &mut Counters) -> Verdict {
+        if let Some(i) = self.drop_index()
+            && let Some(n) = counters.drops.get_mut(i)
+        {
+            *n += 1;
+        }
+        self.verdict()
+            .unwrap_or(Verdict::Drop(DropReason::UnsupportedEthertype))
+    }
+
     fn verdict(self) -> Option<Verdict> {
         Some(match self.k() {
             Self::K_REPLY => Verdict::Reply,
@@ -750,18 +761,8 @@ impl Worker {
         counters.rx_bytes += len as u64;
         match fast {
             crate::balance::Fast::Forward(out) => Some(Verdict::Forward { port: out }),
-            crate::balance::Fast::Tunnel(act) => {
-                if let Some(i) = act.drop_index()
-                    && let Some(n) = counters.drops.get_mut(i)
-                {
-                    *n += 1;
-                }
-                // Every act the tunnel returns is a verdict.
-                Some(
-                    act.verdict()
-                        .unwrap_or(Verdict::Drop(DropReason::UnsupportedEthertype)),
-                )
-            }
+            // Every act the tunnel returns is a verdict.
+            crate::balance::Fast::Tunnel(act) => Some(act.counted(counters)),
         }
     }
 
@@ -778,15 +779,9 @@ impl Worker {
     ) -> Verdict {
         counters.rx_packets += 1;
         counters.rx_bytes += buf.data().len() as u64;
-        let act = self.dispatch(port, buf, hint, now, counters);
-        if let Some(i) = act.drop_index()
-            && let Some(n) = counters.drops.get_mut(i)
-        {
-            *n += 1;
-        }
         // Every act dispatch returns is a verdict (PASS never leaves it).
-        act.verdict()
-            .unwrap_or(Verdict::Drop(DropReason::UnsupportedEthertype))
+        self.dispatch(port, buf, hint, now, counters)
+            .counted(counters)
     }
 
     /// Handles one frame received on port index `port` at time `now` (nanoseconds).

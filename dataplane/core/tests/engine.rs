@@ -714,6 +714,15 @@ fn hinted_processing_equals_plain_processing_whatever_the_hint() {
 /// a frame's connection may be created, closed, removed or recreated by an earlier frame of
 /// the same burst (or of the burst before, when the glue pipelines). The outcome must still be
 /// that of plain processing, frame by frame.
+/// The scripts' services, as (port, UDP?): every forwarding method and both protocols.
+const SCRIPT_SERVICES: [(u16, bool); 5] = [
+    (80, false),
+    (21, false),
+    (53, true),
+    (8080, false),
+    (443, false),
+];
+
 /// A frame of a script: input port, frame, and what plain processing gave.
 type Step = (usize, Vec<u8>, Verdict, Vec<u8>);
 
@@ -722,14 +731,8 @@ fn stale_hints_of_a_burst_change_no_outcome() {
     use tandem_core::conn::Hint;
     const FIN_ACK: u8 = 0x11;
     const RST: u8 = 0x04;
-    // (service port, UDP?) for every connection; six clients on each.
-    let services = [
-        (80u16, false),
-        (21, false),
-        (53, true),
-        (8080, false),
-        (443, false),
-    ];
+    // Six clients on each service.
+    let services = SCRIPT_SERVICES;
     let conns: Vec<((Ipv4Addr, u16), (u16, bool))> = (0..6u16)
         .flat_map(|c| services.map(|s| ((CLIENT, 42000 + c), s)))
         .collect();
@@ -920,14 +923,7 @@ struct FastStep {
 
 /// The frame of `step` (`None`: a reply of a connection the table does not hold).
 fn fast_frame(w: &Worker, step: &FastStep) -> Option<(usize, Vec<u8>)> {
-    let services = [
-        (80u16, false),
-        (21, false),
-        (53, true),
-        (8080, false),
-        (443, false),
-    ];
-    let (vport, is_udp) = services[step.conn % services.len()];
+    let (vport, is_udp) = SCRIPT_SERVICES[step.conn % SCRIPT_SERVICES.len()];
     // The last two clients hold the inside VIP's address: their replies are no NAT replies.
     let sport = 42000 + u16::try_from(step.conn).ok()?;
     let client = if step.conn >= 12 {
