@@ -430,9 +430,8 @@ impl Act {
         (self.k() == Self::K_DROP).then_some(((self.word >> 8) & 0xff) as usize)
     }
 
-    /// The verdict (`PASS` has none: the caller handles the frame otherwise).
-    #[inline(always)]
     /// The verdict of an act that is one (every act but PASS), its drop reason counted.
+    #[inline(always)]
     fn counted(self, counters: &mut Counters) -> Verdict {
         if let Some(i) = self.drop_index()
             && let Some(n) = counters.drops.get_mut(i)
@@ -443,6 +442,8 @@ impl Act {
             .unwrap_or(Verdict::Drop(DropReason::UnsupportedEthertype))
     }
 
+    /// The verdict (`PASS` has none: the caller handles the frame otherwise).
+    #[inline(always)]
     fn verdict(self) -> Option<Verdict> {
         Some(match self.k() {
             Self::K_REPLY => Verdict::Reply,
@@ -740,8 +741,8 @@ impl Worker {
         let pf = crate::fwd::parse_common(frame)?;
         // dispatch's decisions for such a frame: to this port's MAC (not a broadcast), from
         // a unicast source.
-        let head = frame.first_chunk::<12>()?;
-        if head[..6] != mac || head[6] & 1 != 0 {
+        let (dst, src) = frame.first_chunk::<12>()?.split_at(6);
+        if dst != mac || is_multicast_mac(src.try_into().ok()?) {
             return None;
         }
         let len = frame.len();
