@@ -670,6 +670,7 @@ impl Balancer {
 }
 
 /// What a forwarding decision needs to know about the world.
+#[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
     pub(crate) director: &'a Director,
     pub(crate) neighbours: &'a NeighbourTable,

@@ -71,7 +71,7 @@ impl Balancer {
         let (method, dest) = (c.method(), c.dest());
         if method == ForwardMethod::Tunnel && dir == Direction::Input {
             return Some(Fast::Tunnel(
-                self.fast_tunnel(ctx, id, dest, to, buf, counters),
+                self.fast_tunnel(*ctx, id, dest, to, buf, counters),
             ));
         }
         let hop = ctx.hops.get(toward, ctx.neighbours, ctx.now)?;
@@ -99,10 +99,12 @@ impl Balancer {
     /// The fast path's VS/TUN request, in the general path's order: the update, the count,
     /// then the tunnel (which finds its hop itself, and may answer "fragmentation needed"
     /// instead). Out of line: the tunnel's code would crowd the NAT and DR path's registers.
+    /// `ctx` by value: only this branch needs it in memory, the NAT and DR path keeps its
+    /// fields in registers.
     #[inline(never)]
     fn fast_tunnel<B: PacketBuf>(
         &mut self,
-        ctx: &Ctx<'_>,
+        ctx: Ctx<'_>,
         id: crate::conn::ConnId,
         dest: crate::lb::DestId,
         real: crate::lb::Endpoint,
@@ -112,6 +114,6 @@ impl Balancer {
         let len = buf.data().len();
         self.conns.refresh_steady(id.0, Direction::Input, ctx.now);
         self.count_in(dest, len);
-        self.tunnel(ctx, real, buf, counters)
+        self.tunnel(&ctx, real, buf, counters)
     }
 }

@@ -1472,7 +1472,7 @@ impl ConnTable {
     /// most the due tick of the deadline it was last checked against (and the first open slot
     /// then), both of which only grow, so [`refile_if_earlier`](Self::refile_if_earlier) would
     /// find nothing to do. This skips its division on the common path (the same state again).
-    #[inline]
+    #[inline(always)]
     fn arm(&mut self, i: u32, timeout_ms: u32, now: u64) {
         let c = &mut self.conns[i as usize];
         let deadline = now.saturating_add(u64::from(timeout_ms) * NS_PER_MS);
@@ -1506,7 +1506,9 @@ impl ConnTable {
     }
 
     /// Re-files entry `i` if its deadline now comes before the tick it is filed at (a state
-    /// with a shorter timeout, e.g. ESTABLISHED → CLOSE).
+    /// with a shorter timeout, e.g. ESTABLISHED → CLOSE). Out of line: [`arm`](Self::arm)'s
+    /// common path, inlined, only tests for it.
+    #[inline(never)]
     fn refile_if_earlier(&mut self, i: u32) {
         let t = self.due_tick(i);
         if tick_before(t, self.conns[i as usize].filed_tick) {

@@ -114,11 +114,15 @@ pub fn parse_flow(frame: &[u8]) -> Result<ParsedFlow, FwdError> {
 #[inline(always)]
 pub(crate) fn parse_common(frame: &[u8]) -> Option<ParsedFlow> {
     const L4: usize = L3 + ipv4::HEADER_LEN;
-    let h: &[u8; L4] = frame.get(..L4)?.try_into().ok()?;
+    // Everything read sits in the first 48 bytes (the TCP header's flags byte is the last):
+    // one length check, then fixed offsets. A shorter frame (shorter than any Ethernet
+    // frame on the wire) is the general parse's.
+    let f: &[u8; L4 + 14] = frame.first_chunk()?;
+    let h: &[u8; L4] = f.first_chunk()?;
     if h[12..14] != [0x08, 0x00] || h[L3] != 0x45 {
         return None;
     }
-    let be16 = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+    let be16 = |i: usize| u16::from_be_bytes([f[i], f[i + 1]]);
     let total_len = be16(L3 + 2);
     let end = L3 + usize::from(total_len);
     let flags_offset = be16(L3 + 6);
@@ -129,25 +133,28 @@ pub(crate) fn parse_common(frame: &[u8]) -> Option<ParsedFlow> {
     if !header_sums_to_ones(h) {
         return None;
     }
-    let payload = frame.get(L4..end)?;
+    // The transport header lies within the datagram: at least 20 bytes of TCP (its data
+    // offset, within the payload) or the UDP length's claim (at least 8, within it), so the
+    // fixed offsets below read the datagram's own bytes.
+    let payload_len = end - L4;
     let (proto, tcp_flags) = match h[L3 + 9] {
         6 => {
-            let data_off = usize::from(*payload.get(12)? >> 4) * 4;
-            if data_off < tcp::HEADER_LEN || data_off > payload.len() {
+            let data_off = usize::from(f[L4 + 12] >> 4) * 4;
+            if data_off < tcp::HEADER_LEN || data_off > payload_len {
                 return None;
             }
-            (Protocol::Tcp, tcp::Flags(*payload.get(13)?))
+            (Protocol::Tcp, tcp::Flags(f[L4 + 13]))
         }
         17 => {
-            let claimed = usize::from(u16::from_be_bytes([*payload.get(4)?, *payload.get(5)?]));
-            if claimed < udp::HEADER_LEN || claimed > payload.len() {
+            let claimed = usize::from(be16(L4 + 4));
+            if claimed < udp::HEADER_LEN || claimed > payload_len {
                 return None;
             }
             (Protocol::Udp, tcp::Flags::NONE)
         }
         _ => return None,
     };
-    let port = |i: usize| u16::from_be_bytes([payload[i], payload[i + 1]]);
+    let port = |i: usize| be16(L4 + i);
     let src_addr = Ipv4Addr::new(h[26], h[27], h[28], h[29]);
     let dst_addr = Ipv4Addr::new(h[30], h[31], h[32], h[33]);
     Some(ParsedFlow {
