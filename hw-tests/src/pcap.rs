@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 
 /// Magic number of a microsecond-resolution capture, written little-endian.
 pub const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
+/// The same format with nanosecond timestamps (what DPDK's pcap PMD writes for `tx_pcap`).
+pub const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
 /// Format version 2.4.
 pub const VERSION: (u16, u16) = (2, 4);
 /// `LINKTYPE_ETHERNET`.
@@ -108,7 +110,7 @@ pub fn file_size(frame_lens: impl IntoIterator<Item = usize>) -> u64 {
 pub struct Record<'a> {
     /// Seconds.
     pub ts_sec: u32,
-    /// Microseconds.
+    /// Microseconds (nanoseconds in a nanosecond capture).
     pub ts_usec: u32,
     /// The original length on the wire.
     pub orig_len: u32,
@@ -116,8 +118,9 @@ pub struct Record<'a> {
     pub data: &'a [u8],
 }
 
-/// Parses a little-endian microsecond capture of link type Ethernet; any other header, or a
-/// record running past the end, is an error naming the offset.
+/// Parses a little-endian capture (micro- or nanosecond timestamps: `ts_usec` holds whichever
+/// the file has) of link type Ethernet; any other header, or a record running past the end,
+/// is an error naming the offset.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Record<'_>>> {
     let bad = |detail: String| Error::parse("pcap file", detail);
     let header = bytes.get(..GLOBAL_HEADER_LEN).ok_or_else(|| {
@@ -131,9 +134,10 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Record<'_>>> {
         w.copy_from_slice(&b[at..at + 4]);
         u32::from_le_bytes(w)
     };
-    if u32_at(header, 0) != MAGIC_MICROS {
+    if ![MAGIC_MICROS, MAGIC_NANOS].contains(&u32_at(header, 0)) {
         return Err(bad(format!(
-            "magic {:#010x} is not {MAGIC_MICROS:#010x} (little-endian, microseconds)",
+            "magic {:#010x} is neither {MAGIC_MICROS:#010x} nor {MAGIC_NANOS:#010x} \
+             (little-endian, micro- or nanoseconds)",
             u32_at(header, 0)
         )));
     }
