@@ -21,9 +21,11 @@ use tandem_hw_tests::pcap;
 use tandem_hw_tests::process::locate_dataplane;
 use tandem_hw_tests::stats::Stats;
 
-/// A work directory removed on drop, and the dataplane killed if it still runs.
+/// A work directory and the dataplane's DPDK runtime directory, removed on drop, and the
+/// dataplane killed if it still runs.
 struct Run {
     dir: PathBuf,
+    runtime_dir: PathBuf,
     child: Option<Child>,
 }
 
@@ -34,6 +36,7 @@ impl Drop for Run {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.runtime_dir);
     }
 }
 
@@ -103,8 +106,10 @@ fn every_replayed_frame_leaves_once_nat_rewritten_to_its_connections_server() {
     let binary = locate_dataplane(None).expect("the tandem-dataplane binary");
     let dir = std::env::temp_dir().join(format!("tandem-replay-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("work dir");
+    let prefix = format!("tandem-replay-{}", std::process::id());
     let mut run = Run {
         dir: dir.clone(),
+        runtime_dir: Path::new("/var/run/dpdk").join(&prefix),
         child: None,
     };
     // 3 001 connections (not a multiple of the burst), three data rounds in shuffled order,
@@ -132,7 +137,7 @@ fn every_replayed_frame_leaves_once_nat_rewritten_to_its_connections_server() {
         mbufs,
         memory_mb: bench::eal_memory_mb(mbufs, bench::BENCH_MBUF_DATA_ROOM),
         io_prefix: format!("tandem-replay-io-{}", std::process::id()),
-        dp_prefix: format!("tandem-replay-{}", std::process::id()),
+        dp_prefix: prefix,
     };
     let stats_file = dir.join("stats.json");
     let mut cfg = bench::director_config(&spec, &rs, &stats_file).expect("config");
