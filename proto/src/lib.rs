@@ -28,6 +28,7 @@ pub mod sync {
 }
 
 pub mod conn;
+pub mod local;
 
 /// The encoded `FileDescriptorSet` of every `.proto` file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tandem_descriptor");

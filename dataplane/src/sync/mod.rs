@@ -28,7 +28,7 @@ pub mod heartbeat;
 pub mod lcore;
 pub mod report;
 pub mod service;
-pub mod wire;
+pub use tandem_proto::local as wire;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};

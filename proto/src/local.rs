@@ -1,15 +1,17 @@
-//! Connection records and events between the core's types and `tandem.sync.v1`'s messages,
-//! for the dataplane's side of `Local`. Records and event kinds go through
-//! `tandem_proto::conn`, the conversion syncd uses too, so the two ends cannot drift apart.
+//! Connection records, events and locality entries between the core's types and
+//! `tandem.sync.v1`'s messages, for the dataplane's side of `Local`: what it streams to syncd
+//! and what `ApplyConnections` asks of it. Records and event kinds go through [`crate::conn`],
+//! the conversion syncd uses too, so the two ends cannot drift apart. Here, not in the
+//! dataplane (which links DPDK), so that the fuzz target `local_apply` can run it.
 //!
-//! Indices are not on the wire: a record read here has `dest` and `service` 0 until
-//! [`super::service`] maps them to this director's ids.
+//! Indices are not on the wire: a record read here has `dest` and `service` 0 until the
+//! dataplane maps them to its own ids.
 
 use std::net::Ipv4Addr;
 
+use crate::sync as pb;
 use tandem_core::conn::{ConnEvent, ConnEventKind, ConnRecord};
 use tandem_core::lb::{Endpoint, Protocol};
-use tandem_proto::sync as pb;
 
 /// A record or entry refused, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,9 +30,9 @@ fn err(field: &'static str, what: impl std::fmt::Display) -> WireError {
     }
 }
 
-pub use tandem_proto::conn::record_to;
+pub use crate::conn::record_to;
 
-use tandem_proto::conn::{self as shared, RecordError};
+use crate::conn::{self as shared, RecordError};
 
 impl From<RecordError> for WireError {
     fn from(e: RecordError) -> WireError {
@@ -92,7 +94,8 @@ pub struct WireLocality {
     pub reals: Vec<Endpoint>,
 }
 
-fn locality_key_to(l: &WireLocality) -> pb::LocalityKey {
+/// A locality entry's key to the wire (`locality_removed`).
+pub fn locality_key_to(l: &WireLocality) -> pb::LocalityKey {
     pb::LocalityKey {
         proto: shared::protocol_to(l.proto),
         vip: Some(shared::endpoint_to(l.vip)),
