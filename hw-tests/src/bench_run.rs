@@ -353,13 +353,9 @@ fn run_director(
     binary: &Path,
 ) -> Result<DirectorRun> {
     let stats_file = opts.work_dir.join("dataplane.stats.json");
-    let _ = std::fs::remove_file(&stats_file);
-    let cfg = bench::director_config(&opts.capture, run, &stats_file)?;
-    let text = crate::config::to_toml(&cfg)?;
-    crate::config::from_toml(&text)?;
-    let cfg_path = opts.work_dir.join("dataplane.toml");
-    std::fs::write(&cfg_path, &text)
-        .map_err(|e| Error::io(format!("writing {}", cfg_path.display()), e))?;
+    let cfg_path = director_config_file(opts, run)?;
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| Error::io(format!("reading {}", cfg_path.display()), e))?;
     let args = vec!["--config".to_owned(), cfg_path.display().to_string()];
     let command = shell_line(binary, &args);
     tracing::info!(%command, "director");
@@ -500,6 +496,49 @@ fn less_disturbed(share: f64, best: f64) -> bool {
     best.is_nan() || share > best
 }
 
+/// The capture (written unless cached), the work directory, and what both processes are run
+/// with.
+fn prepare(opts: &BenchOptions) -> Result<RunSpec> {
+    let pcap = ensure_capture(&opts.capture, &opts.cache_dir)?;
+    std::fs::create_dir_all(&opts.work_dir)
+        .map_err(|e| Error::io(format!("creating {}", opts.work_dir.display()), e))?;
+    let mbufs = bench::mbufs_for(opts.capture.packets())?;
+    let pid = std::process::id();
+    Ok(RunSpec {
+        pcap,
+        tx: opts.tx,
+        lcore: opts.lcore,
+        main_lcore: opts.main_lcore,
+        mbufs,
+        memory_mb: bench::eal_memory_mb(mbufs, bench::BENCH_MBUF_DATA_ROOM),
+        io_prefix: format!("tandem-bench-io-{pid}"),
+        dp_prefix: format!("tandem-bench-dp-{pid}"),
+    })
+}
+
+/// Writes the director's config of the benchmark (`dataplane.toml`, its stats file beside it)
+/// into the work directory, the capture into the cache, and returns the config's path: for
+/// running the dataplane on the benchmark's traffic by other means (e.g. under callgrind,
+/// `scripts/instructions-dataplane.sh`). Runs nothing.
+pub fn write_director_config(opts: &BenchOptions) -> Result<PathBuf> {
+    let run = prepare(opts)?;
+    director_config_file(opts, &run)
+}
+
+/// Writes the director's config into the work directory (checked by the dataplane's own
+/// validation first); returns its path.
+fn director_config_file(opts: &BenchOptions, run: &RunSpec) -> Result<PathBuf> {
+    let stats_file = opts.work_dir.join("dataplane.stats.json");
+    let _ = std::fs::remove_file(&stats_file);
+    let cfg = bench::director_config(&opts.capture, run, &stats_file)?;
+    let text = crate::config::to_toml(&cfg)?;
+    crate::config::from_toml(&text)?;
+    let cfg_path = opts.work_dir.join("dataplane.toml");
+    std::fs::write(&cfg_path, &text)
+        .map_err(|e| Error::io(format!("writing {}", cfg_path.display()), e))?;
+    Ok(cfg_path)
+}
+
 /// Runs the whole benchmark.
 pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     opts.capture.validate()?;
@@ -526,22 +565,9 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     }
     let binary = process::locate_dataplane(opts.dataplane.as_deref())?;
     let load_before = loadavg();
-    let pcap = ensure_capture(&opts.capture, &opts.cache_dir)?;
-    std::fs::create_dir_all(&opts.work_dir)
-        .map_err(|e| Error::io(format!("creating {}", opts.work_dir.display()), e))?;
+    let run = prepare(opts)?;
+    let pcap = run.pcap.clone();
     let packets = opts.capture.packets();
-    let mbufs = bench::mbufs_for(packets)?;
-    let pid = std::process::id();
-    let run = RunSpec {
-        pcap: pcap.clone(),
-        tx: opts.tx,
-        lcore: opts.lcore,
-        main_lcore: opts.main_lcore,
-        mbufs,
-        memory_mb: bench::eal_memory_mb(mbufs, bench::BENCH_MBUF_DATA_ROOM),
-        io_prefix: format!("tandem-bench-io-{pid}"),
-        dp_prefix: format!("tandem-bench-dp-{pid}"),
-    };
     let mut report = BenchReport {
         capture: Some(opts.capture.clone()),
         pcap: pcap.display().to_string(),

@@ -194,6 +194,10 @@ struct BenchArgs {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Write the capture (unless cached) and the director's config into the work directory
+    /// (--work-dir), print the config's path, and run nothing.
+    #[arg(long, requires = "work_dir")]
+    config_only: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -634,6 +638,11 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                 min_cpu_share: a.min_cpu_share,
                 cancel,
             };
+            if a.config_only {
+                let path = bench_run::write_director_config(&opts)?;
+                println!("{}", path.display());
+                return Ok(ExitCode::SUCCESS);
+            }
             let report = bench_run::run(&opts).inspect_err(|_| {
                 eprintln!(
                     "tandem-rack: configs and logs of the failed run are in {}",
