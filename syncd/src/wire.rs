@@ -628,19 +628,9 @@ pub enum LocalMsg {
 
 pub use crate::repl::LcoreItem;
 
-/// A local event to the wire (the reference dataplane's side).
-pub fn local_event_to(lcore: u32, ev: &ConnEvent) -> pb::LocalEvent {
-    pb::LocalEvent {
-        lcore,
-        seq: ev.seq,
-        event: Some(pb::ConnEvent {
-            kind: kind_to(ev.kind),
-            record: Some(record_to(&ev.record)),
-        }),
-        locality_set: None,
-        locality_removed: None,
-    }
-}
+/// A local event and a lcore's head mark to the wire (the reference dataplane's side): the
+/// dataplane's own conversions.
+pub use tandem_proto::local::{local_event_to, local_head_to};
 
 /// A lcore's numbered locality change to the wire (`None` for a change that is not a
 /// locality one).
@@ -657,17 +647,6 @@ pub fn local_locality_to(lcore: u32, seq: u64, change: &Change) -> Option<pb::Lo
         locality_set: set,
         locality_removed: removed,
     })
-}
-
-/// A lcore's head mark to the wire.
-pub fn local_head_to(lcore: u32, last_seq: u64) -> pb::LocalEvent {
-    pb::LocalEvent {
-        lcore,
-        seq: last_seq,
-        event: None,
-        locality_set: None,
-        locality_removed: None,
-    }
 }
 
 /// A `WatchConnections` message from the wire.
