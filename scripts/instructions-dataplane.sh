@@ -32,6 +32,7 @@ dataplane=target/release/tandem-dataplane
 
 work=$(mktemp -d /tmp/tandem-instr-XXXXXX)
 vpid=""
+prefix=""
 cleanup() {
   if [ -n "$vpid" ] && kill -0 "$vpid" 2>/dev/null; then
     kill -INT "$vpid" 2>/dev/null || true
@@ -39,12 +40,15 @@ cleanup() {
     kill -KILL "$vpid" 2>/dev/null || true
   fi
   rm -rf "$work"
+  # The dataplane's DPDK runtime directory (its --file-prefix).
+  if [ -n "$prefix" ]; then rm -rf "/var/run/dpdk/$prefix"; fi
 }
 trap cleanup EXIT
 
 config=$(target/release/tandem-rack bench-dataplane --conns "$conns" --data-per-conn "$data" \
   --work-dir "$work" --config-only)
 stats="$work/dataplane.stats.json"
+prefix=$(grep -o 'tandem-bench-dp-[0-9]*' "$config" | head -1 || true)
 rx() {
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["total"]["rx_packets"])' "$stats"
 }
