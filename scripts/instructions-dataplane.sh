@@ -19,12 +19,7 @@ data="${2:-64}"
 warm_s=40
 count_s=30
 
-if ! command -v valgrind >/dev/null 2>&1; then
-  echo "instructions-dataplane: installing valgrind"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends valgrind
-fi
+./scripts/ensure-valgrind.sh
 
 cargo build --release --locked -p tandem-dataplane -p tandem-hw-tests >/dev/null 2>&1 ||
   { echo "instructions-dataplane: the release build failed" >&2; exit 1; }

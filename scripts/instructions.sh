@@ -16,12 +16,7 @@ path="${1:-NAT request}"
 rounds="${2:-50}"
 conns=1024
 
-if ! command -v valgrind >/dev/null 2>&1; then
-  echo "instructions: installing valgrind"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends valgrind
-fi
+./scripts/ensure-valgrind.sh
 
 bench=$(cargo bench -p tandem-core --bench engine --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys

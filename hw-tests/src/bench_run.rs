@@ -353,9 +353,7 @@ fn run_director(
     binary: &Path,
 ) -> Result<DirectorRun> {
     let stats_file = opts.work_dir.join("dataplane.stats.json");
-    let cfg_path = director_config_file(opts, run)?;
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| Error::io(format!("reading {}", cfg_path.display()), e))?;
+    let (cfg_path, text) = director_config_file(opts, run)?;
     let args = vec!["--config".to_owned(), cfg_path.display().to_string()];
     let command = shell_line(binary, &args);
     tracing::info!(%command, "director");
@@ -522,12 +520,12 @@ fn prepare(opts: &BenchOptions) -> Result<RunSpec> {
 /// `scripts/instructions-dataplane.sh`). Runs nothing.
 pub fn write_director_config(opts: &BenchOptions) -> Result<PathBuf> {
     let run = prepare(opts)?;
-    director_config_file(opts, &run)
+    Ok(director_config_file(opts, &run)?.0)
 }
 
 /// Writes the director's config into the work directory (checked by the dataplane's own
-/// validation first); returns its path.
-fn director_config_file(opts: &BenchOptions, run: &RunSpec) -> Result<PathBuf> {
+/// validation first); returns its path and text.
+fn director_config_file(opts: &BenchOptions, run: &RunSpec) -> Result<(PathBuf, String)> {
     let stats_file = opts.work_dir.join("dataplane.stats.json");
     let _ = std::fs::remove_file(&stats_file);
     let cfg = bench::director_config(&opts.capture, run, &stats_file)?;
@@ -536,7 +534,7 @@ fn director_config_file(opts: &BenchOptions, run: &RunSpec) -> Result<PathBuf> {
     let cfg_path = opts.work_dir.join("dataplane.toml");
     std::fs::write(&cfg_path, &text)
         .map_err(|e| Error::io(format!("writing {}", cfg_path.display()), e))?;
-    Ok(cfg_path)
+    Ok((cfg_path, text))
 }
 
 /// Runs the whole benchmark.

@@ -48,10 +48,6 @@ impl From<RecordError> for WireError {
     }
 }
 
-fn kind_to(k: ConnEventKind) -> i32 {
-    shared::kind_to(k)
-}
-
 fn is_deletion(v: i32) -> Result<bool, WireError> {
     Ok(matches!(shared::kind_from(v)?, ConnEventKind::Deleted(_)))
 }
@@ -67,7 +63,7 @@ pub fn local_event_to(lcore: u32, ev: &ConnEvent) -> pb::LocalEvent {
         lcore,
         seq: ev.seq,
         event: Some(pb::ConnEvent {
-            kind: kind_to(ev.kind),
+            kind: shared::kind_to(ev.kind),
             record: Some(record_to(&ev.record)),
         }),
         locality_set: None,
@@ -75,8 +71,8 @@ pub fn local_event_to(lcore: u32, ev: &ConnEvent) -> pb::LocalEvent {
     }
 }
 
-/// The most real servers of one locality entry on the wire (syncd's `MAX_LOCALITY_REALS`;
-/// the core's lblcr sets hold at most as many).
+/// The most real servers of one locality entry on the wire (the core's lblcr sets hold at
+/// most as many; syncd's replication uses this bound too).
 pub const MAX_LOCALITY_REALS: usize = 8;
 
 /// A lblc/lblcr locality entry with endpoints instead of this director's ids: which

@@ -710,10 +710,6 @@ fn hinted_processing_equals_plain_processing_whatever_the_hint() {
     }
 }
 
-/// Hints computed for a whole burst before any of its frames is processed go stale within it:
-/// a frame's connection may be created, closed, removed or recreated by an earlier frame of
-/// the same burst (or of the burst before, when the glue pipelines). The outcome must still be
-/// that of plain processing, frame by frame.
 /// The scripts' services, as (port, UDP?): every forwarding method and both protocols.
 const SCRIPT_SERVICES: [(u16, bool); 5] = [
     (80, false),
@@ -726,6 +722,10 @@ const SCRIPT_SERVICES: [(u16, bool); 5] = [
 /// A frame of a script: input port, frame, and what plain processing gave.
 type Step = (usize, Vec<u8>, Verdict, Vec<u8>);
 
+/// Hints computed for a whole burst before any of its frames is processed go stale within it:
+/// a frame's connection may be created, closed, removed or recreated by an earlier frame of
+/// the same burst (or of the burst before, when the glue pipelines). The outcome must still be
+/// that of plain processing, frame by frame.
 #[test]
 fn stale_hints_of_a_burst_change_no_outcome() {
     use tandem_core::conn::Hint;

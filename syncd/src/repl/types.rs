@@ -30,8 +30,9 @@ impl ConnKey {
 }
 
 /// The most real servers one lblcr set holds on the wire (the kernel's sets are small; a
-/// bigger set is truncated by the sender and counted).
-pub const MAX_LOCALITY_REALS: usize = 8;
+/// bigger set is truncated by the sender and counted): the bound the dataplane's side of the
+/// wire checks too.
+pub use tandem_proto::local::MAX_LOCALITY_REALS;
 
 /// The key of a locality entry: which virtual service, which destination IP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,9 +4,10 @@
 //! connection's idle timer, and whose next hop is cached. It takes the decisions of
 //! [`Balancer::handle_flow`] for such a frame, in the same order, reading each one once and
 //! keeping the parsed flow in registers; anything it does not cover (a new connection, a
-//! state change, a redirect, a TTL about to expire, a hop to resolve) returns `None`
-//! before anything is written, and the general path decides. `the_fast_path_changes_no_outcome` (in `tests/engine.rs`) checks
-//! that both give the same frames, verdicts, counters, table and events.
+//! state change, a redirect, a TTL about to expire, a hop to resolve) returns `None` before
+//! anything is written, and the general path decides. `the_fast_path_changes_no_outcome` (in
+//! `tests/engine.rs`) checks that both give the same frames, verdicts, counters, table and
+//! events.
 
 use super::{Balancer, Ctx, owner};
 use crate::buf::PacketBuf;
