@@ -656,6 +656,9 @@ async fn read_full_snapshot(s: &mut tonic::Streaming<pb::LocalEvents>) -> Snap {
     }
 }
 
+/// Templates and lblc entries from the peer are installed and decide where new connections go;
+/// those the director makes itself are streamed. Before that, as a standby, it schedules no
+/// connection at all (the SYNs are counted as `standby` drops).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_and_locality_are_streamed_and_installed() {
     let iface = format!("tdms{}", std::process::id() % 100_000);
@@ -712,7 +715,7 @@ async fn templates_and_locality_are_streamed_and_installed() {
     // Every lcore got the entry, and walks it.
     assert_eq!(loc, vec![locality(8080, &[RS2]); 2]);
 
-    // ---- packets: the installed template and entry decide ---------------------------------
+    // ---- packets: the installed template and entry decide, once active -------------------
     let flows = [
         ((CLIENT1, 40_001), 80, RS2), // the installed template (rr would say RS1)
         ((CLIENT2, 40_001), 8080, RS2), // the installed lblc entry (wlc would say RS1)
@@ -728,13 +731,44 @@ async fn templates_and_locality_are_streamed_and_installed() {
             )
         })
         .collect();
+    let frames: Vec<Vec<u8>> = flows
+        .iter()
+        .map(|((c, p), vport, _)| syn_frame((*c, *p), (VIP, *vport)))
+        .collect();
+
+    // A standby (no role given yet) schedules nothing: the SYNs are counted, no connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // The tap or the port may not be up yet: keep sending until the drops show.
+        let _ = tap_send(&iface, &frames);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let st = status(&mut admin).await;
+        assert_eq!(st.role, "standby");
+        let standby = st.drops.iter().find(|d| d.reason == "standby");
+        if standby.is_some_and(|d| d.count >= frames.len() as u64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no standby drops in 10 s: {st:?}"
+        );
+    }
+    let list = admin
+        .list_connections(apb::ListConnectionsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.connections.len(), 1, "the installed template only");
+
+    // Only an active director schedules.
+    local
+        .set_role(pb::SetRoleRequest {
+            role: pb::Role::Active as i32,
+        })
+        .await
+        .expect("set role");
     let deadline = Instant::now() + Duration::from_secs(10);
     let got = loop {
-        // The tap or the port may not be up yet: keep sending until the connections show.
-        let frames: Vec<Vec<u8>> = flows
-            .iter()
-            .map(|((c, p), vport, _)| syn_frame((*c, *p), (VIP, *vport)))
-            .collect();
         let _ = tap_send(&iface, &frames);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let list = admin

@@ -118,6 +118,9 @@ pub struct Balancer {
     ident: u16,
     worker: usize,
     workers: usize,
+    /// Whether new connections are scheduled (an active or standalone director) or refused
+    /// with [`DropReason::Standby`] (a standby); see [`set_scheduling`](Self::set_scheduling).
+    schedules: bool,
 }
 
 /// The worker that owns connections of `client` among `workers`: a multiplicative hash of
@@ -170,7 +173,22 @@ impl Balancer {
             ident: 0,
             worker: config.worker,
             workers: config.workers.max(1),
+            schedules: true,
         })
+    }
+
+    /// Whether this worker schedules new connections: `true` (the default) for an active or
+    /// standalone director; `false` for a standby, which still forwards the connections it
+    /// holds (synced from the active) but creates none, so that the two directors never
+    /// schedule at once. Set with the VIPs' ownership
+    /// ([`Worker::set_owns_vips`](crate::director::Worker::set_owns_vips)).
+    pub fn set_scheduling(&mut self, on: bool) {
+        self.schedules = on;
+    }
+
+    /// Whether new connections are scheduled (see [`set_scheduling`](Self::set_scheduling)).
+    pub fn schedules(&self) -> bool {
+        self.schedules
     }
 
     /// The services this worker balances.
@@ -382,7 +400,11 @@ impl Balancer {
                     None => (false, None),
                 };
                 if syn && closed {
-                    // A new connection on the same ports after the old one closed.
+                    // A new connection on the same ports after the old one closed: the
+                    // active's to schedule (a standby keeps the closed entry as synced).
+                    if !self.schedules {
+                        return Act::dropped(DropReason::Standby);
+                    }
                     self.conns.remove(id, ctx.now, &mut self.events);
                     None
                 } else {
@@ -403,6 +425,9 @@ impl Balancer {
             None => {
                 if flow.proto == Protocol::Tcp && !syn {
                     return Act::dropped(DropReason::TcpNoConnection);
+                }
+                if !self.schedules {
+                    return Act::dropped(DropReason::Standby);
                 }
                 match self.schedule(svc_id, flow, tcp_flags, ctx.now) {
                     Ok(id) => id,

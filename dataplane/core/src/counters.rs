@@ -97,6 +97,13 @@ drop_reasons! {
     ConnKeyConflict = "conn_key_conflict",
     /// The scheduler found no available real server (all quiesced, overloaded or none).
     NoDestination = "no_destination",
+    /// The first packet of a new connection reached a standby director (one that does not
+    /// hold its VIPs, [`Worker::set_owns_vips`](crate::director::Worker::set_owns_vips)):
+    /// only the active schedules, so the connection is not created here (the client's
+    /// retransmission reaches the active once its gratuitous ARPs have landed). Packets of
+    /// connections the standby holds, synced from the active, are still forwarded, to the
+    /// same real server.
+    Standby = "standby",
     /// No port's subnet and no route leads to the next hop.
     NoRoute = "no_route",
     /// TCP header truncated or data offset below 5 (RFC 9293 §3.1).

@@ -560,8 +560,16 @@ impl Worker {
     /// inside port): `true` (the default, a standalone or active director) answers ARP and
     /// ICMP echo for them; `false` (a standby) answers only for the ports' own addresses, so
     /// the peer can hold them. Set by the glue between bursts when syncd changes the role.
+    ///
+    /// A director that does not hold its VIPs schedules no new connection either (counted
+    /// [`DropReason::Standby`]): it still forwards the connections it holds, synced from the
+    /// active, so that frames still reaching it while a takeover's gratuitous ARPs spread go
+    /// to the same real server, but it never schedules beside the active.
     pub fn set_owns_vips(&mut self, owns: bool) {
         self.owns_vips = owns;
+        if let Some(b) = &mut self.balancer {
+            b.set_scheduling(owns);
+        }
     }
 
     /// Whether the VIPs are answered (see [`set_owns_vips`](Self::set_owns_vips)).
@@ -583,7 +591,8 @@ impl Worker {
     }
 
     /// The same engine, load-balancing the virtual services of `balancer`.
-    pub fn with_balancer(mut self, balancer: Balancer) -> Self {
+    pub fn with_balancer(mut self, mut balancer: Balancer) -> Self {
+        balancer.set_scheduling(self.owns_vips);
         self.balancer = Some(balancer);
         self
     }

@@ -402,6 +402,91 @@ fn refused_traffic_is_counted_by_reason() {
     assert_eq!(c.forwarded, 0);
 }
 
+/// A standby (VIPs not held) forwards the connections it holds to their real server, in both
+/// directions, and schedules no new one: TCP SYN, UDP, and a SYN reusing a closed entry's
+/// ports are each dropped as `standby`, and the table and event queue are left as they were.
+/// Once it holds the VIPs again it schedules.
+#[test]
+fn a_standby_forwards_what_it_holds_and_schedules_nothing() {
+    let mut w = worker();
+    let mut c = Counters::default();
+    let client = (CLIENT, 42000);
+    let syn = frame(OUT_MAC, CLIENT_MAC, &tcp(client, (VIP, 21), SYN, b""));
+    let (v, out) = run(&mut w, OUTSIDE, &syn, 0, &mut c);
+    assert_eq!(v, Verdict::Forward { port: INSIDE });
+    assert_eq!(ip_dst(&out), (RS[1], 21));
+
+    w.set_owns_vips(false);
+    assert!(!w.balancer().expect("balancer").schedules());
+    let events_before = w.balancer_mut().expect("balancer").events_mut().len();
+
+    // The held connection: data on, the reply back, to and from the same real server.
+    let data = frame(
+        OUT_MAC,
+        CLIENT_MAC,
+        &tcp(client, (VIP, 21), ACK, b"QUIT\r\n"),
+    );
+    let (v, out) = run(&mut w, OUTSIDE, &data, 10, &mut c);
+    assert_eq!(v, Verdict::Forward { port: INSIDE });
+    assert_eq!(ip_dst(&out), (RS[1], 21));
+    let reply = frame(
+        IN_MAC,
+        RS_MACS[1],
+        &tcp((RS[1], 21), client, ACK, b"221\r\n"),
+    );
+    let (v, out) = run(&mut w, INSIDE, &reply, 20, &mut c);
+    assert_eq!(v, Verdict::Forward { port: OUTSIDE });
+    assert_eq!(ip_src(&out), (VIP, 21));
+
+    // New connections: none.
+    let other = frame(
+        OUT_MAC,
+        CLIENT_MAC,
+        &tcp((CLIENT, 42001), (VIP, 80), SYN, b""),
+    );
+    assert_eq!(
+        run(&mut w, OUTSIDE, &other, 30, &mut c).0,
+        Verdict::Drop(DropReason::Standby)
+    );
+    let query = frame(OUT_MAC, CLIENT_MAC, &udp((CLIENT, 6000), (VIP, 53), b"q"));
+    assert_eq!(
+        run(&mut w, OUTSIDE, &query, 40, &mut c).0,
+        Verdict::Drop(DropReason::Standby)
+    );
+    // The client resets the held connection, then reuses its ports: the closed entry stays.
+    let rst = frame(OUT_MAC, CLIENT_MAC, &tcp(client, (VIP, 21), 0x04, b""));
+    assert_eq!(
+        run(&mut w, OUTSIDE, &rst, 50, &mut c).0,
+        Verdict::Forward { port: INSIDE }
+    );
+    let b = w.balancer().expect("balancer");
+    let (id, conn) = b.conns().iter().next().expect("the held connection");
+    assert_eq!(conn.state(), ConnState::Close);
+    assert_eq!(
+        run(&mut w, OUTSIDE, &syn, 60, &mut c).0,
+        Verdict::Drop(DropReason::Standby)
+    );
+    let b = w.balancer_mut().expect("balancer");
+    assert_eq!(b.conns().len(), 1);
+    assert_eq!(b.conns().get(id).map(|c| c.state()), Some(ConnState::Close));
+    assert_eq!(c.drops[DropReason::Standby as usize], 3);
+    // Only the held connection's own state changes were queued for the sync daemon.
+    let events = b.events_mut().len() - events_before;
+    assert_eq!(events, 2, "ESTABLISHED, then CLOSE");
+
+    // Active again: the reused ports make a new connection, and new clients are scheduled.
+    w.set_owns_vips(true);
+    assert_eq!(
+        run(&mut w, OUTSIDE, &syn, 70, &mut c).0,
+        Verdict::Forward { port: INSIDE }
+    );
+    assert_eq!(
+        run(&mut w, OUTSIDE, &other, 80, &mut c).0,
+        Verdict::Forward { port: INSIDE }
+    );
+    assert_eq!(w.balancer().expect("balancer").conns().len(), 2);
+}
+
 #[test]
 fn udp_connections_stick_and_new_ones_rotate() {
     let mut w = worker();
