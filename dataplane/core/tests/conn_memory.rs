@@ -26,6 +26,6 @@ fn bytes_per_connection_at_one_million_entries() {
         );
         assert!(total <= 128.0, "{total} bytes per connection");
     }
-    // One cache line per entry (56 bytes of fields, aligned to 64).
+    // One cache line per entry (58 bytes of fields, aligned to 64).
     assert_eq!(size_of::<tandem_core::conn::Conn>(), 64);
 }

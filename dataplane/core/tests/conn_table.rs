@@ -885,6 +885,86 @@ fn mark_and_sweep_removes_exactly_what_the_peer_did_not_upsert() {
     assert!(standby.is_empty());
 }
 
+/// The sweep in steps (how a lcore spreads it over its ticks): each step looks at no more
+/// slots and removes no more entries than asked and says where the next starts; what the peer
+/// upserts or the table makes between steps is kept, even ahead of the sweep; the steps remove
+/// in all exactly what one sweep would.
+#[test]
+fn a_sweep_in_steps_removes_what_one_sweep_would_and_keeps_what_comes_meanwhile() {
+    let mut active = table(64);
+    let mut standby = table(64);
+    let mut q = EventQueue::new(128);
+    let ids: Vec<_> = (1..=40)
+        .map(|i| {
+            active
+                .create(&conn(i, 2, ForwardMethod::Nat), SYN, T0, &mut q)
+                .unwrap()
+        })
+        .collect();
+    for ev in events(&mut q) {
+        standby.apply(&ev, T0).unwrap();
+    }
+    standby.mark_stale();
+    // The snapshot upserts every even connection; the odd ones are gone at the peer.
+    for id in ids.iter().step_by(2) {
+        standby
+            .install(&active.record(*id, T0).unwrap(), T0 + SECOND)
+            .unwrap();
+    }
+    let (mut at, mut swept, mut steps) = (Some(0u32), 0, 0);
+    while let Some(from) = at {
+        let (n, next) = standby.sweep_stale_step(from, 7, 3);
+        assert!(n <= 3, "{n} removals in one step");
+        if let Some(next) = next {
+            assert!(next > from && next - from <= 7, "{from} → {next}");
+        }
+        swept += n;
+        steps += 1;
+        if steps == 2 {
+            // Between steps: the peer upserts the last odd connection (ahead of the sweep) and
+            // a new one, and a local connection appears.
+            standby
+                .install(&active.record(ids[39], T0).unwrap(), T0 + SECOND)
+                .unwrap();
+            let new = active
+                .create(&conn(50, 2, ForwardMethod::Nat), SYN, T0, &mut q)
+                .unwrap();
+            standby
+                .install(&active.record(new, T0).unwrap(), T0 + SECOND)
+                .unwrap();
+            let mut local = EventQueue::new(8);
+            standby
+                .create(&conn(60, 1, ForwardMethod::Nat), SYN, T0, &mut local)
+                .unwrap();
+        }
+        at = next;
+    }
+    assert!(steps > 6, "{steps} steps");
+    assert_eq!(
+        swept, 19,
+        "the odd connections but the one upserted meanwhile"
+    );
+    assert_eq!(standby.len(), 20 + 1 + 1 + 1);
+    assert_eq!(standby.sweep_stale(), 0, "nothing stale is left");
+
+    // A new mark in the middle of a sweep: the sweep starts again from slot 0 for the new
+    // snapshot, and removes everything it does not upsert.
+    standby.mark_stale();
+    let (first, next) = standby.sweep_stale_step(0, 5, usize::MAX);
+    assert_eq!(next, Some(5));
+    assert!((1..=5).contains(&first), "{first}");
+    standby.mark_stale();
+    standby
+        .install(&active.record(ids[0], T0).unwrap(), T0 + SECOND)
+        .unwrap();
+    let (rest, next) = standby.sweep_stale_step(0, usize::MAX, usize::MAX);
+    assert_eq!(next, None);
+    // 23 entries were live; the first step may have taken the one upserted again.
+    assert!(first + rest >= 22, "{first} + {rest}");
+    let left: Vec<_> = standby.iter().map(|(_, c)| c.client()).collect();
+    assert_eq!(left, [active.get(ids[0]).unwrap().client()]);
+}
+
 #[test]
 fn install_creates_updates_and_never_emits() {
     let mut active = table(16);

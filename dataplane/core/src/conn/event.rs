@@ -33,9 +33,6 @@ impl ConnFlags {
     pub const NO_OUTPUT: ConnFlags = ConnFlags(0x08);
     /// The slot holds a live entry (internal; never shown).
     pub(crate) const IN_USE: ConnFlags = ConnFlags(0x80);
-    /// Marked by a standby's [`ConnTable::mark_stale`](crate::conn::ConnTable::mark_stale)
-    /// and not upserted by the peer since (internal; never shown).
-    pub(crate) const STALE: ConnFlags = ConnFlags(0x40);
 
     /// The raw bits.
     pub const fn bits(self) -> u8 {

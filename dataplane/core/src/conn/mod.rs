@@ -2,7 +2,7 @@
 //! construction, and the source of the events the sync daemon streams to the standby.
 //!
 //! # Shape
-//! - **Slab.** Entries ([`Conn`], 56 bytes of fields aligned to one 64-byte cache line) live
+//! - **Slab.** Entries ([`Conn`], 58 bytes of fields aligned to one 64-byte cache line) live
 //!   in a `Vec` sized at construction, with a free list threaded through it. A [`ConnId`] is a
 //!   slab index.
 //! - **Index.** Our own open-addressing table of 64-byte buckets (8 × `u32` hash tag +
@@ -95,4 +95,5 @@ pub use state::{
 pub use table::{
     Conn, ConnConfig, ConnConfigError, ConnId, ConnStats, ConnTable, CreateError, DestCounts, Hint,
     InstallError, MAX_CAPACITY, MAX_WHEEL_SLOTS, MIN_TICK, MemoryUsage, NewConn,
+    SWEEP_STEP_REMOVALS, SWEEP_STEP_SLOTS,
 };

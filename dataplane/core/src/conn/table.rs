@@ -269,7 +269,7 @@ pub enum InstallError {
     },
 }
 
-/// One connection (or persistence template) in the table: 56 bytes of fields, aligned to a
+/// One connection (or persistence template) in the table: 58 bytes of fields, aligned to a
 /// 64-byte cache line so that a lookup, its update and the rewrite touch one line, not two
 /// (7 in 8 entries straddled a line boundary when packed at 56 bytes).
 #[derive(Debug, Clone)]
@@ -286,6 +286,9 @@ pub struct Conn {
     /// Wheel list links; `next` doubles as the free-list link.
     prev: u32,
     next: u32,
+    /// The table's mark epoch when the entry was made or last upserted by the peer: stale
+    /// when it differs from the table's (see [`ConnTable::mark_stale`]).
+    epoch: u32,
     client: Endpoint,
     vip: Endpoint,
     real: Endpoint,
@@ -304,6 +307,7 @@ impl Conn {
         filed_tick: 0,
         prev: NIL,
         next: NIL,
+        epoch: 0,
         client: Endpoint::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
         vip: Endpoint::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
         real: Endpoint::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
@@ -429,6 +433,14 @@ const fn tick_before(a: u32, b: u32) -> bool {
     a.wrapping_sub(b) > u32::MAX / 2
 }
 
+/// A sweep step's slots for a lcore that spreads a standby's sweep over its ticks
+/// ([`ConnTable::sweep_stale_step`])...
+pub const SWEEP_STEP_SLOTS: usize = 32_768;
+/// ...and its removals (on the development VM 0.65 ms a step on average, 1.5 ms at most, when
+/// every entry goes), so that the lcore goes on forwarding and relaying heartbeats while a
+/// table of millions is swept.
+pub const SWEEP_STEP_REMOVALS: usize = 4_096;
+
 /// Index value for key `reply` of slab entry `i`.
 const fn tag(i: u32, reply: bool) -> u32 {
     i << 1 | reply as u32
@@ -464,6 +476,8 @@ pub struct ConnTable {
     reclaim_budget: usize,
     peer_grace_ns: u64,
     next_seq: u64,
+    /// The mark epoch (see [`mark_stale`](Self::mark_stale)).
+    epoch: u32,
     stats: ConnStats,
 }
 
@@ -532,6 +546,7 @@ impl ConnTable {
             reclaim_budget,
             peer_grace_ns: u64::try_from(peer_grace.as_nanos()).unwrap_or(u64::MAX),
             next_seq: 1,
+            epoch: 0,
             stats: ConnStats::default(),
         })
     }
@@ -1136,28 +1151,60 @@ impl ConnTable {
     /// Marks every live entry stale: a standby's mark when the peer's full snapshot begins.
     /// An entry stays stale until the peer upserts it ([`ConnTable::install`]);
     /// [`ConnTable::sweep_stale`] then removes those still stale, the entries the peer no
-    /// longer has. One pass over the slab setting a bit, no allocation (a table of millions
-    /// takes milliseconds, not the hash set of keys it once took). Entries created later,
-    /// locally or by the peer, are not stale; marking again (a snapshot restarted) marks all.
+    /// longer has. Constant time: the table's mark epoch moves on, and an entry is stale when
+    /// its own epoch (set when it is made or upserted) is an older one; nothing is walked, so
+    /// a table of millions is marked as fast as an empty one. Entries created later, locally
+    /// or by the peer, are not stale; marking again (a snapshot restarted) marks all.
     pub fn mark_stale(&mut self) {
-        for c in self.conns.iter_mut().filter(|c| c.in_use()) {
-            c.flags.insert(ConnFlags::STALE);
-        }
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+
+    /// Whether slab slot `i` holds a live entry that is stale (see
+    /// [`mark_stale`](Self::mark_stale)).
+    fn is_stale(&self, i: u32) -> bool {
+        self.conns
+            .get(i as usize)
+            .is_some_and(|c| c.in_use() && c.epoch != self.epoch)
     }
 
     /// Removes every entry still stale since [`ConnTable::mark_stale`] (the peer's snapshot
-    /// ended without it), as [`ConnTable::uninstall`] does: no event. Returns how many.
+    /// ended without it), as [`ConnTable::uninstall`] does: no event. Returns how many. In
+    /// one go: a lcore spreads the sweep over its ticks with
+    /// [`sweep_stale_step`](Self::sweep_stale_step) instead.
     pub fn sweep_stale(&mut self) -> usize {
+        let (swept, _) = self.sweep_stale_step(0, usize::MAX, usize::MAX);
+        swept
+    }
+
+    /// One step of a sweep (see [`sweep_stale`](Self::sweep_stale)): looks at the slab slots
+    /// from `from` on, at most `slots` of them, and stops early once it has removed
+    /// `removals`. Returns how many it removed and the slot the next step starts at (`None`:
+    /// the sweep is done). Steps may be interleaved with anything else (installs, local
+    /// connections, expiry): what they make or upsert is not stale. A new
+    /// [`mark_stale`](Self::mark_stale) calls for a new sweep from slot 0.
+    pub fn sweep_stale_step(
+        &mut self,
+        from: u32,
+        slots: usize,
+        removals: usize,
+    ) -> (usize, Option<u32>) {
+        let end = self.len_slab();
         let mut swept = 0;
-        for i in 0..self.len_slab() {
-            let c = &self.conns[i as usize];
-            if c.in_use() && c.flags.contains(ConnFlags::STALE) {
+        let mut i = from;
+        let mut looked = 0;
+        while i < end {
+            if looked >= slots || swept >= removals {
+                return (swept, Some(i));
+            }
+            if self.is_stale(i) {
                 self.stats.uninstalled += 1;
                 self.release(i, None, 0, &mut DiscardEvents);
                 swept += 1;
             }
+            looked += 1;
+            i += 1;
         }
-        swept
+        (swept, None)
     }
 
     /// Applies one event from the peer: [`ConnTable::uninstall`] for a deletion,
@@ -1227,7 +1274,7 @@ impl ConnTable {
                 self.set_state(i, rec.state);
                 let c = &mut self.conns[i as usize];
                 c.flags.insert(ConnFlags::SYNCED);
-                c.flags.remove(ConnFlags::STALE);
+                c.epoch = self.epoch;
                 c.timeout_ms = rec.timeout_ms;
                 c.deadline = now.saturating_add(remaining_ns);
                 self.refile_if_earlier(i);
@@ -1343,6 +1390,7 @@ impl ConnTable {
             filed_tick: 0,
             prev: NIL,
             next: NIL,
+            epoch: self.epoch,
             client: new.client,
             vip: new.vip,
             real: new.real,
