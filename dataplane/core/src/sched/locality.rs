@@ -20,6 +20,13 @@
 //!   stops after a goal of `(entries − max) · 4/3`; we reclaim every such entry).
 //!
 //! Nothing on the packet path sweeps the table.
+//!
+//! # What the sync daemon hears
+//! `take_changed` names the address whose entry the last `pick` created or changed, and also
+//! one it merely used when its last announcement is half an expiration old
+//! ([`reannounce_due`]): the standby's copy ages from the moment it is installed (the wire
+//! carries no idle time), so an entry the active keeps using unchanged is announced again
+//! before the standby's copy could expire, at most twice per expiration time.
 
 use std::net::Ipv4Addr;
 
@@ -231,6 +238,13 @@ impl Gc {
     }
 }
 
+/// Whether an entry last announced at `announced` and used at `now` is to be announced again:
+/// half of `expiration` has passed, so that the standby's copy, which ages from its
+/// installation, never comes near its own expiry while the active uses the entry.
+pub(crate) fn reannounce_due(announced: u64, now: u64, expiration: u64) -> bool {
+    now.saturating_sub(announced) >= expiration / 2
+}
+
 fn validate(options: &LocalityOptions) -> Result<(), super::SchedulerError> {
     type T = BoundedTable<Ipv4Addr, ()>;
     if !options.buckets.is_power_of_two() || options.buckets > T::MAX_BUCKETS {
@@ -246,6 +260,9 @@ fn validate(options: &LocalityOptions) -> Result<(), super::SchedulerError> {
 struct LblcValue {
     dest: DestId,
     last_use: u64,
+    /// When the entry was last announced to the sync daemon (made, changed, or used and
+    /// [`reannounce_due`]); when it was installed, for the peer's.
+    announced: u64,
 }
 
 /// lblc: destination address → the server last used for it.
@@ -290,6 +307,10 @@ impl Lblc {
             v.last_use = now;
             if let Some(d) = find(dests, v.dest) {
                 if d.weight > 0 && !is_overloaded(d, dests) {
+                    if reannounce_due(v.announced, now, self.expiration) {
+                        v.announced = now;
+                        self.changed = Some(daddr);
+                    }
                     return Some(d.id);
                 }
             }
@@ -298,10 +319,11 @@ impl Lblc {
         let fresh = LblcValue {
             dest: id,
             last_use: now,
+            announced: now,
         };
         match self.table.get_mut(&daddr) {
             Some(v) => {
-                if v.dest != id {
+                if v.dest != id || reannounce_due(v.announced, now, self.expiration) {
                     *v = fresh;
                     self.changed = Some(daddr);
                 }
@@ -360,6 +382,7 @@ impl Lblc {
         let value = LblcValue {
             dest: e.dest,
             last_use: now.saturating_sub(e.idle),
+            announced: now,
         };
         self.table
             .insert(e.addr, value)
@@ -376,6 +399,8 @@ struct LblcrValue {
     set: DestSet,
     last_use: u64,
     last_mod: u64,
+    /// As [`LblcValue::announced`].
+    announced: u64,
 }
 
 /// lblcr: destination address → a set of servers.
@@ -452,12 +477,19 @@ impl Lblcr {
         if let Some(v) = self.table.get_mut(&daddr) {
             v.last_use = now;
             let chosen = set_min(&v.set, dests);
+            let mut shrunk = false;
             if v.set.len() > 1 && now > v.last_mod.saturating_add(expiration) {
                 if let Some(m) = set_max(&v.set, dests) {
                     v.set.remove(m);
                     v.last_mod = now;
-                    self.changed = Some(daddr);
+                    shrunk = true;
                 }
+            }
+            if shrunk || reannounce_due(v.announced, now, expiration) {
+                // Announced now (the set shrank above, or it is due): the standby's copy
+                // starts its age again.
+                v.announced = now;
+                self.changed = Some(daddr);
             }
             if let Some(d) = chosen {
                 if !is_overloaded(d, dests) {
@@ -476,6 +508,7 @@ impl Lblcr {
                 }
                 v.set.push_front(id);
                 v.last_mod = now;
+                v.announced = now;
                 self.changed = Some(daddr);
             }
             return Some(id);
@@ -487,6 +520,7 @@ impl Lblcr {
             set,
             last_use: now,
             last_mod: now,
+            announced: now,
         };
         if self.table.insert(daddr, value).is_err() {
             stats.locality_full += 1;
@@ -545,6 +579,7 @@ impl Lblcr {
             set: e.dests,
             last_use: now.saturating_sub(e.idle),
             last_mod: now.saturating_sub(e.unmodified),
+            announced: now,
         };
         self.table
             .insert(e.addr, value)
@@ -585,6 +620,71 @@ mod tests {
             capacity,
             ..LocalityOptions::default()
         }
+    }
+
+    /// An entry used unchanged is announced again once half an expiration has passed since
+    /// its last announcement, and not more often; a change announces at once and restarts
+    /// the count. (The standby's copy ages from its installation.)
+    #[test]
+    fn entries_used_unchanged_are_announced_again_every_half_expiration() {
+        let dests = [dest(0, 1, 0), dest(1, 1, 0)];
+        let mut stats = SchedulerStats::default();
+        let mut lblc = Lblc::new(&small(16)).unwrap();
+        let mut lblcr = Lblcr::new(&small(16)).unwrap();
+        let t0 = 5 * HOUR;
+        // (time, announced by lblc, announced by lblcr)
+        let steps = [
+            (t0, true, true),          // made
+            (t0 + HOUR, false, false), // used
+            (t0 + 12 * HOUR - 1, false, false),
+            (t0 + 12 * HOUR, true, true), // half of the 24 h expiration
+            (t0 + 12 * HOUR + 1, false, false),
+            (t0 + 23 * HOUR, false, false),
+            (t0 + 24 * HOUR, true, true),
+        ];
+        for (now, lblc_says, lblcr_says) in steps {
+            assert_eq!(
+                lblc.pick(&dests, cache(1), now, &mut stats),
+                Some(DestId(0))
+            );
+            assert_eq!(lblc.take_changed().is_some(), lblc_says, "lblc at {now}");
+            assert_eq!(
+                lblcr.pick(&dests, cache(1), now, &mut stats),
+                Some(DestId(0))
+            );
+            assert_eq!(lblcr.take_changed().is_some(), lblcr_says, "lblcr at {now}");
+        }
+        // lblc: the server changes (weight 0 now) → announced at once; then not for 12 h.
+        let quiesced = [dest(0, 0, 0), dest(1, 1, 0)];
+        let t1 = t0 + 25 * HOUR;
+        assert_eq!(
+            lblc.pick(&quiesced, cache(1), t1, &mut stats),
+            Some(DestId(1))
+        );
+        assert_eq!(lblc.take_changed(), Some(cache(1)));
+        assert_eq!(
+            lblc.pick(&quiesced, cache(1), t1 + 11 * HOUR, &mut stats),
+            Some(DestId(1))
+        );
+        assert_eq!(lblc.take_changed(), None);
+        // An installed entry counts as announced when installed.
+        let mut standby = Lblc::new(&small(16)).unwrap();
+        let e = LblcEntry {
+            addr: cache(2),
+            dest: DestId(1),
+            idle: 0,
+        };
+        standby.install(e, t0).unwrap();
+        assert_eq!(
+            standby.pick(&dests, cache(2), t0 + HOUR, &mut stats),
+            Some(DestId(1))
+        );
+        assert_eq!(standby.take_changed(), None);
+        assert_eq!(
+            standby.pick(&dests, cache(2), t0 + 12 * HOUR, &mut stats),
+            Some(DestId(1))
+        );
+        assert_eq!(standby.take_changed(), Some(cache(2)));
     }
 
     #[test]
