@@ -237,9 +237,11 @@ impl Peer for PeerSvc {
 
 /// Accepts TCP connections, does the TLS handshake (refusals are logged with the peer's
 /// address and rustls' reason) and hands the authenticated streams to tonic.
+/// Each connection is authenticated with the acceptor in force when it arrives (a TLS
+/// reload replaces it; connections already up are not touched).
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptors: watch::Receiver<tokio_rustls::TlsAcceptor>,
     out: mpsc::Sender<Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>>,
 ) {
     loop {
@@ -252,7 +254,7 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let acceptor = acceptors.borrow().clone();
         let out = out.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -923,6 +925,45 @@ fn peer_endpoint(cfg: &Config, tls: &TlsMaterial) -> Result<Endpoint, DaemonErro
         .map_err(|e| DaemonError::Endpoint(chain(&e)))
 }
 
+/// Applies each TLS material a reload hands over (already loaded and checked by
+/// [`TlsMaterial::load`]): the server's acceptor and the clients' endpoint are replaced, so
+/// the next connections in either direction use the new CA, certificate and peer name; links
+/// already up stay as they are. A material whose configs cannot be built changes nothing.
+async fn tls_reloads(
+    cfg: Config,
+    mut reloads: watch::Receiver<Option<TlsMaterial>>,
+    acceptor: watch::Sender<tokio_rustls::TlsAcceptor>,
+    endpoint: watch::Sender<Endpoint>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = reloads.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        let Some(tls) = reloads.borrow_and_update().clone() else {
+            continue;
+        };
+        let built = tls
+            .server_config()
+            .map_err(DaemonError::from)
+            .and_then(|server| Ok((server, peer_endpoint(&cfg, &tls)?)));
+        match built {
+            Ok((server, ep)) => {
+                acceptor.send_replace(tokio_rustls::TlsAcceptor::from(server));
+                endpoint.send_replace(ep);
+                info!(
+                    peer_name = %tls.peer_name,
+                    "TLS reloaded: new connections of the sync link use it"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS reload refused, the material in force stays")
+            }
+        }
+    }
+}
+
 fn backoff(cfg: &Config) -> Backoff {
     Backoff::new(
         Duration::from_millis(cfg.sync_link.reconnect_min_ms),
@@ -941,9 +982,10 @@ async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-/// Our heartbeat stream to the peer, reconnecting with backoff.
+/// Our heartbeat stream to the peer, reconnecting with backoff (each connection with the
+/// endpoint in force, see [`tls_reloads`]).
 async fn heartbeat_client(
-    ep: Endpoint,
+    eps: watch::Receiver<Endpoint>,
     mut bo: Backoff,
     hb_out: broadcast::Sender<pb::HeartbeatMessage>,
     hb_in: mpsc::Sender<(Path, pb::HeartbeatMessage)>,
@@ -951,6 +993,7 @@ async fn heartbeat_client(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
+        let ep = eps.borrow().clone();
         let why = match ep.connect().await {
             Err(e) => chain(&e),
             Ok(ch) => {
@@ -1001,9 +1044,10 @@ async fn heartbeat_client(
     }
 }
 
-/// Our replication stream to the peer as the receiver, held while `want` is true.
+/// Our replication stream to the peer as the receiver, held while `want` is true (each
+/// connection with the endpoint in force, see [`tls_reloads`]).
 async fn replicate_client(
-    ep: Endpoint,
+    eps: watch::Receiver<Endpoint>,
     mut bo: Backoff,
     mut want: watch::Receiver<bool>,
     batches: mpsc::Sender<(u64, pb::EventBatch)>,
@@ -1018,6 +1062,7 @@ async fn replicate_client(
                 _ = stop.changed() => return,
             }
         }
+        let ep = eps.borrow().clone();
         let ch = match ep.connect().await {
             Ok(ch) => ch,
             Err(e) => {
@@ -1282,9 +1327,12 @@ pub async fn run<L: LocalDataplane>(
     local: L,
     shutdown: impl std::future::Future<Output = ()> + Send,
     reload: watch::Receiver<Vec<crate::health::Plan>>,
+    tls_reload: watch::Receiver<Option<TlsMaterial>>,
 ) -> Result<(), DaemonError> {
     let server_tls = tls.server_config()?;
-    let ep = peer_endpoint(&cfg, &tls)?;
+    let (ep_tx, ep_rx) = watch::channel(peer_endpoint(&cfg, &tls)?);
+    let (acceptor_tx, acceptor_rx) =
+        watch::channel(tokio_rustls::TlsAcceptor::from(Arc::clone(&server_tls)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Ctl>(1024);
     let (hb_in_tx, mut hb_in_rx) = mpsc::channel::<(Path, pb::HeartbeatMessage)>(256);
@@ -1343,11 +1391,16 @@ pub async fn run<L: LocalDataplane>(
 
     // The peer link's server.
     let (conn_tx, conn_rx) = mpsc::channel(16);
-    let mut tasks = vec![tokio::spawn(accept_loop(
-        listener,
-        tokio_rustls::TlsAcceptor::from(Arc::clone(&server_tls)),
-        conn_tx,
-    ))];
+    let mut tasks = vec![
+        tokio::spawn(accept_loop(listener, acceptor_rx, conn_tx)),
+        tokio::spawn(tls_reloads(
+            cfg.clone(),
+            tls_reload,
+            acceptor_tx,
+            ep_tx,
+            stop_rx.clone(),
+        )),
+    ];
     let svc = PeerServer::new(PeerSvc {
         ctl: ctl_tx.clone(),
         hb_in: hb_in_tx.clone(),
@@ -1371,7 +1424,7 @@ pub async fn run<L: LocalDataplane>(
     }));
     // The peer link's clients.
     tasks.push(tokio::spawn(heartbeat_client(
-        ep.clone(),
+        ep_rx.clone(),
         backoff(&cfg),
         hb_out.clone(),
         hb_in_tx.clone(),
@@ -1379,7 +1432,7 @@ pub async fn run<L: LocalDataplane>(
         stop_rx.clone(),
     )));
     tasks.push(tokio::spawn(replicate_client(
-        ep,
+        ep_rx,
         backoff(&cfg),
         want_receiver_rx,
         batch_tx,

@@ -4,7 +4,8 @@
 //!
 //! Exit codes: 0 after a clean stop (SIGTERM/SIGINT); 2 for a bad config file or unusable
 //! certificates (one error line names the problem); 1 for any other failure. SIGHUP reads
-//! the file again and applies its health checks (the other sections need a restart).
+//! the file again and applies its health checks and its TLS material (the other sections
+//! need a restart).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -84,8 +85,9 @@ fn main() -> ExitCode {
             }
         };
         let (reload_tx, reload_rx) = tokio::sync::watch::channel(Vec::new());
-        tokio::spawn(reload_on_sighup(cli.config.clone(), reload_tx));
-        match daemon::run(cfg, tls, listener, local, shutdown_signal(), reload_rx).await {
+        let (tls_tx, tls_rx) = tokio::sync::watch::channel(None);
+        tokio::spawn(reload_on_sighup(cli.config.clone(), reload_tx, tls_tx));
+        match daemon::run(cfg, tls, listener, local, shutdown_signal(), reload_rx, tls_rx).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 error!(error = %e, "tandem-syncd failed");
@@ -117,10 +119,17 @@ async fn shutdown_signal() {
 }
 
 /// On every SIGHUP, reads the configuration file again and hands its health checks
-/// (`[health]`, `[[check]]`) to the health task. A file that does not load, or whose checks
-/// are wrong, changes nothing (the error is logged with its line and key). The other sections
-/// are read at start only: changing them takes a restart, which is said in the log.
-async fn reload_on_sighup(path: PathBuf, tx: tokio::sync::watch::Sender<Vec<Plan>>) {
+/// (`[health]`, `[[check]]`) to the health task and its `[tls]` material (CA, certificate,
+/// key, peer name: a certificate rotation without a restart, which on the active director
+/// would hand the VIPs over) to the sync link. A file that does not load, whose checks are
+/// wrong, or whose TLS files are unusable changes nothing (the error is logged with its line
+/// and key, or the file and rustls' reason). The other sections are read at start only:
+/// changing them takes a restart, which is said in the log.
+async fn reload_on_sighup(
+    path: PathBuf,
+    tx: tokio::sync::watch::Sender<Vec<Plan>>,
+    tls_tx: tokio::sync::watch::Sender<Option<TlsMaterial>>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -130,17 +139,22 @@ async fn reload_on_sighup(path: PathBuf, tx: tokio::sync::watch::Sender<Vec<Plan
         }
     };
     while hup.recv().await.is_some() {
-        let plans = Config::load(&path)
+        let loaded = Config::load(&path)
             .map_err(|e| e.to_string())
-            .and_then(|c| c.health_plans());
-        match plans {
-            Ok(plans) => {
+            .and_then(|c| {
+                let plans = c.health_plans()?;
+                let tls = TlsMaterial::load(&c.tls).map_err(|e| e.to_string())?;
+                Ok((plans, tls))
+            });
+        match loaded {
+            Ok((plans, tls)) => {
                 tracing::info!(
                     file = %path.display(),
                     checks = plans.len(),
-                    "SIGHUP: health checks reloaded (the other sections take effect at the next start)"
+                    "SIGHUP: health checks reloaded, TLS material handed to the sync link (the other sections take effect at the next start)"
                 );
                 tx.send_replace(plans);
+                tls_tx.send_replace(Some(tls));
             }
             Err(e) => {
                 error!(file = %path.display(), error = %e, "SIGHUP: reload refused, the checks in force stay")
