@@ -767,14 +767,7 @@ async fn sighup_reloads_the_health_checks_and_refuses_a_broken_file() {
     // Writes the file with `check` after the good part, sends SIGHUP, waits for `logged`.
     async fn reload(a: &Syncd, cfg: &Path, good: &str, check: &str, logged: &str) {
         std::fs::write(cfg, format!("{good}\n[[check]]\n{check}\n")).unwrap();
-        let pid = a.child.as_ref().unwrap().id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        hup(a);
         let seen = wait_for(Duration::from_secs(5), || a.log().contains(logged)).await;
         assert!(seen.is_some(), "no `{logged}` in: {}", a.log());
     }

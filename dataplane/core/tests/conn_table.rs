@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use tandem_core::conn::{
-    ActivePolicy, ConnConfig, ConnConfigError, ConnEvent, ConnEventKind, ConnFlags, ConnState,
-    ConnTable, CreateError, DeleteReason, DestCounts, Direction, DiscardEvents, EventQueue,
-    InstallError, NewConn, TcpDir, TcpFlags, Timeouts, tcp_next_state,
+    ActivePolicy, ConnConfig, ConnConfigError, ConnEvent, ConnEventKind, ConnFlags, ConnId,
+    ConnState, ConnTable, CreateError, DeleteReason, DestCounts, Direction, DiscardEvents,
+    EventQueue, InstallError, NewConn, TcpDir, TcpFlags, Timeouts, tcp_next_state,
 };
 use tandem_core::lb::{DestId, Endpoint, Flow, ForwardMethod, Protocol, ServiceId};
 
@@ -830,21 +830,28 @@ fn flush_dest_ends_its_connections_and_templates_only() {
     assert!(t.dest_counts().iter().all(|d| *d == DestCounts::default()));
 }
 
-#[test]
-fn mark_and_sweep_removes_exactly_what_the_peer_did_not_upsert() {
-    let mut active = table(16);
-    let mut standby = table(16);
-    let mut q = EventQueue::new(64);
-    let ids: Vec<_> = (1..=4)
+/// An active table of `capacity` with NAT connections from clients 1..=`n`, and a standby
+/// table that applied their events; the active's ids, and its event queue.
+fn replicated(capacity: usize, n: u8) -> (ConnTable, ConnTable, Vec<ConnId>, EventQueue) {
+    let mut active = table(capacity);
+    let mut standby = table(capacity);
+    let mut q = EventQueue::new(2 * capacity);
+    let ids: Vec<_> = (1..=n)
         .map(|i| {
             active
                 .create(&conn(i, 2, ForwardMethod::Nat), SYN, T0, &mut q)
-                .unwrap()
+                .expect("room for the connection")
         })
         .collect();
     for ev in events(&mut q) {
-        standby.apply(&ev, T0).unwrap();
+        standby.apply(&ev, T0).expect("the standby applies it");
     }
+    (active, standby, ids, q)
+}
+
+#[test]
+fn mark_and_sweep_removes_exactly_what_the_peer_did_not_upsert() {
+    let (active, mut standby, ids, _) = replicated(16, 4);
     assert_eq!(standby.len(), 4);
     // The peer's snapshot begins: everything is stale.
     standby.mark_stale();
@@ -891,19 +898,7 @@ fn mark_and_sweep_removes_exactly_what_the_peer_did_not_upsert() {
 /// in all exactly what one sweep would.
 #[test]
 fn a_sweep_in_steps_removes_what_one_sweep_would_and_keeps_what_comes_meanwhile() {
-    let mut active = table(64);
-    let mut standby = table(64);
-    let mut q = EventQueue::new(128);
-    let ids: Vec<_> = (1..=40)
-        .map(|i| {
-            active
-                .create(&conn(i, 2, ForwardMethod::Nat), SYN, T0, &mut q)
-                .unwrap()
-        })
-        .collect();
-    for ev in events(&mut q) {
-        standby.apply(&ev, T0).unwrap();
-    }
+    let (mut active, mut standby, ids, mut q) = replicated(64, 40);
     standby.mark_stale();
     // The snapshot upserts every even connection; the odd ones are gone at the peer.
     for id in ids.iter().step_by(2) {
