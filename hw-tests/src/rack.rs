@@ -1702,6 +1702,73 @@ impl Teardown {
     }
 }
 
+/// The machine-wide lock of the virtual-rack tests ([`tests_lock`]): a directory.
+pub const TESTS_LOCK: &str = "/run/lock/tandem-rack-tests";
+
+/// The machine-wide lock of the virtual-rack tests, held until dropped ([`tests_lock`]).
+#[derive(Debug)]
+pub struct TestsLock {
+    dir: PathBuf,
+}
+
+impl Drop for TestsLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Takes the machine-wide lock of the virtual-rack tests. Their racks carry fixed prefixes
+/// and each first tears down what its prefix left, so two test runs on one machine (two
+/// sessions, two CI jobs) would tear each other's racks down; with the lock the second waits
+/// for the first (saying so on stdout). The lock is a directory made atomically, holding the
+/// holder's pid: a lock whose holder is gone (killed before it could remove it) is taken
+/// over, as is one left without a pid for more than 10 s.
+pub fn tests_lock() -> std::io::Result<TestsLock> {
+    lock_dir(Path::new(TESTS_LOCK))
+}
+
+/// [`tests_lock`] at `dir` (tests lock elsewhere).
+pub fn lock_dir(dir: &Path) -> std::io::Result<TestsLock> {
+    let dir = dir.to_path_buf();
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut said = false;
+    loop {
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                let lock = TestsLock { dir };
+                std::fs::write(lock.dir.join("pid"), std::process::id().to_string())?;
+                return Ok(lock);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = std::fs::read_to_string(dir.join("pid"))
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u32>().ok());
+                let stale = match holder {
+                    Some(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+                    // Made but its pid not written yet, or never: stale after 10 s.
+                    None => std::fs::metadata(&dir)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > Duration::from_secs(10)),
+                };
+                if stale {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    continue;
+                }
+                if !said {
+                    println!("waiting for {}: another run holds it", dir.display());
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Tears down everything of rack `prefix`: the dataplanes named by pid files (after checking the
 /// pid still runs that director's config), any other process left in the rack's namespaces, the
 /// namespaces (and with them the veths, bridges and XDP programs), DPDK's runtime directories and

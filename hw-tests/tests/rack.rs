@@ -4,7 +4,8 @@
 //! (`cargo build --workspace` builds it into target/debug, where these tests look).
 //!
 //! Each test uses its own prefix, and a lock keeps them from running at the same time (each
-//! rack starts two DPDK processes). Cleanup runs even when an assertion fails: the `Rack` guard
+//! rack starts two DPDK processes); a machine-wide lock (`rack::tests_lock`) keeps two runs
+//! of these tests on one machine apart. Cleanup runs even when an assertion fails: the `Rack` guard
 //! tears down on drop, and a second guard per test runs the prefix-wide teardown after it.
 
 use std::collections::BTreeMap;
@@ -24,8 +25,15 @@ use tandem_hw_tests::{modes, probe};
 
 static RACK_LOCK: Mutex<()> = Mutex::new(());
 
-/// Root, `ip netns` working, and the lock; `None` (after printing why) when the tier cannot run.
-fn rack_tier(test: &str) -> Option<MutexGuard<'static, ()>> {
+/// What [`rack_tier`] holds while a test runs: this process's lock, then the machine's.
+struct Tier {
+    _process: MutexGuard<'static, ()>,
+    _machine: rack::TestsLock,
+}
+
+/// Root, `ip netns` working, and the locks; `None` (after printing why) when the tier cannot
+/// run.
+fn rack_tier(test: &str) -> Option<Tier> {
     if !is_root() {
         println!(
             "SKIP: {test}: not root (the virtual rack needs network namespaces, veth and XDP)"
@@ -36,11 +44,14 @@ fn rack_tier(test: &str) -> Option<MutexGuard<'static, ()>> {
         println!("SKIP: {test}: `ip netns` is unavailable: {e}");
         return None;
     }
-    Some(
-        RACK_LOCK
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    )
+    let process = RACK_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let machine = rack::tests_lock().expect("the rack tests' machine-wide lock");
+    Some(Tier {
+        _process: process,
+        _machine: machine,
+    })
 }
 
 /// Runs the prefix-wide teardown when dropped, whatever happened before.

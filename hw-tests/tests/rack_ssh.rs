@@ -238,6 +238,8 @@ fn failover_drill_kill_over_ssh() {
         Path::new(SSHD).exists(),
         "{SSHD} missing: scripts/setup.sh installs openssh-server"
     );
+    // Dropped last: the teardown runs under it.
+    let _machine = rack::tests_lock().expect("the rack tests' machine-wide lock");
     let cleanup = Cleanup::new(PREFIX);
     let sshd = start_sshd();
     let file = sshd.dir.join("rack.toml");

@@ -1200,3 +1200,26 @@ fn two_workers_give_director_a_two_queues_everywhere() {
         .queues = 2;
     assert!(odd.validate().is_err());
 }
+
+/// The machine-wide lock of the rack tests: taken, released on drop, and taken over from a
+/// holder that is gone (no process with its pid) without waiting.
+#[test]
+fn the_rack_tests_lock_is_released_on_drop_and_taken_over_from_a_dead_holder() {
+    let base = std::env::temp_dir().join(format!("tandem-lock-test-{}", std::process::id()));
+    let dir = base.join("lock");
+    let lock = tandem_hw_tests::rack::lock_dir(&dir).expect("free lock");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("pid")).expect("pid"),
+        std::process::id().to_string()
+    );
+    drop(lock);
+    assert!(!dir.exists(), "released on drop");
+    // A holder that died without releasing it: pid 0 is never a process in /proc.
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("pid"), "0").expect("pid");
+    let t = std::time::Instant::now();
+    let lock = tandem_hw_tests::rack::lock_dir(&dir).expect("taken over");
+    assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    drop(lock);
+    let _ = std::fs::remove_dir_all(&base);
+}
