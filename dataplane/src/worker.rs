@@ -213,12 +213,15 @@ pub fn run(index: usize, shared: &Shared<'_, '_>, slot: &CounterSlot) -> Result<
         },
     )
     .map_err(|e| format!("worker {index}: {e}"))?;
-    let engine = Worker::new(
+    let mut engine = Worker::new(
         Arc::clone(shared.director),
         shared.neighbour_capacity,
         shared.neighbour_max_age,
     )
     .with_balancer(balancer);
+    // The role in force from the first burst on (a director with `[sync]` starts a standby:
+    // no VIP answered, nothing scheduled); the housekeeping tick follows its changes.
+    engine.set_owns_vips(shared.sync.is_none_or(|w| w.state.role().owns_vips()));
     let engine = engine;
     if let Some(b) = engine.balancer() {
         // Lookups hit the slab and the index at random: huge pages spare a TLB miss each.
