@@ -11,10 +11,8 @@ use crossbeam_channel::{Sender, TrySendError};
 use prost::Message;
 use std::net::Ipv4Addr;
 
-use tandem_core::balance::{LocalityChange, owner};
+use tandem_core::balance::owner;
 use tandem_core::conn::{ConnFlags, ConnRecord};
-use tandem_core::lb::{DestId, ServiceId};
-use tandem_core::sched::{DestSet, LblcEntry, LblcrEntry, LocalityEntry, SchedulerKind};
 use tandem_core::service::ServiceSet;
 use tandem_proto::sync as pb;
 use tandem_proto::sync::local_server::{Local, LocalServer};
@@ -24,10 +22,11 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
-use super::wire::{self, ApplyEntry, WireLocality};
+use super::wire::{self, ApplyEntry};
 use super::{HbFrame, LcoreMsg, Role, SyncCommand, SyncCounters, SyncOp, SyncWiring};
 use crate::control::command::Command;
 use crate::control::server::ControlHandle;
+pub use tandem_proto::local::{locality_addr, locality_to_wire, map_locality, map_record};
 
 /// Slab slots each lcore walks per housekeeping tick (1 ms) for a snapshot.
 pub const WALK_SLOTS_PER_TICK: usize = 8192;
@@ -293,103 +292,6 @@ async fn pump(
             let _ = to_worker(&i, w, SyncCommand::Unwatch { watch: id }).await;
         }
     }
-}
-
-/// `rec` with this director's service and real-server ids, or `None` if either is unknown.
-/// A persistence template of an all-port service has VIP port 0: it belongs to the service
-/// of that address and protocol whose real servers include its real server.
-pub fn map_record(set: &ServiceSet, rec: &ConnRecord) -> Option<ConnRecord> {
-    let svc = set.lookup(rec.proto, rec.vip).or_else(|| {
-        (rec.flags.contains(ConnFlags::TEMPLATE) && rec.vip.port == 0)
-            .then(|| {
-                set.services().iter().find(|s| {
-                    s.proto == rec.proto
-                        && s.vip.addr == rec.vip.addr
-                        && set.service_dests(s).iter().any(|d| d.endpoint == rec.real)
-                })
-            })
-            .flatten()
-    })?;
-    let dest = set
-        .service_dests(svc)
-        .iter()
-        .find(|d| d.endpoint == rec.real)?;
-    Some(ConnRecord {
-        dest: dest.id,
-        service: svc.id,
-        ..*rec
-    })
-}
-
-/// The destination address a locality entry is for.
-pub fn locality_addr(e: &LocalityEntry) -> Ipv4Addr {
-    match e {
-        LocalityEntry::Lblc(e) => e.addr,
-        LocalityEntry::Lblcr(e) => e.addr,
-    }
-}
-
-/// A locality change of service `svc` with endpoints for the wire, and whether it is a set
-/// (`false`: removed, only the key). `None` if the service is gone or (set) none of its real
-/// servers is left.
-pub fn locality_to_wire(
-    set: &ServiceSet,
-    svc: ServiceId,
-    change: &LocalityChange,
-) -> Option<(WireLocality, bool)> {
-    let s = set.service(svc)?;
-    let mut w = WireLocality {
-        proto: s.proto,
-        vip: s.vip,
-        dest_ip: Ipv4Addr::UNSPECIFIED,
-        reals: Vec::new(),
-    };
-    match change {
-        LocalityChange::Removed(addr) => {
-            w.dest_ip = *addr;
-            Some((w, false))
-        }
-        LocalityChange::Set(e) => {
-            w.dest_ip = locality_addr(e);
-            let ids: &[DestId] = match e {
-                LocalityEntry::Lblc(e) => std::slice::from_ref(&e.dest),
-                LocalityEntry::Lblcr(e) => e.dests.as_slice(),
-            };
-            w.reals = ids
-                .iter()
-                .filter_map(|id| set.dest(*id).map(|d| d.endpoint))
-                .collect();
-            (!w.reals.is_empty()).then_some((w, true))
-        }
-    }
-}
-
-/// The peer's locality entry `l` with this director's ids: the service by protocol and
-/// VIP:port, which must be lblc (exactly one real server) or lblcr, and every real server one
-/// of its destinations. `None` (refused) otherwise.
-pub fn map_locality(set: &ServiceSet, l: &WireLocality) -> Option<(ServiceId, LocalityEntry)> {
-    let svc = set.lookup(l.proto, l.vip)?;
-    let dests = set.service_dests(svc);
-    let ids = l
-        .reals
-        .iter()
-        .map(|r| dests.iter().find(|d| d.endpoint == *r).map(|d| d.id))
-        .collect::<Option<Vec<DestId>>>()?;
-    let entry = match (svc.scheduler, ids.as_slice()) {
-        (SchedulerKind::Lblc, [dest]) => LocalityEntry::Lblc(LblcEntry {
-            addr: l.dest_ip,
-            dest: *dest,
-            idle: 0,
-        }),
-        (SchedulerKind::Lblcr, ids) if !ids.is_empty() => LocalityEntry::Lblcr(LblcrEntry {
-            addr: l.dest_ip,
-            dests: DestSet::from_slice(ids)?,
-            idle: 0,
-            unmodified: 0,
-        }),
-        _ => return None,
-    };
-    Some((svc.id, entry))
 }
 
 /// The workers a template of service `svc` goes to: the owner of its client when the
