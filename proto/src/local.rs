@@ -4,8 +4,9 @@
 //! the conversion syncd uses too, so the two ends cannot drift apart. Here, not in the
 //! dataplane (which links DPDK), so that the fuzz target `local_apply` can run it.
 //!
-//! Indices are not on the wire: a record read here has `dest` and `service` 0 until the
-//! dataplane maps them to its own ids.
+//! Indices are not on the wire: a record read here has `dest` and `service` 0 until it is
+//! mapped to the director's own ids ([`map_record`], [`map_locality`]; [`locality_to_wire`]
+//! the other way), here too for the same reason.
 
 use std::net::Ipv4Addr;
 
