@@ -269,10 +269,12 @@ pub fn record_unpack(b: &[u8]) -> Result<ConnRecord, RecordError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rec(state: ConnState, template: bool) -> ConnRecord {
+    /// A UDP/TUN record in `state`, a template or not: the fixture of this module's tests
+    /// and of `local`'s.
+    pub(crate) fn rec(state: ConnState, template: bool) -> ConnRecord {
         ConnRecord {
             proto: Protocol::Udp,
             client: Endpoint::new(Ipv4Addr::new(10, 0, 0, 5), 40000),

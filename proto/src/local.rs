@@ -306,29 +306,8 @@ pub fn map_locality(set: &ServiceSet, l: &WireLocality) -> Option<(ServiceId, Lo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
-    use tandem_core::conn::{ConnFlags, ConnState};
-    use tandem_core::lb::{DestId, Endpoint, ForwardMethod, Protocol, ServiceId};
-
-    fn rec(state: ConnState, template: bool) -> ConnRecord {
-        ConnRecord {
-            proto: Protocol::Tcp,
-            client: Endpoint::new(Ipv4Addr::new(10, 0, 0, 5), 40000),
-            vip: Endpoint::new(Ipv4Addr::new(10, 0, 0, 100), 80),
-            real: Endpoint::new(Ipv4Addr::new(10, 1, 0, 11), 8080),
-            method: ForwardMethod::Nat,
-            dest: DestId(0),
-            service: ServiceId(0),
-            state,
-            flags: if template {
-                ConnFlags::TEMPLATE
-            } else {
-                ConnFlags::EMPTY
-            },
-            timeout_ms: 900_000,
-            remaining_ms: 899_000,
-        }
-    }
+    use crate::conn::tests::rec;
+    use tandem_core::conn::ConnState;
 
     #[test]
     fn records_round_trip() {
