@@ -100,6 +100,10 @@ pub struct HeartbeatSection {
     /// Silence on both paths for this long means the peer is dead, ms. Default: 3 intervals
     /// plus VRRP's skew `(256 - priority) / 256` of an interval, at least half an interval.
     pub dead_interval_ms: Option<u64>,
+    /// Silence that means the peer is dead while its heartbeats come by one path only (the
+    /// sync link cut, or the service network broken), ms. Default: twice the dead interval;
+    /// at least the dead interval.
+    pub dead_interval_one_path_ms: Option<u64>,
     /// How long to listen for the peer after start before deciding alone, ms. Default: the
     /// dead interval plus one interval.
     pub init_hold_ms: Option<u64>,
@@ -110,6 +114,7 @@ impl Default for HeartbeatSection {
         HeartbeatSection {
             interval_ms: 50,
             dead_interval_ms: None,
+            dead_interval_one_path_ms: None,
             init_hold_ms: None,
         }
     }
@@ -667,6 +672,15 @@ impl Config {
                 hb.interval_ms
             ));
         }
+        let dead = self.role().dead_interval();
+        if let Some(d) = hb.dead_interval_one_path_ms
+            && Duration::from_millis(d) < dead
+        {
+            return Err(format!(
+                "heartbeat.dead_interval_one_path_ms: {d} must be at least the dead interval ({} ms)",
+                dead.as_millis()
+            ));
+        }
         let link = &self.sync_link;
         if link.listen == link.peer {
             return Err(format!(
@@ -829,6 +843,10 @@ impl Config {
         let mut r = RoleConfig::new(self.node.id, self.node.priority);
         r.interval = Duration::from_millis(self.heartbeat.interval_ms);
         r.dead_interval = self.heartbeat.dead_interval_ms.map(Duration::from_millis);
+        r.dead_interval_one_path = self
+            .heartbeat
+            .dead_interval_one_path_ms
+            .map(Duration::from_millis);
         r.init_hold = self.heartbeat.init_hold_ms.map(Duration::from_millis);
         r.preempt = self.node.preempt;
         r
@@ -893,6 +911,31 @@ mod tests {
         assert_eq!(c.heartbeat.interval_ms, 50);
         // Priority 200: 3 × 50 ms + max((256 - 200) / 256 × 50 ms, 25 ms).
         assert_eq!(c.role().dead_interval(), Duration::from_millis(175));
+        assert_eq!(
+            c.role().dead_interval_one_path(),
+            Duration::from_millis(350)
+        );
+    }
+
+    #[test]
+    fn a_one_path_dead_interval_shorter_than_the_dead_interval_is_refused() {
+        let t = EXAMPLE.replace(
+            "[heartbeat]",
+            "[heartbeat]\ndead_interval_one_path_ms = 174",
+        );
+        assert_eq!(
+            err(&t),
+            "config file t.toml: heartbeat.dead_interval_one_path_ms: 174 must be at least the dead interval (175 ms)"
+        );
+        let t = EXAMPLE.replace(
+            "[heartbeat]",
+            "[heartbeat]\ndead_interval_one_path_ms = 500",
+        );
+        let c = Config::parse(&t, "syncd.toml").expect("parses");
+        assert_eq!(
+            c.role().dead_interval_one_path(),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]

@@ -342,6 +342,11 @@ struct Core {
     sync_newest: (u64, u64),
     peer_last: Option<PeerHeartbeat>,
     last_state: RoleState,
+    /// Whether the peer's heartbeats came by both paths, and since when (None: peer never
+    /// heard); and what the log last said of it (a change is logged once it has held for a
+    /// dead interval, so the start, one path answering before the other, logs nothing).
+    paths_seen: Option<(bool, u64)>,
+    paths_logged: Option<bool>,
     peer_hb_up: bool,
     local_up: Option<bool>,
     c: Counters,
@@ -373,6 +378,7 @@ impl Core {
                 sequence,
             }));
         }
+        self.log_paths(now);
         let state = self.role.state();
         if state != self.last_state {
             let (reason, _) = self.role.reason();
@@ -393,6 +399,46 @@ impl Core {
         }
         self.pump_sender(now);
         self.pump_receiver(now);
+    }
+
+    /// Logs a change between "peer heard on both paths" and "on one path only" (the one-path
+    /// dead interval in effect) once it has held for a dead interval.
+    fn log_paths(&mut self, now: u64) {
+        let Some(peer) = self.role.peer() else {
+            return;
+        };
+        let both = self.role.both_paths_working();
+        let since = match self.paths_seen {
+            Some((b, t)) if b == both => t,
+            _ => now,
+        };
+        self.paths_seen = Some((both, since));
+        let held = Duration::from_nanos(now.saturating_sub(since));
+        if held < self.role.config().dead_interval() || self.paths_logged == Some(both) {
+            return;
+        }
+        let dead_ms = self.role.dead_interval_now().as_millis();
+        if both {
+            if self.paths_logged.is_some() {
+                info!(dead_interval_ms = dead_ms, "peer heard on both paths again");
+            }
+        } else {
+            let ago = |i: usize| {
+                peer.heard
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map(|t| now.saturating_sub(t) / 1_000_000)
+            };
+            warn!(
+                dead_interval_ms = dead_ms,
+                sync_link_heard_ms_ago = ?ago(0),
+                service_heard_ms_ago = ?ago(1),
+                "peer heard on one path only: the one-path dead interval is in effect, so \
+                 that a stall of the last path is not taken for the peer's death"
+            );
+        }
+        self.paths_logged = Some(both);
     }
 
     fn act(&mut self, a: Action, now: u64) {
@@ -723,6 +769,9 @@ impl Core {
                 "sync_complete": peer.map(|p| p.last.sync_complete),
                 "heard_sync_link_ms_ago": peer.and_then(|p| p.heard[0]).map(ms),
                 "heard_service_ms_ago": peer.and_then(|p| p.heard[1]).map(ms),
+                "both_paths": peer.map(|_| self.role.both_paths_working()),
+                "dead_interval_ms": u64::try_from(self.role.dead_interval_now().as_millis())
+                    .unwrap_or(u64::MAX),
                 "epoch": self.peer_last.map(|p| p.epoch),
                 "sequence": self.peer_last.map(|p| p.sequence),
             },
@@ -734,6 +783,7 @@ impl Core {
             },
             "role_metrics": {
                 "transitions": rm.transitions, "takeovers": rm.takeovers, "ignored": rm.ignored,
+                "stalls": rm.stalls,
             },
             "sender": sender,
             "receiver": {
@@ -1372,6 +1422,8 @@ pub async fn run<L: LocalDataplane>(
         sync_newest: (0, 0),
         peer_last: None,
         last_state: RoleState::Init,
+        paths_seen: None,
+        paths_logged: None,
         peer_hb_up: false,
         local_up: None,
         c: Counters::default(),

@@ -13,6 +13,14 @@
 //!   nothing from the peer on either path for `dead_interval`, or when the peer says it is
 //!   faulty. A cut sync link alone never does it: the service-path heartbeats keep the
 //!   directors apart.
+//! - **One path left is weaker evidence.** When the peer's newest heartbeats came by one path
+//!   only (the other cut, or trailing), a stall of that one path (CPU contention, a lossy
+//!   segment) looks exactly like a dead peer, so the silence must last
+//!   `dead_interval_one_path` (default twice the dead interval) instead.
+//! - **Our own stall is not the peer's silence.** When this process did not run for a while
+//!   (the machine is called with a `now` more than half an interval after the previous call),
+//!   the peer's heartbeats may be waiting in socket buffers: no verdict from silence
+//!   (`PeerDead`, `Alone`) for one interval after it resumes, time for them to be read.
 //! - **One active at a time, by handshake.** A backup becomes active while the peer is alive
 //!   only after the peer's newest heartbeat says it is *not* active and the backup outranks
 //!   it (priority, then node id). Preemption is a request (a flag in the heartbeat) the active
@@ -142,6 +150,9 @@ pub struct RoleConfig {
     /// VRRP's skew, `(256 - priority) / 256` of an interval, but at least half an interval
     /// (see [`RoleConfig::dead_interval`]).
     pub dead_interval: Option<Duration>,
+    /// The silence that means the peer is dead when its newest heartbeats came by one path
+    /// only (see [`RoleConfig::dead_interval_one_path`]). Default: twice the dead interval.
+    pub dead_interval_one_path: Option<Duration>,
     /// Listen this long after start before deciding alone. Default: the dead interval plus an
     /// interval.
     pub init_hold: Option<Duration>,
@@ -157,6 +168,7 @@ impl RoleConfig {
             priority,
             interval: Duration::from_millis(50),
             dead_interval: None,
+            dead_interval_one_path: None,
             init_hold: None,
             preempt: true,
         }
@@ -177,6 +189,18 @@ impl RoleConfig {
             let skew = self.interval * (256 - u32::from(self.priority)) / 256;
             self.interval * 3 + skew.max(self.interval / 2)
         })
+    }
+
+    /// The dead interval in effect while the peer is heard on one path only: the sync link
+    /// cut (or the service network broken) with both directors alive. Then nothing but that
+    /// path keeps the pair apart, and a stall of it for longer than the dead interval (a
+    /// director's CPU busy with other work, a lossy segment) would make two actives: on the
+    /// virtual rack under CPU load the service path went silent for 200–250 ms with the sync
+    /// link cut, twice in one drill. The price is a slower takeover in a double fault (sync
+    /// link cut, then the active dies). Never shorter than the dead interval.
+    pub fn dead_interval_one_path(&self) -> Duration {
+        let dead = self.dead_interval();
+        self.dead_interval_one_path.unwrap_or(dead * 2).max(dead)
     }
 
     /// The initial hold in effect.
@@ -204,6 +228,8 @@ pub struct RoleMetrics {
     pub takeovers: u64,
     /// Heartbeats ignored (own node id, older incarnation or sequence).
     pub ignored: u64,
+    /// Times this process was found not to have run for over half an interval.
+    pub stalls: u64,
 }
 
 /// The role machine. See the module documentation.
@@ -227,6 +253,10 @@ pub struct RoleMachine {
     peer: Option<PeerView>,
     /// Per path, the newest (incarnation, seq) that path brought.
     path_newest: [(u64, u64); 2],
+    /// The `now` of the previous call (to notice that this process did not run).
+    last_now: u64,
+    /// No verdict from silence before this: the process resumed from a stall.
+    silence_grace_until: u64,
     sync_complete: bool,
     dataplane_ok: bool,
     /// The activeness last ordered (None: nothing ordered yet).
@@ -253,6 +283,8 @@ impl RoleMachine {
             probed: false,
             peer: None,
             path_newest: [(0, 0); 2],
+            last_now: now,
+            silence_grace_until: 0,
             sync_complete: false,
             dataplane_ok: true,
             ordered: None,
@@ -286,9 +318,10 @@ impl RoleMachine {
         self.m
     }
 
-    /// Whether the peer was heard on any path within the dead interval.
+    /// Whether the peer was heard on any path within the dead interval in effect
+    /// ([`RoleMachine::dead_interval_now`]).
     pub fn peer_alive(&self, now: u64) -> bool {
-        let dead = nanos(self.cfg.dead_interval());
+        let dead = nanos(self.dead_interval_now());
         self.peer.is_some_and(|p| {
             p.heard
                 .iter()
@@ -297,8 +330,28 @@ impl RoleMachine {
         })
     }
 
+    /// Whether the peer's newest heartbeats came by both paths: each path's newest is at
+    /// most [`PATHS_AGREE_SEQS`] heartbeats behind the other's, from the same incarnation.
+    /// Sequence numbers, not arrival times: a path that delivers late (a busy director) still
+    /// carries the same heartbeats, while a cut one falls behind by one per interval.
+    pub fn both_paths_working(&self) -> bool {
+        let [(inc_a, seq_a), (inc_b, seq_b)] = self.path_newest;
+        inc_a == inc_b && seq_a != 0 && seq_b != 0 && seq_a.abs_diff(seq_b) <= PATHS_AGREE_SEQS
+    }
+
+    /// The silence that means the peer is dead, now: the dead interval while both paths
+    /// carry its heartbeats, else the one-path dead interval.
+    pub fn dead_interval_now(&self) -> Duration {
+        if self.both_paths_working() {
+            self.cfg.dead_interval()
+        } else {
+            self.cfg.dead_interval_one_path()
+        }
+    }
+
     /// A heartbeat from the peer on `path`.
     pub fn handle_heartbeat(&mut self, path: Path, hb: &Heartbeat, now: u64) {
+        self.clock(now);
         if hb.node_id == self.cfg.node_id {
             self.m.ignored += 1;
             return;
@@ -347,12 +400,14 @@ impl RoleMachine {
 
     /// Whether the local receiver holds a complete copy of the peer's table.
     pub fn set_sync_complete(&mut self, complete: bool, now: u64) {
+        self.clock(now);
         self.sync_complete = complete;
         self.evaluate(now);
     }
 
     /// Whether the local dataplane is up and its service ports are up.
     pub fn set_dataplane_ok(&mut self, ok: bool, now: u64) {
+        self.clock(now);
         self.dataplane_ok = ok;
         self.evaluate(now);
     }
@@ -370,6 +425,7 @@ impl RoleMachine {
     /// Lets time pass: the dead interval and the initial hold are checked here, and a probe
     /// is due when the peer has been silent for 1.5 intervals.
     pub fn tick(&mut self, now: u64) {
+        self.clock(now);
         if !self.probed && self.peer_suspect(now) {
             // One heartbeat at once saying "not heard" (`sees_peer: None`): a live peer answers
             // with one of its own, a second chance before the dead interval runs out.
@@ -377,6 +433,23 @@ impl RoleMachine {
             self.extra_due.get_or_insert(now);
         }
         self.evaluate(now);
+    }
+
+    /// Notices a stall of this process: a call more than half an interval after the previous
+    /// one (the daemon calls every few milliseconds). Then what the peer sent meanwhile may
+    /// still be in buffers, so silence decides nothing for one more interval.
+    fn clock(&mut self, now: u64) {
+        let gap = now.saturating_sub(self.last_now);
+        if gap > nanos(self.cfg.interval) / 2 {
+            self.silence_grace_until = now.saturating_add(nanos(self.cfg.interval));
+            self.m.stalls += 1;
+            tracing::warn!(
+                stalled_ms = gap / 1_000_000,
+                "the role machine was not run for a while: no verdict from the peer's silence \
+                 for one interval, while what it sent meanwhile is read"
+            );
+        }
+        self.last_now = self.last_now.max(now);
     }
 
     /// When the peer was last heard on any path.
@@ -435,7 +508,7 @@ impl RoleMachine {
     /// When [`RoleMachine::tick`] or [`RoleMachine::poll_heartbeat`] next has something to
     /// do (an upper bound; calling earlier is harmless).
     pub fn next_timeout(&self) -> u64 {
-        let dead = nanos(self.cfg.dead_interval());
+        let dead = nanos(self.dead_interval_now());
         let mut t = self
             .extra_due
             .map_or(self.next_heartbeat, |e| e.min(self.next_heartbeat));
@@ -449,6 +522,9 @@ impl RoleMachine {
         }
         if self.state == RoleState::Init {
             t = t.min(self.started.saturating_add(nanos(self.cfg.init_hold())));
+        }
+        if self.silence_grace_until > self.last_now {
+            t = t.min(self.silence_grace_until);
         }
         if let Some(h) = self.last_heard().filter(|_| !self.probed) {
             t = t.min(h.saturating_add(nanos(self.cfg.interval) * 3 / 2));
@@ -497,12 +573,15 @@ impl RoleMachine {
                 Some(p) if self.may_elect(&p) => Some((RoleState::Active, Reason::Elected)),
                 Some(p) if !self.outranks(&p) => Some((self.backup_state(), Reason::Elected)),
                 Some(_) => None,
-                None if now.saturating_sub(self.started) >= nanos(self.cfg.init_hold()) => {
+                None if now.saturating_sub(self.started) >= nanos(self.cfg.init_hold())
+                    && now >= self.silence_grace_until =>
+                {
                     Some((RoleState::Active, Reason::Alone))
                 }
                 None => None,
             },
             RoleState::Syncing | RoleState::Standby => match peer {
+                None if now < self.silence_grace_until => None,
                 None => {
                     // Silent on both paths (or never heard since we entered this state).
                     let waited = now.saturating_sub(self.since) >= nanos(self.cfg.dead_interval());
@@ -559,6 +638,10 @@ impl RoleMachine {
         }
     }
 }
+
+/// Heartbeats by which one path's newest may trail the other's while both still count as
+/// working: the last one or two lost on one path, or a probe or an answer sent meanwhile.
+pub const PATHS_AGREE_SEQS: u64 = 3;
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)

@@ -17,6 +17,9 @@ struct PathSim {
     loss: u64,
     delay_ms: u64,
     jitter_ms: u64,
+    /// Nothing is delivered before this (ns), then everything held at once: a receiving
+    /// process that got no CPU for a while.
+    stall_until: u64,
     /// (deliver_at, to, hb)
     in_flight: Vec<(u64, usize, Heartbeat)>,
 }
@@ -29,6 +32,8 @@ struct Node {
     /// Activeness per the last action executed (what the dataplane does).
     answering: bool,
     sync_complete: bool,
+    /// The process does not run before this (ns): no calls, nothing read.
+    frozen_until: u64,
 }
 
 struct RolePair {
@@ -47,6 +52,7 @@ impl RolePair {
             incarnation: 1,
             answering: false,
             sync_complete: false,
+            frozen_until: 0,
         };
         RolePair {
             now: 0,
@@ -84,6 +90,9 @@ impl RolePair {
         let now = self.now;
         for i in 0..2 {
             let sc = self.nodes[i].sync_complete;
+            if now < self.nodes[i].frozen_until {
+                continue;
+            }
             if let Some(m) = self.nodes[i].m.as_mut() {
                 m.set_sync_complete(sc, now);
                 m.tick(now);
@@ -104,8 +113,13 @@ impl RolePair {
                 Path::Service
             };
             let mut due = Vec::new();
+            let stalled = now < p.stall_until;
+            let frozen = [
+                now < self.nodes[0].frozen_until,
+                now < self.nodes[1].frozen_until,
+            ];
             p.in_flight.retain(|m| {
-                if m.0 <= now {
+                if m.0 <= now && !stalled && !frozen[m.1] {
                     due.push(*m);
                     false
                 } else {
@@ -209,6 +223,134 @@ fn cut_sync_link_with_both_alive_keeps_one_active() {
     p.run_ms(10_000);
     assert_eq!(p.state(0), Some(RoleState::Active));
     assert_eq!(p.actives(), 1);
+}
+
+/// The sync link (or the service path) is cut with both directors alive, then the path left
+/// delivers nothing for longer than the dead interval and then all it held, as it did on the
+/// virtual rack under CPU load. With the peer heard on one path only, the standby waits the
+/// one-path dead interval: never two actives. A control run with the one-path dead interval
+/// equal to the dead interval makes two actives, so this test can fail.
+#[test]
+fn a_stall_of_the_last_path_is_not_a_death() {
+    for cut in 0..2 {
+        for control in [false, true] {
+            let (a, mut b) = cfgs();
+            if control {
+                b.dead_interval_one_path = Some(b.dead_interval());
+            }
+            let dead = b.dead_interval().as_millis() as u64;
+            let mut p = RolePair::new(20 + cut as u64, a, b);
+            p.paths[0].delay_ms = 1;
+            p.paths[1].delay_ms = 1;
+            p.run_ms(500);
+            p.nodes[1].sync_complete = true;
+            p.run_ms(500);
+            assert_eq!(p.state(1), Some(RoleState::Standby));
+            p.paths[cut].cut = true;
+            p.run_ms(1000);
+            let m = p.nodes[1].m.as_ref().unwrap();
+            assert!(!m.both_paths_working(), "one path cut for 1 s");
+            assert_eq!(m.dead_interval_now(), m.config().dead_interval_one_path());
+            p.paths[1 - cut].stall_until = p.now + (dead + 70) * MS;
+            p.check_invariant = !control;
+            let mut most = 0;
+            for _ in 0..3000 {
+                p.step();
+                most = most.max(p.actives());
+            }
+            let takeovers = p.nodes[1].m.as_ref().map(|m| m.metrics().takeovers);
+            if control {
+                assert_eq!(most, 2, "cut {cut}: the control run kept one active");
+            } else {
+                assert_eq!(takeovers, Some(0), "cut {cut}");
+                assert_eq!(p.state(0), Some(RoleState::Active));
+                assert_eq!(p.state(1), Some(RoleState::Standby));
+            }
+        }
+    }
+}
+
+/// The standby's own process does not run for 1 s while the active keeps sending on both
+/// paths; when it resumes, its first call is a tick (as in the daemon, whose timer may fire
+/// before the tasks reading the sockets have run), with the heartbeats still unread. No
+/// takeover: after a stall of its own, silence decides nothing for one interval. And a peer
+/// that really died during the stall is taken over one interval after the resumption.
+#[test]
+fn our_own_stall_is_not_the_peers_silence() {
+    let mut p = started(23);
+    let interval = p.nodes[1].cfg.interval.as_millis() as u64;
+    p.nodes[1].frozen_until = p.now + 1000 * MS;
+    p.run_ms(999);
+    assert_eq!(p.nodes[1].m.as_ref().unwrap().metrics().stalls, 0);
+    p.run_ms(500);
+    let m = p.nodes[1].m.as_ref().unwrap();
+    assert_eq!(m.metrics().stalls, 1);
+    assert_eq!(m.metrics().takeovers, 0);
+    assert_eq!(p.state(1), Some(RoleState::Standby));
+    assert_eq!(p.state(0), Some(RoleState::Active));
+
+    // The active dies while the standby does not run.
+    p.nodes[1].frozen_until = p.now + 1000 * MS;
+    p.crash(0);
+    p.run_ms(999);
+    let took = p
+        .run_until(1000, |p| p.nodes[1].answering)
+        .expect("no takeover");
+    assert!(
+        took + 1 >= interval && took <= interval + 2,
+        "takeover {took} ms after the resumption, one interval is {interval} ms"
+    );
+}
+
+/// A double fault: the sync link cut, then the active crashes. The standby takes over after
+/// the one-path dead interval (not the shorter one).
+#[test]
+fn a_crash_with_one_path_left_is_taken_over_after_the_one_path_dead_interval() {
+    let mut p = started(21);
+    let cfg = p.nodes[1].cfg.clone();
+    let one = cfg.dead_interval_one_path().as_millis() as u64;
+    assert_eq!(one, 2 * cfg.dead_interval().as_millis() as u64);
+    p.paths[0].cut = true;
+    p.run_ms(1000);
+    p.crash(0);
+    let took = p
+        .run_until(3000, |p| p.nodes[1].answering)
+        .expect("no takeover");
+    // The last heartbeat may have been sent up to one interval before the crash.
+    assert!(
+        took <= one + 2,
+        "takeover after {took} ms, one-path dead interval {one} ms"
+    );
+    assert!(
+        took >= one - 50,
+        "takeover too early: {took} ms (one path: {one} ms)"
+    );
+}
+
+/// A path that delivers late (a busy director) carries the same heartbeats as the other:
+/// both still count as working, and a crash is taken over after the dead interval (plus the
+/// late path's delay), not the one-path one.
+#[test]
+fn a_late_path_still_counts_as_working() {
+    let (a, b) = cfgs();
+    let mut p = RolePair::new(22, a, b);
+    p.paths[0].delay_ms = 1;
+    p.paths[1].delay_ms = 120;
+    p.run_ms(1000);
+    p.nodes[1].sync_complete = true;
+    p.run_ms(500);
+    assert_eq!(p.state(1), Some(RoleState::Standby));
+    let dead = p.nodes[1].cfg.dead_interval().as_millis() as u64;
+    let m = p.nodes[1].m.as_ref().unwrap();
+    assert!(m.both_paths_working());
+    p.crash(0);
+    let took = p
+        .run_until(3000, |p| p.nodes[1].answering)
+        .expect("no takeover");
+    assert!(
+        took <= 120 + dead + 2,
+        "takeover after {took} ms, dead interval {dead} ms"
+    );
 }
 
 #[test]
@@ -481,5 +623,45 @@ proptest! {
         p.run_ms(8000);
         prop_assert_eq!(p.state(1), Some(RoleState::Active));
         prop_assert!(p.state(0).is_some_and(|s| s.is_backup()));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/role.proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    /// One path cut, the other stalls (delivers nothing, then everything held) at a random
+    /// moment for up to the one-path dead interval less an interval and a little: never two
+    /// actives, and the active stays active.
+    #[test]
+    fn stalls_of_the_last_path_never_make_two_actives(
+        seed in any::<u64>(),
+        cut in 0usize..2,
+        at in 500u64..1500,
+        stall_share in 0u64..1000,
+        jitter in 0u64..10,
+    ) {
+        let (a, b) = cfgs();
+        let one = b.dead_interval_one_path().as_millis() as u64;
+        let interval = b.interval.as_millis() as u64;
+        let stall = (one - interval - jitter - 5) * stall_share / 1000;
+        let mut p = RolePair::new(seed, a, b);
+        for path in p.paths.iter_mut() {
+            path.delay_ms = 1;
+            path.jitter_ms = jitter;
+        }
+        p.run_ms(500);
+        p.nodes[1].sync_complete = true;
+        p.paths[cut].cut = true;
+        p.run_ms(at);
+        p.paths[1 - cut].stall_until = p.now + stall * MS;
+        p.run_ms(stall + 2000);
+        prop_assert_eq!(p.state(0), Some(RoleState::Active));
+        prop_assert!(p.state(1).is_some_and(|s| s.is_backup()));
     }
 }
