@@ -484,7 +484,8 @@ pub struct DrillReport {
     pub lost_messages: u64,
     /// Lines answered.
     pub answered_messages: u64,
-    /// The most directors active at one instant during the drill (syncd status files).
+    /// The most directors active at one instant during the drill (syncd status files; 2 also
+    /// when a director stepped down for a split brain, however short its active spell was).
     #[serde(default)]
     pub max_actives: u32,
     /// How long two directors were active at once (ms).
@@ -610,6 +611,12 @@ impl DrillReport {
     pub fn set_roles(&mut self, samples: &[RoleSample], fault_ms: u64) {
         let spans = role_spans(samples);
         (self.max_actives, self.dual_active_ms) = max_actives(&spans);
+        // A step-down for a split brain means that director was active while it heard the
+        // other one active, however short that was: the samples (one per status interval)
+        // can miss it, the reason cannot.
+        if spans.iter().any(|s| s.reason == "SplitBrain") {
+            self.max_actives = self.max_actives.max(2);
+        }
         self.role_changes = spans
             .iter()
             .map(|s| {
@@ -1502,6 +1509,24 @@ mod tests {
             sample("B", 1900, "Active", 500),
         ];
         assert_eq!(max_actives(&role_spans(&split)), (2, 550));
+        // A split brain too short for any sample: its step-down's reason still counts.
+        let mut short = vec![
+            sample("A", 1000, "Active", 1000),
+            sample("A", 2000, "Active", 2000),
+            sample("B", 1000, "Standby", 1000),
+            sample("B", 2000, "Syncing", 500),
+        ];
+        if let Some(s) = short.last_mut() {
+            s.reason = "SplitBrain".into();
+        }
+        let mut report = DrillReport::default();
+        report.set_roles(&short, 1500);
+        assert_eq!((report.max_actives, report.dual_active_ms), (2, 0));
+        if let Some(s) = short.last_mut() {
+            s.reason = "SyncChanged".into();
+        }
+        report.set_roles(&short, 1500);
+        assert_eq!((report.max_actives, report.dual_active_ms), (1, 0));
         let f = |s: &str| s.parse::<Fault>();
         assert_eq!(f("sync-cut").ok(), Some(Fault::SyncCut));
         assert!(f("reboot").is_err());

@@ -152,6 +152,8 @@ fn systemd_units_have_the_expected_keys_and_verify() {
     assert_eq!(one(&sy, "Service", "Restart"), "on-failure");
     assert_eq!(one(&sy, "Service", "RuntimeDirectory"), "tandem");
     assert_eq!(one(&sy, "Service", "ReadWritePaths"), "/run/tandem");
+    // Heartbeats ahead of other work on a busy box.
+    assert_eq!(one(&sy, "Service", "Nice"), "-10");
 
     let dataplane = locate_dataplane(None).expect("tandem-dataplane (cargo build --bins)");
     let syncd = locate_syncd().expect("tandem-syncd (cargo build --bins)");
