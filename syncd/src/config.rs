@@ -838,6 +838,28 @@ impl Config {
         Ok(plans)
     }
 
+    /// What differs from `running` that a reload does not apply (the sections read at start
+    /// only): their names, for the log.
+    pub fn restart_only_changes(&self, running: &Config) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.node.id != running.node.id {
+            v.push("node.id");
+        }
+        if self.sync_link != running.sync_link {
+            v.push("sync_link");
+        }
+        if self.dataplane != running.dataplane {
+            v.push("dataplane");
+        }
+        if self.replication != running.replication {
+            v.push("replication");
+        }
+        if self.daemon != running.daemon {
+            v.push("daemon");
+        }
+        v
+    }
+
     /// The role machine's configuration.
     pub fn role(&self) -> RoleConfig {
         let mut r = RoleConfig::new(self.node.id, self.node.priority);

@@ -43,12 +43,12 @@ use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::local::LocalDataplane;
 use crate::repl::{Change, Item, Receiver, Replica, Sender};
-use crate::role::{Action, Path, RoleMachine, RoleState};
+use crate::role::{Action, Path, RoleConfig, RoleMachine, RoleState};
 use crate::tls::TlsMaterial;
 use crate::wire::{self, LocalMsg, PeerHeartbeat};
 
@@ -399,6 +399,30 @@ impl Core {
         }
         self.pump_sender(now);
         self.pump_receiver(now);
+    }
+
+    /// Applies reloaded role settings (priority, preemption, timers), or logs why not.
+    fn reconfigure_role(&mut self, cfg: RoleConfig) {
+        let now = self.now();
+        if *self.role.config() == cfg {
+            return;
+        }
+        let (priority, preempt) = (cfg.priority, cfg.preempt);
+        match self.role.reconfigure(cfg, now) {
+            Ok(()) => {
+                let r = self.role.config();
+                info!(
+                    priority,
+                    preempt,
+                    interval_ms = r.interval.as_millis(),
+                    dead_interval_ms = r.dead_interval().as_millis(),
+                    dead_interval_one_path_ms = r.dead_interval_one_path().as_millis(),
+                    role = ?self.role.state(),
+                    "SIGHUP: role settings in effect"
+                );
+            }
+            Err(e) => error!(error = %e, "SIGHUP: role settings refused, those in force stay"),
+        }
     }
 
     /// Logs a change between "peer heard on both paths" and "on one path only" (the one-path
@@ -755,7 +779,7 @@ impl Core {
         let c = &self.c;
         serde_json::json!({
             "node_id": self.cfg.node.id,
-            "priority": self.cfg.node.priority,
+            "priority": self.role.config().priority,
             "pid": std::process::id(),
             "updated_unix_ms": unix_nanos() / 1_000_000,
             "role": format!("{:?}", self.role.state()),
@@ -827,7 +851,7 @@ impl Core {
         let c = &self.c;
         let mut rep = pb::SyncReport {
             node_id: self.cfg.node.id,
-            priority: self.cfg.node.priority.into(),
+            priority: self.role.config().priority.into(),
             role: wire::role_to(self.role.state()) as i32,
             reason: format!("{reason:?}"),
             role_for_ms: ms(since),
@@ -1368,6 +1392,17 @@ async fn apply_task<L: LocalDataplane>(
 
 // ---- run --------------------------------------------------------------------------------------
 
+/// What a reload (SIGHUP) hands the running daemon, each part already loaded and checked.
+#[derive(Debug)]
+pub struct Reloads {
+    /// The health checks (`[health]`, `[[check]]`).
+    pub checks: watch::Receiver<Vec<crate::health::Plan>>,
+    /// The sync link's TLS material.
+    pub tls: watch::Receiver<Option<TlsMaterial>>,
+    /// The role machine's settings (priority, preemption, timers).
+    pub role: watch::Receiver<Option<RoleConfig>>,
+}
+
 /// Runs the daemon until `shutdown` completes: serves `Peer` on `listener` (mutual TLS with
 /// `tls`), connects to the peer, and drives `local`.
 pub async fn run<L: LocalDataplane>(
@@ -1376,9 +1411,13 @@ pub async fn run<L: LocalDataplane>(
     listener: TcpListener,
     local: L,
     shutdown: impl std::future::Future<Output = ()> + Send,
-    reload: watch::Receiver<Vec<crate::health::Plan>>,
-    tls_reload: watch::Receiver<Option<TlsMaterial>>,
+    reloads: Reloads,
 ) -> Result<(), DaemonError> {
+    let Reloads {
+        checks: reload,
+        tls: tls_reload,
+        role: mut role_reload,
+    } = reloads;
     let server_tls = tls.server_config()?;
     let (ep_tx, ep_rx) = watch::channel(peer_endpoint(&cfg, &tls)?);
     let (acceptor_tx, acceptor_rx) =
@@ -1574,6 +1613,12 @@ pub async fn run<L: LocalDataplane>(
             _ = &mut shutdown => break,
             Some((path, m)) = hb_in_rx.recv() => core.on_heartbeat(path, &m),
             Some(c) = ctl_rx.recv() => core.on_ctl(c),
+            Ok(()) = role_reload.changed() => {
+                let cfg = role_reload.borrow_and_update().clone();
+                if let Some(cfg) = cfg {
+                    core.reconfigure_role(cfg);
+                }
+            }
             _ = tick.tick() => {}
             _ = status_tick.tick() => {
                 write_status(&status_file, &core.status());

@@ -4,8 +4,9 @@
 //!
 //! Exit codes: 0 after a clean stop (SIGTERM/SIGINT); 2 for a bad config file or unusable
 //! certificates (one error line names the problem); 1 for any other failure. SIGHUP reads
-//! the file again and applies its health checks and its TLS material (the other sections
-//! need a restart).
+//! the file again and applies its health checks, its TLS material, the priority, preemption
+//! and the heartbeat timers (the sync link's addresses, the dataplane socket, replication
+//! bounds, the daemon section and the node id need a restart).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use tandem_syncd::config::Config;
 use tandem_syncd::daemon;
 use tandem_syncd::health::Plan;
 use tandem_syncd::local::GrpcLocal;
+use tandem_syncd::role::RoleConfig;
 use tandem_syncd::tls::TlsMaterial;
 use tracing::error;
 
@@ -86,8 +88,23 @@ fn main() -> ExitCode {
         };
         let (reload_tx, reload_rx) = tokio::sync::watch::channel(Vec::new());
         let (tls_tx, tls_rx) = tokio::sync::watch::channel(None);
-        tokio::spawn(reload_on_sighup(cli.config.clone(), reload_tx, tls_tx));
-        match daemon::run(cfg, tls, listener, local, shutdown_signal(), reload_rx, tls_rx).await {
+        let (role_tx, role_rx) = tokio::sync::watch::channel(None);
+        tokio::spawn(reload_on_sighup(
+            cli.config.clone(),
+            cfg.clone(),
+            ReloadTx {
+                checks: reload_tx,
+                tls: tls_tx,
+                role: role_tx,
+            },
+        ));
+        let reloads = daemon::Reloads {
+            checks: reload_rx,
+            tls: tls_rx,
+            role: role_rx,
+        };
+        let run = daemon::run(cfg, tls, listener, local, shutdown_signal(), reloads);
+        match run.await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 error!(error = %e, "tandem-syncd failed");
@@ -118,18 +135,23 @@ async fn shutdown_signal() {
     }
 }
 
+/// Where a reload hands what it read.
+struct ReloadTx {
+    checks: tokio::sync::watch::Sender<Vec<Plan>>,
+    tls: tokio::sync::watch::Sender<Option<TlsMaterial>>,
+    role: tokio::sync::watch::Sender<Option<RoleConfig>>,
+}
+
 /// On every SIGHUP, reads the configuration file again and hands its health checks
-/// (`[health]`, `[[check]]`) to the health task and its `[tls]` material (CA, certificate,
+/// (`[health]`, `[[check]]`) to the health task, its `[tls]` material (CA, certificate,
 /// key, peer name: a certificate rotation without a restart, which on the active director
-/// would hand the VIPs over) to the sync link. A file that does not load, whose checks are
-/// wrong, or whose TLS files are unusable changes nothing (the error is logged with its line
-/// and key, or the file and rustls' reason). The other sections are read at start only:
-/// changing them takes a restart, which is said in the log.
-async fn reload_on_sighup(
-    path: PathBuf,
-    tx: tokio::sync::watch::Sender<Vec<Plan>>,
-    tls_tx: tokio::sync::watch::Sender<Option<TlsMaterial>>,
-) {
+/// would hand the VIPs over) to the sync link, and its role settings (`node.priority`,
+/// `node.preempt`, `[heartbeat]`) to the role machine. A file that does not load, whose
+/// checks are wrong, whose TLS files are unusable or whose `node.id` differs from the running
+/// one changes nothing (the error is logged with its line and key, or the file and rustls'
+/// reason). The other sections are read at start only: those that differ from the running
+/// ones are named in the log as needing a restart.
+async fn reload_on_sighup(path: PathBuf, running: Config, tx: ReloadTx) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -142,22 +164,37 @@ async fn reload_on_sighup(
         let loaded = Config::load(&path)
             .map_err(|e| e.to_string())
             .and_then(|c| {
+                if c.node.id != running.node.id {
+                    return Err(format!(
+                        "node.id: {} → {} takes a restart (the peer knows this director by its id)",
+                        running.node.id, c.node.id
+                    ));
+                }
                 let plans = c.health_plans()?;
                 let tls = TlsMaterial::load(&c.tls).map_err(|e| e.to_string())?;
-                Ok((plans, tls))
+                Ok((c, plans, tls))
             });
         match loaded {
-            Ok((plans, tls)) => {
+            Ok((c, plans, tls)) => {
+                let restart = c.restart_only_changes(&running);
                 tracing::info!(
                     file = %path.display(),
                     checks = plans.len(),
-                    "SIGHUP: health checks reloaded, TLS material handed to the sync link (the other sections take effect at the next start)"
+                    priority = c.node.priority,
+                    "SIGHUP: health checks reloaded, TLS material handed to the sync link, role settings to the role machine"
                 );
-                tx.send_replace(plans);
-                tls_tx.send_replace(Some(tls));
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        sections = ?restart,
+                        "SIGHUP: these changed sections take effect at the next start only"
+                    );
+                }
+                tx.checks.send_replace(plans);
+                tx.tls.send_replace(Some(tls));
+                tx.role.send_replace(Some(c.role()));
             }
             Err(e) => {
-                error!(file = %path.display(), error = %e, "SIGHUP: reload refused, the checks in force stay")
+                error!(file = %path.display(), error = %e, "SIGHUP: reload refused, the settings in force stay")
             }
         }
     }

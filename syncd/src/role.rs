@@ -422,6 +422,31 @@ impl RoleMachine {
         self.extra_due = Some(now);
     }
 
+    /// Takes new settings (a reload): priority, preemption and the timers, in effect at once.
+    /// The new priority goes out in a heartbeat now, and the rules apply to it as to any: a
+    /// standby that now outranks the active asks it to step down (if it preempts and its copy
+    /// is complete), an active that is now outranked by a standby asking for it yields. The
+    /// node id cannot change (the peer knows this director by it): refused, nothing changed.
+    pub fn reconfigure(&mut self, cfg: RoleConfig, now: u64) -> Result<(), String> {
+        if cfg.node_id != self.cfg.node_id {
+            return Err(format!(
+                "node.id: {} → {} takes a restart (the peer knows this director by its id)",
+                self.cfg.node_id, cfg.node_id
+            ));
+        }
+        if cfg.priority == 0 {
+            return Err("node.priority: 0 is not allowed (1-255, higher wins)".into());
+        }
+        self.clock(now);
+        self.next_heartbeat = self
+            .next_heartbeat
+            .min(now.saturating_add(nanos(cfg.interval)));
+        self.cfg = cfg;
+        self.extra_due = Some(now);
+        self.evaluate(now);
+        Ok(())
+    }
+
     /// Lets time pass: the dead interval and the initial hold are checked here, and a probe
     /// is due when the peer has been silent for 1.5 intervals.
     pub fn tick(&mut self, now: u64) {

@@ -873,3 +873,75 @@ fn hup(s: &Syncd) {
             .success()
     );
 }
+
+/// SIGHUP applies a new priority: lowered on the active, it makes a planned handover without
+/// a restart (the sync-complete standby now outranks it, asks to preempt, the active yields),
+/// and the pair never has two actives. A changed node id is refused whole; a changed section
+/// that only a restart applies is named in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_lowers_the_priority_for_a_planned_handover() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Pair {
+        mut a,
+        b,
+        dp_a,
+        dp_b,
+        _servers,
+    } = Pair::start(d);
+    let settled = wait_for(Duration::from_secs(10), || {
+        a.role() == "Active" && b.role() == "Standby" && dp_a.role() == pb::Role::Active
+    })
+    .await;
+    assert!(settled.is_some(), "a {} b {}", a.role(), b.role());
+    let cfg = d.join("a.toml");
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    assert!(good.contains("priority = 200"), "{good}");
+
+    // A node id change: refused, nothing changes.
+    std::fs::write(&cfg, good.replace("id = 1\n", "id = 7\n")).unwrap();
+    hup(&a);
+    let refused = wait_for(Duration::from_secs(5), || {
+        a.log().contains("reload refused")
+    })
+    .await;
+    assert!(refused.is_some(), "{}", a.log());
+    assert!(
+        a.log().contains("node.id: 1 → 7 takes a restart"),
+        "{}",
+        a.log()
+    );
+    assert!(a.alive());
+    assert_eq!(a.role(), "Active");
+
+    // Priority 50 (B has 100), and a restart-only change beside it.
+    let lower = good
+        .replace("priority = 200", "priority = 50")
+        .replace("reconnect_max_ms = 200", "reconnect_max_ms = 300");
+    std::fs::write(&cfg, lower).unwrap();
+    hup(&a);
+    let handed = wait_for(Duration::from_secs(10), || {
+        a.role() == "Standby"
+            && b.role() == "Active"
+            && dp_a.role() == pb::Role::Standby
+            && dp_b.role() == pb::Role::Active
+    })
+    .await;
+    assert!(
+        handed.is_some(),
+        "no handover: a {} b {}\n{}",
+        a.role(),
+        b.role(),
+        a.log()
+    );
+    let log = a.log();
+    assert!(log.contains("SIGHUP: role settings in effect"), "{log}");
+    assert!(log.contains("sections=[\"sync_link\"]"), "{log}");
+    assert!(log.contains("reason=Yielded"), "{log}");
+    assert_eq!(a.status().unwrap()["priority"], 50);
+    // A handover by preemption, not a takeover: B never called A dead.
+    let bs = b.status().unwrap();
+    assert_eq!(bs["role_metrics"]["takeovers"], 0, "{bs:#}");
+    assert!(!b.log().contains("SplitBrain"), "{}", b.log());
+    assert!(a.alive());
+}

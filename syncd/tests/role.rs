@@ -302,6 +302,57 @@ fn our_own_stall_is_not_the_peers_silence() {
     );
 }
 
+/// New settings at run time (a reload): the active's priority lowered below the standby's
+/// hands over by the preemption handshake (never two actives, no takeover); a changed node id
+/// is refused and changes nothing; a longer interval spaces the heartbeats out at once.
+#[test]
+fn a_reload_of_the_priority_hands_over_by_preemption() {
+    let mut p = started(24);
+    let now = p.now;
+    let mut cfg = p.nodes[0].cfg.clone();
+    cfg.node_id = 9;
+    let m = p.nodes[0].m.as_mut().unwrap();
+    assert!(m.reconfigure(cfg, now).is_err());
+    assert_eq!(m.config().node_id, 1);
+    assert_eq!(m.config().priority, 200);
+
+    let mut cfg = p.nodes[0].cfg.clone();
+    cfg.priority = 50;
+    p.nodes[0].cfg = cfg.clone();
+    p.nodes[0]
+        .m
+        .as_mut()
+        .unwrap()
+        .reconfigure(cfg, now)
+        .unwrap();
+    let took = p
+        .run_until(1000, |p| p.nodes[1].answering && !p.nodes[0].answering)
+        .expect("no handover");
+    assert!(took <= 150, "handover after {took} ms");
+    assert!(p.state(0).is_some_and(|s| s.is_backup()));
+    let b = p.nodes[1].m.as_ref().unwrap();
+    assert_eq!(b.metrics().takeovers, 0);
+    assert_eq!(b.reason().0, tandem_syncd::role::Reason::Elected);
+    p.run_ms(2000);
+    assert_eq!(p.state(1), Some(RoleState::Active));
+
+    // A longer interval: the next heartbeat is due within the new interval, not the old.
+    let mut cfg = p.nodes[1].cfg.clone();
+    cfg.interval = std::time::Duration::from_millis(200);
+    let now = p.now;
+    let m = p.nodes[1].m.as_mut().unwrap();
+    m.reconfigure(cfg, now).unwrap();
+    let mut sent = Vec::new();
+    for ms in 0..1000u64 {
+        if m.poll_heartbeat(now + ms * MS).is_some() {
+            sent.push(ms);
+        }
+    }
+    // The reload's own heartbeat at once, then one per 200 ms.
+    assert_eq!(sent.first(), Some(&0), "{sent:?}");
+    assert!(sent.len() <= 7, "{sent:?}");
+}
+
 /// A double fault: the sync link cut, then the active crashes. The standby takes over after
 /// the one-path dead interval (not the shorter one).
 #[test]
