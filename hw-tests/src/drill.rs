@@ -13,6 +13,7 @@
 //! both syncd status files every [`ROLE_SAMPLE_EVERY`] to reconstruct each director's role
 //! timeline (`max_actives`, `dual_active_ms`). The faults are described on [`Fault`].
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
@@ -360,6 +361,11 @@ pub struct RoleSample {
     /// Why it changed to it.
     #[serde(default)]
     pub reason: String,
+    /// The longest silences of the peer it had seen so far, and its own stalls.
+    #[serde(default)]
+    pub silences: Option<crate::pair::Silences>,
+    #[serde(default)]
+    pub stalls: u64,
 }
 
 /// A stretch of one role of one director, reconstructed from samples.
@@ -499,6 +505,11 @@ pub struct DrillReport {
     /// (50 ms) may be missing.
     #[serde(default)]
     pub role_changes: Vec<String>,
+    /// Per director (`A`, `B`), from its last status sample: the longest silences of its
+    /// peer it saw (ms, per path and on both; the dead interval is compared with `both`), and
+    /// how often its syncd found it had not run for over half an interval (`stalls`).
+    #[serde(default)]
+    pub silences: BTreeMap<String, (crate::pair::Silences, u64)>,
     /// The role A's syncd reported after the drill.
     #[serde(default)]
     pub a_role_after: Option<String>,
@@ -611,6 +622,19 @@ impl DrillReport {
     pub fn set_roles(&mut self, samples: &[RoleSample], fault_ms: u64) {
         let spans = role_spans(samples);
         (self.max_actives, self.dual_active_ms) = max_actives(&spans);
+        self.silences = samples
+            .iter()
+            .filter_map(|s| Some((s.updated_ms, s.director.clone(), (s.silences?, s.stalls))))
+            .fold(BTreeMap::new(), |mut m, (t, d, v)| {
+                let e = m.entry(d).or_insert((t, v));
+                if t >= e.0 {
+                    *e = (t, v);
+                }
+                m
+            })
+            .into_iter()
+            .map(|(d, (_, v))| (d, v))
+            .collect();
         // A step-down for a split brain means that director was active while it heard the
         // other one active, however short that was: the samples (one per status interval)
         // can miss it, the reason cannot.
@@ -666,6 +690,12 @@ impl DrillReport {
         }
         if !self.role_changes.is_empty() {
             t.push_str(&format!("roles: {}\n", self.role_changes.join(", ")));
+        }
+        for (d, (s, stalls)) in &self.silences {
+            t.push_str(&format!(
+                "{d} heard its peer: longest silence {} ms on the sync link, {} ms on the service path, {} ms on both; {stalls} stalls of its own\n",
+                s.sync_link, s.service, s.both
+            ));
         }
         if let Some(p) = &self.svg {
             t.push_str(&format!("picture: {p}\n"));
@@ -1100,6 +1130,8 @@ fn sample_roles(
                 role: s.role,
                 role_for_ms: s.role_for_ms,
                 reason: s.role_reason,
+                silences: s.role_metrics.as_ref().and_then(|m| m.longest_silence_ms),
+                stalls: s.role_metrics.map_or(0, |m| m.stalls),
             })
             .collect(),
         Err(e) => {
@@ -1474,6 +1506,8 @@ mod tests {
             role: role.into(),
             role_for_ms,
             reason: String::new(),
+            silences: None,
+            stalls: 0,
         }
     }
 
@@ -1527,6 +1561,24 @@ mod tests {
         }
         report.set_roles(&short, 1500);
         assert_eq!((report.max_actives, report.dual_active_ms), (1, 0));
+        // Silences: each director's last sample that has them.
+        let sil = |n: u64| crate::pair::Silences {
+            sync_link: n,
+            service: n + 1,
+            both: n,
+        };
+        short[2].silences = Some(sil(60));
+        short[3].silences = Some(sil(250));
+        short[3].stalls = 2;
+        short[0].silences = Some(sil(55));
+        report.set_roles(&short, 1500);
+        assert_eq!(report.silences.get("B"), Some(&(sil(250), 2)));
+        assert_eq!(report.silences.get("A"), Some(&(sil(55), 0)));
+        assert!(
+            report
+                .table()
+                .contains("B heard its peer: longest silence 250 ms")
+        );
         let f = |s: &str| s.parse::<Fault>();
         assert_eq!(f("sync-cut").ok(), Some(Fault::SyncCut));
         assert!(f("reboot").is_err());

@@ -271,6 +271,28 @@ pub struct SyncdStatus {
     /// The health checks (`null` without checks).
     #[serde(default)]
     pub health: Option<HealthStatus>,
+    /// The role machine's counters.
+    #[serde(default)]
+    pub role_metrics: Option<RoleMetricsStatus>,
+}
+
+/// What the rack reads of the `role_metrics` section of a syncd status file.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RoleMetricsStatus {
+    /// The longest waits between two heartbeats of the peer, per path and on both.
+    #[serde(default)]
+    pub longest_silence_ms: Option<Silences>,
+    /// Times the daemon found it had not run for over half an interval.
+    #[serde(default)]
+    pub stalls: u64,
+}
+
+/// The longest silences of the peer a syncd saw (ms): on each path, and on both together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Silences {
+    pub sync_link: u64,
+    pub service: u64,
+    pub both: u64,
 }
 
 /// What the rack reads of the `health` section of a syncd status file.

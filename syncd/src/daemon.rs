@@ -808,6 +808,11 @@ impl Core {
             "role_metrics": {
                 "transitions": rm.transitions, "takeovers": rm.takeovers, "ignored": rm.ignored,
                 "stalls": rm.stalls,
+                "longest_silence_ms": {
+                    "sync_link": rm.longest_silence[0] / 1_000_000,
+                    "service": rm.longest_silence[1] / 1_000_000,
+                    "both": rm.longest_silence[2] / 1_000_000,
+                },
             },
             "sender": sender,
             "receiver": {

@@ -230,6 +230,11 @@ pub struct RoleMetrics {
     pub ignored: u64,
     /// Times this process was found not to have run for over half an interval.
     pub stalls: u64,
+    /// The longest wait (ns) between two new heartbeats of the same peer incarnation, per
+    /// path (`[sync link, service]`), and on both paths together (the silence the dead
+    /// interval is compared with): how close the pair came to a takeover from a live peer.
+    /// Includes a real death only if the peer came back with the same incarnation (never).
+    pub longest_silence: [u64; 3],
 }
 
 /// The role machine. See the module documentation.
@@ -367,7 +372,18 @@ impl RoleMachine {
             return;
         }
         if let Some(n) = self.path_newest.get_mut(p) {
+            // A new incarnation's first heartbeat ends no silence of the old one.
+            let same_peer = n.0 == hb.incarnation;
             *n = id;
+            if let Some(view) = self.peer.filter(|v| v.last.incarnation == hb.incarnation) {
+                let path_gap = view.heard.get(p).copied().flatten().filter(|_| same_peer);
+                let any_gap = view.heard.iter().flatten().max().copied();
+                for (slot, since) in [(p, path_gap), (2, any_gap)] {
+                    if let (Some(t), Some(l)) = (since, self.m.longest_silence.get_mut(slot)) {
+                        *l = (*l).max(now.saturating_sub(t));
+                    }
+                }
+            }
         }
         let mut view = self.peer.unwrap_or(PeerView {
             last: *hb,

@@ -263,6 +263,11 @@ fn a_stall_of_the_last_path_is_not_a_death() {
                 assert_eq!(most, 2, "cut {cut}: the control run kept one active");
             } else {
                 assert_eq!(takeovers, Some(0), "cut {cut}");
+                // The stall is in the longest silences: the stalled path's and both paths'.
+                let ls = p.nodes[1].m.as_ref().unwrap().metrics().longest_silence;
+                let least = (dead + 70 - 50) * MS;
+                assert!(ls[1 - cut] >= least && ls[2] >= least, "{ls:?}");
+                assert!(ls[2] <= (dead + 70 + 50 + 2) * MS, "{ls:?}");
                 assert_eq!(p.state(0), Some(RoleState::Active));
                 assert_eq!(p.state(1), Some(RoleState::Standby));
             }
