@@ -659,6 +659,10 @@ pub struct SyncView {
     pub takeovers: u64,
     pub transitions: u64,
     pub reports: u64,
+    pub peer_both_paths: bool,
+    pub dead_interval_ms: u64,
+    pub longest_silence_ms: u64,
+    pub stalls: u64,
 }
 
 /// The sync section's view.
@@ -703,6 +707,10 @@ pub fn sync_view(s: &admin::SyncStatus) -> SyncView {
         takeovers: s.takeovers,
         transitions: s.transitions,
         reports: s.reports,
+        peer_both_paths: s.peer_both_paths,
+        dead_interval_ms: s.dead_interval_ms,
+        longest_silence_ms: s.longest_silence_ms,
+        stalls: s.stalls,
     }
 }
 
@@ -1030,6 +1038,20 @@ fn render_sync(out: &mut String, sync: Option<&SyncView>) {
                 "sync link {}, service network {}",
                 heard(s.peer_heard_sync_link_ms_ago),
                 heard(s.peer_heard_service_ms_ago)
+            ),
+        ),
+        (
+            "dead",
+            format!(
+                "after {} of silence{}; longest silence {}, {} stalls of syncd",
+                millis(s.dead_interval_ms),
+                if s.peer_both_paths || s.peer_role == "unknown" {
+                    ""
+                } else {
+                    " (ONE PATH: the peer is heard on one path only)"
+                },
+                millis(s.longest_silence_ms),
+                s.stalls
             ),
         ),
         (

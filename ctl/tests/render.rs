@@ -444,6 +444,10 @@ fn status_sync_section() {
         resyncs: 2,
         overflow_drops: 5,
         reports: 9,
+        peer_both_paths: false,
+        dead_interval_ms: 361,
+        longest_silence_ms: 216,
+        stalls: 3,
         ..Default::default()
     };
     let s = admin::Status {
@@ -458,6 +462,7 @@ fn status_sync_section() {
         "  role        active (PeerDead, for 12.3 s), node 1 priority 200, pid 4242\n",
         "  peer        syncing (node 2), alive, sync complete no\n",
         "  heard       sync link 12 ms ago, service network never\n",
+        "  dead        after 361 ms of silence (ONE PATH: the peer is heard on one path only); longest silence 216 ms, 3 stalls of syncd\n",
         "  links       sync link up, replication sending, dataplane up\n",
         "  complete    yes\n",
         "  sequence    epoch 7 head 1000 sent 1000 acked 990\n",
@@ -471,6 +476,8 @@ fn status_sync_section() {
     assert_eq!(j["sync"]["last_acked_seq"], 990);
     assert_eq!(j["sync"]["lag_ms"], 3);
     assert_eq!(j["sync"]["peer_role"], "syncing");
+    assert_eq!(j["sync"]["peer_both_paths"], false);
+    assert_eq!(j["sync"]["longest_silence_ms"], 216);
 
     let stale = admin::Status {
         sync: Some(admin::SyncStatus {

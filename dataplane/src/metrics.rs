@@ -134,7 +134,22 @@ fn render_sync(reg: &mut Registry, sync: Option<&admin::SyncStatus>) {
         dataplane_link: s.dataplane_link.clone(),
     })
     .set(1);
-    let gauges: [(&str, &str, u64); 15] = [
+    let gauges: [(&str, &str, u64); 18] = [
+        (
+            "sync_peer_both_paths",
+            "1 if the peer's heartbeats come by both paths (0: one path down, the one-path dead interval holds)",
+            u64::from(s.peer_both_paths),
+        ),
+        (
+            "sync_dead_interval_milliseconds",
+            "The dead interval in effect",
+            s.dead_interval_ms,
+        ),
+        (
+            "sync_longest_silence_milliseconds",
+            "Longest wait between two heartbeats of the peer on both paths since the sync daemon started",
+            s.longest_silence_ms,
+        ),
         (
             "sync_active",
             "1 if the sync daemon's role is active",
@@ -214,7 +229,12 @@ fn render_sync(reg: &mut Registry, sync: Option<&admin::SyncStatus>) {
     for (name, help, v) in gauges {
         gauge(reg, name, help, v);
     }
-    let counters: [(&str, &str, u64); 12] = [
+    let counters: [(&str, &str, u64); 13] = [
+        (
+            "sync_stalls",
+            "Times the sync daemon found it had not run for over half a heartbeat interval",
+            s.stalls,
+        ),
         (
             "sync_snapshots",
             "Full snapshots sent (active) or applied (standby)",
@@ -733,6 +753,10 @@ mod tests {
             lag_ms: 3,
             resyncs: 2,
             sync_complete: true,
+            peer_both_paths: true,
+            dead_interval_ms: 181,
+            longest_silence_ms: 57,
+            stalls: 4,
             ..Default::default()
         });
         let text = render(&status, &services);
@@ -746,6 +770,10 @@ mod tests {
             "tandem_sync_lag_milliseconds 3",
             "tandem_sync_complete 1",
             "tandem_sync_resyncs_total 2",
+            "tandem_sync_peer_both_paths 1",
+            "tandem_sync_dead_interval_milliseconds 181",
+            "tandem_sync_longest_silence_milliseconds 57",
+            "tandem_sync_stalls_total 4",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

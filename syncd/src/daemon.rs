@@ -868,6 +868,11 @@ impl Core {
             peer_sync_complete: peer.is_some_and(|p| p.last.sync_complete),
             peer_heard_sync_link_ms_ago: heard(0),
             peer_heard_service_ms_ago: heard(1),
+            peer_both_paths: peer.is_some() && self.role.both_paths_working(),
+            dead_interval_ms: u64::try_from(self.role.dead_interval_now().as_millis())
+                .unwrap_or(u64::MAX),
+            longest_silence_ms: rm.longest_silence[2] / 1_000_000,
+            stalls: rm.stalls,
             sync_link: if self.peer_hb_up { "up" } else { "down" }.into(),
             replication: if self.sender_link.is_some() {
                 "sending"

@@ -121,6 +121,10 @@ pub fn to_admin(r: &pb::SyncReport, age: Duration, count: u64) -> admin::SyncSta
         takeovers: r.takeovers,
         transitions: r.transitions,
         reports: count,
+        peer_both_paths: r.peer_both_paths,
+        dead_interval_ms: r.dead_interval_ms,
+        longest_silence_ms: r.longest_silence_ms,
+        stalls: r.stalls,
     }
 }
 
