@@ -851,6 +851,117 @@ pub struct DrillOptions {
     pub svg: Option<PathBuf>,
 }
 
+/// A figure over several runs of one drill: nearest-rank percentiles of the runs that have it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spread {
+    /// Runs that have the figure.
+    pub runs: usize,
+    pub min: Option<u64>,
+    pub p50: Option<u64>,
+    pub p90: Option<u64>,
+    pub max: Option<u64>,
+}
+
+impl Spread {
+    /// The spread of `values` (any order).
+    pub fn of(values: impl IntoIterator<Item = u64>) -> Spread {
+        let mut v: Vec<u64> = values.into_iter().collect();
+        v.sort_unstable();
+        // Nearest rank: the smallest value with at least p % of the values at or below it.
+        let rank = |p: usize| {
+            let k = (p * v.len()).div_ceil(100).max(1);
+            v.get(k - 1).copied()
+        };
+        Spread {
+            runs: v.len(),
+            min: v.first().copied(),
+            p50: rank(50),
+            p90: rank(90),
+            max: v.last().copied(),
+        }
+    }
+
+    fn cell(&self) -> String {
+        let o = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        format!(
+            "{} / {} / {} / {} (min / p50 / p90 / max, {} runs)",
+            o(self.min),
+            o(self.p50),
+            o(self.p90),
+            o(self.max),
+            self.runs
+        )
+    }
+}
+
+/// Several runs of one drill (`tandem-rack drill --runs N`), summed up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunsSummary {
+    pub runs: usize,
+    /// Runs that passed ([`DrillReport::passed`]).
+    pub passed: usize,
+    pub established: u64,
+    pub survived: u64,
+    pub broken: u64,
+    pub lost_messages: u64,
+    /// The most directors active at once in any run.
+    pub max_actives: u32,
+    pub takeover_ms: Spread,
+    pub new_flow_ms: Spread,
+    pub all_answering_ms: Spread,
+    pub max_gap_ms: Spread,
+    /// The standby's (B's) longest silence of its peer on both paths, per run.
+    pub b_longest_silence_ms: Spread,
+}
+
+impl RunsSummary {
+    /// The summary of `reports`.
+    pub fn of(reports: &[DrillReport]) -> RunsSummary {
+        RunsSummary {
+            runs: reports.len(),
+            passed: reports.iter().filter(|r| r.passed()).count(),
+            established: reports.iter().map(|r| u64::from(r.established)).sum(),
+            survived: reports.iter().map(|r| u64::from(r.survived)).sum(),
+            broken: reports.iter().map(|r| u64::from(r.broken)).sum(),
+            lost_messages: reports.iter().map(|r| r.lost_messages).sum(),
+            max_actives: reports.iter().map(|r| r.max_actives).max().unwrap_or(0),
+            takeover_ms: Spread::of(reports.iter().filter_map(|r| r.takeover_ms)),
+            new_flow_ms: Spread::of(reports.iter().filter_map(|r| r.new_flow_ms)),
+            all_answering_ms: Spread::of(reports.iter().filter_map(|r| r.all_answering_ms)),
+            max_gap_ms: Spread::of(reports.iter().map(|r| r.max_gap_ms)),
+            b_longest_silence_ms: Spread::of(
+                reports
+                    .iter()
+                    .filter_map(|r| r.silences.get("B").map(|s| s.0.both)),
+            ),
+        }
+    }
+
+    /// The summary as text.
+    pub fn text(&self) -> String {
+        format!(
+            "runs: {} ({} passed); connections: {} established, {} survived, {} broken; lost messages {}; most actives at once {}\n\
+             takeover_ms       {}\n\
+             new_flow_ms       {}\n\
+             all_answering_ms  {}\n\
+             max_gap_ms        {}\n\
+             B longest silence {}\n",
+            self.runs,
+            self.passed,
+            self.established,
+            self.survived,
+            self.broken,
+            self.lost_messages,
+            self.max_actives,
+            self.takeover_ms.cell(),
+            self.new_flow_ms.cell(),
+            self.all_answering_ms.cell(),
+            self.max_gap_ms.cell(),
+            self.b_longest_silence_ms.cell(),
+        )
+    }
+}
+
 /// How long a multi-step fault may take beyond `warmup + after` (a dataplane restart, the
 /// resync), the client's hard bound.
 const STEPS_BUDGET: Duration = Duration::from_secs(60);
@@ -1509,6 +1620,50 @@ mod tests {
             silences: None,
             stalls: 0,
         }
+    }
+
+    #[test]
+    fn runs_sum_up_with_nearest_rank_percentiles() {
+        let s = Spread::of([300, 100, 200, 400, 500, 600, 700, 800, 900, 1000]);
+        assert_eq!(
+            (s.runs, s.min, s.p50, s.p90, s.max),
+            (10, Some(100), Some(500), Some(900), Some(1000))
+        );
+        let one = Spread::of([7]);
+        assert_eq!((one.p50, one.p90), (Some(7), Some(7)));
+        assert_eq!(Spread::of([]).p50, None);
+        let three = Spread::of([10, 30, 20]);
+        assert_eq!((three.p50, three.p90), (Some(20), Some(30)));
+
+        let run = |takeover: Option<u64>, survived: u32, actives: u32| DrillReport {
+            established: 20,
+            survived,
+            broken: 20 - survived,
+            takeover_ms: takeover,
+            max_actives: actives,
+            ..DrillReport::default()
+        };
+        let reports = [
+            run(Some(210), 20, 1),
+            run(None, 20, 1),
+            run(Some(250), 19, 2),
+        ];
+        let sum = RunsSummary::of(&reports);
+        assert_eq!((sum.runs, sum.passed), (3, 2));
+        assert_eq!((sum.established, sum.survived, sum.broken), (60, 59, 1));
+        assert_eq!(sum.max_actives, 2);
+        assert_eq!(sum.takeover_ms.runs, 2);
+        assert_eq!(
+            (sum.takeover_ms.p50, sum.takeover_ms.max),
+            (Some(210), Some(250))
+        );
+        assert!(
+            sum.text().contains(
+                "takeover_ms       210 / 210 / 250 / 250 (min / p50 / p90 / max, 2 runs)"
+            ),
+            "{}",
+            sum.text()
+        );
     }
 
     #[test]
