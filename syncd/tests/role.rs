@@ -634,6 +634,36 @@ proptest! {
     ) {
         prop_assert_eq!(run_schedule(seed, loss, jitter, &events, preempt), 1);
     }
+
+    /// One path cut, the other stalls (delivers nothing, then everything held) at a random
+    /// moment for up to the one-path dead interval less an interval and a little: never two
+    /// actives, and the active stays active.
+    #[test]
+    fn stalls_of_the_last_path_never_make_two_actives(
+        seed in any::<u64>(),
+        cut in 0usize..2,
+        at in 500u64..1500,
+        stall_share in 0u64..1000,
+        jitter in 0u64..10,
+    ) {
+        let (a, b) = cfgs();
+        let one = b.dead_interval_one_path().as_millis() as u64;
+        let interval = b.interval.as_millis() as u64;
+        let stall = (one - interval - jitter - 5) * stall_share / 1000;
+        let mut p = RolePair::new(seed, a, b);
+        for path in p.paths.iter_mut() {
+            path.delay_ms = 1;
+            path.jitter_ms = jitter;
+        }
+        p.run_ms(500);
+        p.nodes[1].sync_complete = true;
+        p.paths[cut].cut = true;
+        p.run_ms(at);
+        p.paths[1 - cut].stall_until = p.now + stall * MS;
+        p.run_ms(stall + 2000);
+        prop_assert_eq!(p.state(0), Some(RoleState::Active));
+        prop_assert!(p.state(1).is_some_and(|s| s.is_backup()));
+    }
 }
 
 proptest! {
@@ -679,45 +709,5 @@ proptest! {
         p.run_ms(8000);
         prop_assert_eq!(p.state(1), Some(RoleState::Active));
         prop_assert!(p.state(0).is_some_and(|s| s.is_backup()));
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 48,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/role.proptest-regressions",
-        ))),
-        ..ProptestConfig::default()
-    })]
-
-    /// One path cut, the other stalls (delivers nothing, then everything held) at a random
-    /// moment for up to the one-path dead interval less an interval and a little: never two
-    /// actives, and the active stays active.
-    #[test]
-    fn stalls_of_the_last_path_never_make_two_actives(
-        seed in any::<u64>(),
-        cut in 0usize..2,
-        at in 500u64..1500,
-        stall_share in 0u64..1000,
-        jitter in 0u64..10,
-    ) {
-        let (a, b) = cfgs();
-        let one = b.dead_interval_one_path().as_millis() as u64;
-        let interval = b.interval.as_millis() as u64;
-        let stall = (one - interval - jitter - 5) * stall_share / 1000;
-        let mut p = RolePair::new(seed, a, b);
-        for path in p.paths.iter_mut() {
-            path.delay_ms = 1;
-            path.jitter_ms = jitter;
-        }
-        p.run_ms(500);
-        p.nodes[1].sync_complete = true;
-        p.paths[cut].cut = true;
-        p.run_ms(at);
-        p.paths[1 - cut].stall_until = p.now + stall * MS;
-        p.run_ms(stall + 2000);
-        prop_assert_eq!(p.state(0), Some(RoleState::Active));
-        prop_assert!(p.state(1).is_some_and(|s| s.is_backup()));
     }
 }
