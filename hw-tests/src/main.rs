@@ -362,6 +362,23 @@ fn cancel_on_signals() -> Result<Cancel, Error> {
     Ok(cancel)
 }
 
+/// Prints `value` as pretty JSON when `json`, else `text()`.
+fn print_report<T: serde::Serialize>(
+    json: bool,
+    what: &str,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> Result<(), Error> {
+    if json {
+        let out =
+            serde_json::to_string_pretty(value).map_err(|e| Error::parse(what, e.to_string()))?;
+        println!("{out}");
+    } else {
+        print!("{}", text());
+    }
+    Ok(())
+}
+
 fn options(up: UpArgs, cancel: Cancel) -> RackOptions {
     let mut opts = RackOptions::new(up.prefix.prefix);
     opts.pmd = up.pmd.unwrap_or_else(|| Pmd::default_for(up.workers));
@@ -462,13 +479,7 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                 &modes,
                 (drill_conns > 0).then_some(drill_conns),
             )?;
-            if json {
-                let text = serde_json::to_string_pretty(&report)
-                    .map_err(|e| Error::parse("demo report", e.to_string()))?;
-                println!("{text}");
-            } else {
-                print!("{}", report.table());
-            }
+            print_report(json, "demo report", &report, || report.table())?;
             Ok(if report.ok {
                 ExitCode::SUCCESS
             } else {
@@ -501,13 +512,7 @@ fn run(command: Command) -> Result<ExitCode, Error> {
             if runs == 1 {
                 let report =
                     tandem_hw_tests::drill::run_drill_from(opts, rack.as_deref(), &drill(svg))?;
-                if json {
-                    let text = serde_json::to_string_pretty(&report)
-                        .map_err(|e| Error::parse("drill report", e.to_string()))?;
-                    println!("{text}");
-                } else {
-                    print!("{}", report.table());
-                }
+                print_report(json, "drill report", &report, || report.table())?;
                 return Ok(if report.passed() {
                     ExitCode::SUCCESS
                 } else {
@@ -536,15 +541,8 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                 reports.push(report);
             }
             let summary = RunsSummary::of(&reports);
-            if json {
-                let text = serde_json::to_string_pretty(
-                    &serde_json::json!({ "runs": reports, "summary": summary }),
-                )
-                .map_err(|e| Error::parse("drill report", e.to_string()))?;
-                println!("{text}");
-            } else {
-                print!("{}", summary.text());
-            }
+            let both = serde_json::json!({ "runs": reports, "summary": summary });
+            print_report(json, "drill report", &both, || summary.text())?;
             Ok(
                 if summary.passed == summary.runs && summary.runs == runs as usize {
                     ExitCode::SUCCESS
@@ -698,13 +696,7 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                     work_dir.display()
                 );
             })?;
-            if a.json {
-                let text = serde_json::to_string_pretty(&report)
-                    .map_err(|e| Error::parse("bench report", e.to_string()))?;
-                println!("{text}");
-            } else {
-                print!("{}", report.table());
-            }
+            print_report(a.json, "bench report", &report, || report.table())?;
             Ok(if report.connections_ok {
                 ExitCode::SUCCESS
             } else {
@@ -713,13 +705,7 @@ fn run(command: Command) -> Result<ExitCode, Error> {
         }
         Command::Status { prefix, json } => {
             let st = rack::status(&prefix.prefix)?;
-            if json {
-                let text = serde_json::to_string_pretty(&st)
-                    .map_err(|e| Error::parse("status", e.to_string()))?;
-                println!("{text}");
-            } else {
-                print!("{}", status_table(&st));
-            }
+            print_report(json, "status", &st, || status_table(&st))?;
             Ok(ExitCode::SUCCESS)
         }
     }
