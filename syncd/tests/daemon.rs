@@ -299,37 +299,47 @@ impl Pair {
             _servers: (srv_a, srv_b),
         }
     }
+
+    /// Started, then waited for: A active and B a sync-complete standby, in the daemons and
+    /// in their dataplanes. Panics (with both roles) after 10 s.
+    async fn elected(d: &Path) -> (Pair, Duration) {
+        let p = Pair::start(d);
+        let took = wait_for(Duration::from_secs(10), || {
+            p.a.role() == "Active"
+                && p.b.role() == "Standby"
+                && p.dp_a.role() == pb::Role::Active
+                && p.dp_b.role() == pb::Role::Standby
+        })
+        .await;
+        let Some(took) = took else {
+            panic!(
+                "no election: a {} / {:?}, b {} / {:?}",
+                p.a.role(),
+                p.dp_a.role(),
+                p.b.role(),
+                p.dp_b.role()
+            );
+        };
+        (p, took)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pair_elects_replicates_and_takes_over_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let Pair {
-        mut a,
-        b,
-        dp_a,
-        dp_b,
-        _servers,
-    } = Pair::start(d);
-
     // Exactly one active: the higher priority; the other a sync-complete standby.
-    let elected = wait_for(Duration::from_secs(10), || {
-        a.role() == "Active"
-            && b.role() == "Standby"
-            && dp_a.role() == pb::Role::Active
-            && dp_b.role() == pb::Role::Standby
-    })
-    .await;
-    assert!(
-        elected.is_some(),
-        "no election: a {} / {:?}, b {} / {:?}",
-        a.role(),
-        dp_a.role(),
-        b.role(),
-        dp_b.role()
-    );
-    eprintln!("elected after {:?}", elected.unwrap());
+    let (
+        Pair {
+            mut a,
+            b,
+            dp_a,
+            dp_b,
+            _servers,
+        },
+        elected,
+    ) = Pair::elected(d).await;
+    eprintln!("elected after {elected:?}");
 
     // Connections on the active appear identically on the standby.
     for i in 0..300u32 {
@@ -429,23 +439,16 @@ async fn pair_elects_replicates_and_takes_over_after_kill_9() {
 async fn a_graceful_stop_hands_over_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let Pair {
-        mut a,
-        b,
-        dp_a,
-        dp_b,
-        _servers,
-    } = Pair::start(d);
-    let elected = wait_for(Duration::from_secs(10), || {
-        a.role() == "Active" && b.role() == "Standby" && dp_b.role() == pb::Role::Standby
-    })
-    .await;
-    assert!(
-        elected.is_some(),
-        "no election: a {}, b {}",
-        a.role(),
-        b.role()
-    );
+    let (
+        Pair {
+            mut a,
+            b,
+            dp_a,
+            dp_b,
+            _servers,
+        },
+        _,
+    ) = Pair::elected(d).await;
 
     a.terminate();
     // A ordered its own dataplane STANDBY before it went.
@@ -882,18 +885,16 @@ fn hup(s: &Syncd) {
 async fn sighup_lowers_the_priority_for_a_planned_handover() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let Pair {
-        mut a,
-        b,
-        dp_a,
-        dp_b,
-        _servers,
-    } = Pair::start(d);
-    let settled = wait_for(Duration::from_secs(10), || {
-        a.role() == "Active" && b.role() == "Standby" && dp_a.role() == pb::Role::Active
-    })
-    .await;
-    assert!(settled.is_some(), "a {} b {}", a.role(), b.role());
+    let (
+        Pair {
+            mut a,
+            b,
+            dp_a,
+            dp_b,
+            _servers,
+        },
+        _,
+    ) = Pair::elected(d).await;
     let cfg = d.join("a.toml");
     let good = std::fs::read_to_string(&cfg).unwrap();
     assert!(good.contains("priority = 200"), "{good}");
