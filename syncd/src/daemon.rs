@@ -48,7 +48,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::local::LocalDataplane;
 use crate::repl::{Change, Item, Receiver, Replica, Sender};
-use crate::role::{Action, Path, RoleConfig, RoleMachine, RoleState};
+use crate::role::{Action, Path, RoleMachine, RoleState};
 use crate::tls::TlsMaterial;
 use crate::wire::{self, LocalMsg, PeerHeartbeat};
 
@@ -401,15 +401,25 @@ impl Core {
         self.pump_receiver(now);
     }
 
-    /// Applies reloaded role settings (priority, preemption, timers), or logs why not.
-    fn reconfigure_role(&mut self, cfg: RoleConfig) {
+    /// Applies a reloaded file's role settings (priority, preemption, timers) and the
+    /// replication timers that follow the heartbeat interval, or logs why not.
+    fn reload_settings(&mut self, new: &Config) {
         let now = self.now();
+        let cfg = new.role();
         if *self.role.config() == cfg {
             return;
         }
         let (priority, preempt) = (cfg.priority, cfg.preempt);
         match self.role.reconfigure(cfg, now) {
             Ok(()) => {
+                self.cfg.node.priority = new.node.priority;
+                self.cfg.node.preempt = new.node.preempt;
+                self.cfg.heartbeat = new.heartbeat.clone();
+                self.receiver
+                    .set_stale_after(self.cfg.receiver().stale_after);
+                if let Some(s) = self.sender.as_mut() {
+                    s.set_idle_interval(self.cfg.sender().idle_interval);
+                }
                 let r = self.role.config();
                 info!(
                     priority,
@@ -1409,8 +1419,10 @@ pub struct Reloads {
     pub checks: watch::Receiver<Vec<crate::health::Plan>>,
     /// The sync link's TLS material.
     pub tls: watch::Receiver<Option<TlsMaterial>>,
-    /// The role machine's settings (priority, preemption, timers).
-    pub role: watch::Receiver<Option<RoleConfig>>,
+    /// The reloaded file, for the settings that follow it at once: the role machine's
+    /// (priority, preemption, timers) and the replication timers tied to the heartbeat
+    /// interval (the sender's keepalive, the receiver's staleness).
+    pub settings: watch::Receiver<Option<Config>>,
 }
 
 /// Runs the daemon until `shutdown` completes: serves `Peer` on `listener` (mutual TLS with
@@ -1426,7 +1438,7 @@ pub async fn run<L: LocalDataplane>(
     let Reloads {
         checks: reload,
         tls: tls_reload,
-        role: mut role_reload,
+        settings: mut role_reload,
     } = reloads;
     let server_tls = tls.server_config()?;
     let (ep_tx, ep_rx) = watch::channel(peer_endpoint(&cfg, &tls)?);
@@ -1626,7 +1638,7 @@ pub async fn run<L: LocalDataplane>(
             Ok(()) = role_reload.changed() => {
                 let cfg = role_reload.borrow_and_update().clone();
                 if let Some(cfg) = cfg {
-                    core.reconfigure_role(cfg);
+                    core.reload_settings(&cfg);
                 }
             }
             _ = tick.tick() => {}

@@ -17,7 +17,6 @@ use tandem_syncd::config::Config;
 use tandem_syncd::daemon;
 use tandem_syncd::health::Plan;
 use tandem_syncd::local::GrpcLocal;
-use tandem_syncd::role::RoleConfig;
 use tandem_syncd::tls::TlsMaterial;
 use tracing::error;
 
@@ -88,20 +87,20 @@ fn main() -> ExitCode {
         };
         let (reload_tx, reload_rx) = tokio::sync::watch::channel(Vec::new());
         let (tls_tx, tls_rx) = tokio::sync::watch::channel(None);
-        let (role_tx, role_rx) = tokio::sync::watch::channel(None);
+        let (settings_tx, settings_rx) = tokio::sync::watch::channel(None);
         tokio::spawn(reload_on_sighup(
             cli.config.clone(),
             cfg.clone(),
             ReloadTx {
                 checks: reload_tx,
                 tls: tls_tx,
-                role: role_tx,
+                settings: settings_tx,
             },
         ));
         let reloads = daemon::Reloads {
             checks: reload_rx,
             tls: tls_rx,
-            role: role_rx,
+            settings: settings_rx,
         };
         let run = daemon::run(cfg, tls, listener, local, shutdown_signal(), reloads);
         match run.await {
@@ -139,14 +138,15 @@ async fn shutdown_signal() {
 struct ReloadTx {
     checks: tokio::sync::watch::Sender<Vec<Plan>>,
     tls: tokio::sync::watch::Sender<Option<TlsMaterial>>,
-    role: tokio::sync::watch::Sender<Option<RoleConfig>>,
+    settings: tokio::sync::watch::Sender<Option<Config>>,
 }
 
 /// On every SIGHUP, reads the configuration file again and hands its health checks
 /// (`[health]`, `[[check]]`) to the health task, its `[tls]` material (CA, certificate,
 /// key, peer name: a certificate rotation without a restart, which on the active director
-/// would hand the VIPs over) to the sync link, and its role settings (`node.priority`,
-/// `node.preempt`, `[heartbeat]`) to the role machine. A file that does not load, whose
+/// would hand the VIPs over) to the sync link, and the file itself to the core for its role
+/// settings (`node.priority`, `node.preempt`, `[heartbeat]`) and the replication timers that
+/// follow the heartbeat interval. A file that does not load, whose
 /// checks are wrong, whose TLS files are unusable or whose `node.id` differs from the running
 /// one changes nothing (the error is logged with its line and key, or the file and rustls'
 /// reason). The other sections are read at start only: those that differ from the running
@@ -191,7 +191,7 @@ async fn reload_on_sighup(path: PathBuf, running: Config, tx: ReloadTx) {
                 }
                 tx.checks.send_replace(plans);
                 tx.tls.send_replace(Some(tls));
-                tx.role.send_replace(Some(c.role()));
+                tx.settings.send_replace(Some(c));
             }
             Err(e) => {
                 error!(file = %path.display(), error = %e, "SIGHUP: reload refused, the settings in force stay")

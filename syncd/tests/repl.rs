@@ -174,6 +174,14 @@ fn sync_complete_needs_a_snapshot_and_a_fresh_link() {
     p.to_rx.faults.loss = 1000;
     p.run_ms(600);
     assert!(!p.receiver.sync_complete(p.now));
+    // A longer staleness limit (a reload of a longer heartbeat interval) counts the same
+    // silence as fresh again; a shorter one as stale.
+    p.receiver
+        .set_stale_after(std::time::Duration::from_millis(2000));
+    assert!(p.receiver.sync_complete(p.now));
+    p.receiver
+        .set_stale_after(std::time::Duration::from_millis(500));
+    assert!(!p.receiver.sync_complete(p.now));
 }
 
 #[test]
@@ -367,4 +375,32 @@ fn lost_last_event_under_faults() {
     }
     p.quiesce(4000);
     assert_eq!(p.check_equal(), Ok(()));
+}
+
+/// A reload of the heartbeat interval changes the sender's keepalive at once: empty batches
+/// every `idle_interval`, then every new one.
+#[test]
+fn the_keepalive_follows_a_new_idle_interval() {
+    use tandem_syncd::repl::{Feedback, Sender};
+    const MS: u64 = 1_000_000;
+    let mut s = Sender::new(SenderConfig::default(), 7);
+    s.connected(0);
+    s.handle(
+        Feedback::Resume {
+            epoch: 7,
+            last_seq: 0,
+        },
+        0,
+    );
+    assert!(s.is_established());
+    let count = |s: &mut Sender, from: u64| {
+        (from..from + 1000)
+            .filter_map(|ms| s.poll_transmit(ms * MS))
+            .filter(|b| b.items.is_empty())
+            .count()
+    };
+    // Default 50 ms: the first at once, then one per 50 ms.
+    assert_eq!(count(&mut s, 0), 20);
+    s.set_idle_interval(std::time::Duration::from_millis(200));
+    assert_eq!(count(&mut s, 1000), 5);
 }

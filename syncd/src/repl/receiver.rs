@@ -80,6 +80,11 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    /// Takes a new staleness limit (a reload of the heartbeat interval it follows).
+    pub fn set_stale_after(&mut self, stale_after: Duration) {
+        self.cfg.stale_after = stale_after;
+    }
+
     /// A receiver with nothing applied yet.
     pub fn new(cfg: ReceiverConfig) -> Receiver {
         Receiver {

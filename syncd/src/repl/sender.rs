@@ -137,6 +137,11 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// Takes a new keepalive interval (a reload of the heartbeat interval it follows).
+    pub fn set_idle_interval(&mut self, idle_interval: Duration) {
+        self.cfg.idle_interval = idle_interval;
+    }
+
     /// A sender for `epoch`, which must differ from every epoch this director has used
     /// before (e.g. the boot time in nanoseconds, or a random `u64`) and be non-zero.
     pub fn new(cfg: SenderConfig, epoch: u64) -> Sender {
