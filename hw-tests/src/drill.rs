@@ -622,18 +622,17 @@ impl DrillReport {
     pub fn set_roles(&mut self, samples: &[RoleSample], fault_ms: u64) {
         let spans = role_spans(samples);
         (self.max_actives, self.dual_active_ms) = max_actives(&spans);
-        self.silences = samples
-            .iter()
-            .filter_map(|s| Some((s.updated_ms, s.director.clone(), (s.silences?, s.stalls))))
-            .fold(BTreeMap::new(), |mut m, (t, d, v)| {
-                let e = m.entry(d).or_insert((t, v));
-                if t >= e.0 {
-                    *e = (t, v);
-                }
-                m
-            })
+        // Each director's last sample that has them (after a restart: the new syncd's).
+        let mut last: BTreeMap<&str, &RoleSample> = BTreeMap::new();
+        for s in samples.iter().filter(|s| s.silences.is_some()) {
+            let e = last.entry(s.director.as_str()).or_insert(s);
+            if s.updated_ms >= e.updated_ms {
+                *e = s;
+            }
+        }
+        self.silences = last
             .into_iter()
-            .map(|(d, (_, v))| (d, v))
+            .filter_map(|(d, s)| Some((d.to_string(), (s.silences?, s.stalls))))
             .collect();
         // A step-down for a split brain means that director was active while it heard the
         // other one active, however short that was: the samples (one per status interval)

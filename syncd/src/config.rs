@@ -839,12 +839,9 @@ impl Config {
     }
 
     /// What differs from `running` that a reload does not apply (the sections read at start
-    /// only): their names, for the log.
+    /// only): their names, for the log. (A changed `node.id` refuses the reload instead.)
     pub fn restart_only_changes(&self, running: &Config) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if self.node.id != running.node.id {
-            v.push("node.id");
-        }
         if self.sync_link != running.sync_link {
             v.push("sync_link");
         }

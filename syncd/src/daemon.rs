@@ -435,6 +435,11 @@ impl Core {
         }
     }
 
+    /// The dead interval in force, ms (the one-path one while the peer is heard on one path).
+    fn dead_interval_ms(&self) -> u64 {
+        u64::try_from(self.role.dead_interval_now().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Logs a change between "peer heard on both paths" and "on one path only" (the one-path
     /// dead interval in effect) once it has held for a dead interval.
     fn log_paths(&mut self, now: u64) {
@@ -451,7 +456,7 @@ impl Core {
         if held < self.role.config().dead_interval() || self.paths_logged == Some(both) {
             return;
         }
-        let dead_ms = self.role.dead_interval_now().as_millis();
+        let dead_ms = self.dead_interval_ms();
         if both {
             if self.paths_logged.is_some() {
                 info!(dead_interval_ms = dead_ms, "peer heard on both paths again");
@@ -804,8 +809,7 @@ impl Core {
                 "heard_sync_link_ms_ago": peer.and_then(|p| p.heard[0]).map(ms),
                 "heard_service_ms_ago": peer.and_then(|p| p.heard[1]).map(ms),
                 "both_paths": peer.map(|_| self.role.both_paths_working()),
-                "dead_interval_ms": u64::try_from(self.role.dead_interval_now().as_millis())
-                    .unwrap_or(u64::MAX),
+                "dead_interval_ms": self.dead_interval_ms(),
                 "epoch": self.peer_last.map(|p| p.epoch),
                 "sequence": self.peer_last.map(|p| p.sequence),
             },
@@ -878,9 +882,9 @@ impl Core {
             peer_sync_complete: peer.is_some_and(|p| p.last.sync_complete),
             peer_heard_sync_link_ms_ago: heard(0),
             peer_heard_service_ms_ago: heard(1),
-            peer_both_paths: peer.is_some() && self.role.both_paths_working(),
-            dead_interval_ms: u64::try_from(self.role.dead_interval_now().as_millis())
-                .unwrap_or(u64::MAX),
+            // False until both paths have brought a heartbeat of the same peer.
+            peer_both_paths: self.role.both_paths_working(),
+            dead_interval_ms: self.dead_interval_ms(),
             longest_silence_ms: rm.longest_silence[2] / 1_000_000,
             stalls: rm.stalls,
             sync_link: if self.peer_hb_up { "up" } else { "down" }.into(),
@@ -1052,7 +1056,7 @@ async fn tls_reloads(
                 );
             }
             Err(e) => {
-                tracing::error!(error = %e, "TLS reload refused, the material in force stays")
+                error!(error = %e, "TLS reload refused, the material in force stays")
             }
         }
     }

@@ -195,8 +195,8 @@ impl RoleConfig {
     /// cut (or the service network broken) with both directors alive. Then nothing but that
     /// path keeps the pair apart, and a stall of it for longer than the dead interval (a
     /// director's CPU busy with other work, a lossy segment) would make two actives: on the
-    /// virtual rack under CPU load the service path went silent for 200–250 ms with the sync
-    /// link cut, twice in one drill. The price is a slower takeover in a double fault (sync
+    /// virtual rack under CPU load the service path went silent for over 216 and 227 ms with
+    /// the sync link cut, twice in one drill. The price is a slower takeover in a double fault (sync
     /// link cut, then the active dies). Never shorter than the dead interval.
     pub fn dead_interval_one_path(&self) -> Duration {
         let dead = self.dead_interval();
